@@ -1,0 +1,1 @@
+"""Evaluation suite: perplexity, long-memory QA, rosbag replay, benchmarks, reports."""

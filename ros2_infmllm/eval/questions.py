@@ -1,0 +1,86 @@
+"""Load and validate question files (YAML or JSONL) for replay evaluation."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from ros2_infmllm.eval.scoring import MATCH_KINDS, match_answer
+
+#: The question file of the bundled sample bag.
+SAMPLE_QUESTIONS = 'sample_questions.yaml'
+
+
+@dataclass
+class Question:
+    """One question asked at bag time ``t`` (s from bag start) with its expected answer."""
+
+    id: str
+    t: float
+    question: str
+    expected: object
+    match: str = 'contains'
+    tolerance: float = 0.0
+    evidence: list = field(default_factory=list)
+    camera: Optional[str] = None
+    tags: list = field(default_factory=list)
+
+    def score(self, answer: str) -> bool:
+        """Return whether ``answer`` is correct under this question's match kind."""
+        return match_answer(answer, self.expected, self.match, self.tolerance)
+
+
+def sample_questions_path() -> Path:
+    """Return the path of the bundled sample question file."""
+    return Path(str(resources.files('ros2_infmllm.eval') / 'data' / SAMPLE_QUESTIONS))
+
+
+def _parse(entry: dict, idx: int, default_camera: Optional[str]) -> Question:
+    where = f'question #{idx}'
+    if not isinstance(entry, dict):
+        raise ValueError(f'{where}: must be a mapping, got {type(entry).__name__}')
+    missing = [k for k in ('t', 'question', 'expected') if k not in entry]
+    if missing:
+        raise ValueError(f'{where}: missing keys {missing}')
+    match = entry.get('match', 'contains')
+    if match not in MATCH_KINDS:
+        raise ValueError(f'{where}: match {match!r} not in {MATCH_KINDS}')
+    ev = entry.get('evidence') or []
+    for r in ev:
+        if not (isinstance(r, (list, tuple)) and len(r) == 2 and float(r[0]) <= float(r[1])):
+            raise ValueError(f'{where}: evidence range {r!r} must be [start, end]')
+    q = Question(id=str(entry.get('id', f'q{idx}')), t=float(entry['t']),
+                 question=str(entry['question']), expected=entry['expected'], match=match,
+                 tolerance=float(entry.get('tolerance', 0.0)),
+                 evidence=[[float(a), float(b)] for a, b in ev],
+                 camera=entry.get('camera', default_camera), tags=list(entry.get('tags', [])))
+    if q.t < 0:
+        raise ValueError(f'{where}: t must be >= 0, got {q.t}')
+    match_answer('', q.expected, q.match, q.tolerance)   # raises on a malformed expectation
+    return q
+
+
+def load_questions(path: Path | str) -> list:
+    """Read a YAML (``questions:`` list) or JSONL question file; sorted by ``t``."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f'question file not found: {path}')
+    text = path.read_text()
+    default_camera = None
+    if path.suffix == '.jsonl':
+        entries = [json.loads(line) for line in text.splitlines() if line.strip()]
+    else:
+        doc = yaml.safe_load(text)
+        if isinstance(doc, dict):
+            default_camera = doc.get('camera')
+            entries = doc.get('questions')
+        else:
+            entries = doc
+        if not isinstance(entries, list):
+            raise ValueError(f'{path}: expected a list of questions (or a "questions:" key)')
+    qs = [_parse(e, i, default_camera) for i, e in enumerate(entries)]
+    return sorted(qs, key=lambda q: q.t)

@@ -1,0 +1,157 @@
+"""The bundled sample scene: a seeded, synthetic camera stream with events at known times.
+
+Why synthetic: the demo and CI need a camera bag on a fresh machine with no downloads,
+and questions whose right answers are known. The events (coloured boxes, ArUco markers,
+QR codes, a light change) are what the OpenCV frame describer can report, separated by
+long distractor stretches so that early events fall far outside a bounded cache.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import cv2
+import numpy as np
+
+#: ArUco dictionary used for every marker in the sample scene.
+ARUCO_DICT = cv2.aruco.DICT_4X4_50
+
+#: RGB values of the colour names used by the scene.
+COLOURS = {
+    'red': (210, 30, 30),
+    'blue': (30, 60, 210),
+    'green': (30, 170, 60),
+    'yellow': (225, 205, 30),
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing that is visible during [start, end) seconds of bag time.
+
+    Parameters
+    ----------
+    start, end : float
+        Visibility interval in seconds from the start of the bag.
+    colour : str or None
+        Colour name of a large box drawn on the left (a key of ``COLOURS``).
+    aruco : int or None
+        Id of an ArUco marker (``ARUCO_DICT``) drawn on the right.
+    qr : str or None
+        Text of a QR code drawn on the right.
+    dim : bool
+        Lights dimmed (whole frame darkened).
+    """
+
+    start: float
+    end: float
+    colour: Optional[str] = None
+    aruco: Optional[int] = None
+    qr: Optional[str] = None
+    dim: bool = False
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A timeline of events over a gray, slowly changing distractor background."""
+
+    duration: float = 180.0
+    events: tuple = field(default_factory=lambda: DEFAULT_EVENTS)
+
+    def active(self, t: float) -> list:
+        """Return the events visible at bag time ``t`` seconds."""
+        return [e for e in self.events if e.start <= t < e.end]
+
+
+DEFAULT_EVENTS = (
+    Event(10.0, 16.0, colour='red', aruco=17),
+    Event(45.0, 51.0, qr='DOCK B'),
+    Event(80.0, 86.0, colour='blue', aruco=42),
+    Event(115.0, 121.0, qr='SHELF 3'),
+    Event(150.0, 156.0, colour='green', aruco=7),
+    Event(163.0, 168.0, dim=True),
+)
+
+
+def _paste(canvas: np.ndarray, patch: np.ndarray, x: int, y: int) -> None:
+    """Copy a gray patch (with a white quiet zone already in it) onto an RGB canvas."""
+    h, w = patch.shape[:2]
+    h = min(h, canvas.shape[0] - y)
+    w = min(w, canvas.shape[1] - x)
+    canvas[y:y + h, x:x + w] = patch[:h, :w, None]
+
+
+def aruco_patch(marker_id: int, side: int) -> np.ndarray:
+    """Render ArUco marker ``marker_id`` with a white border, ``side`` pixels in total."""
+    inner = max(12, (side * 3 // 4) // 6 * 6)   # whole pixels per marker cell
+    dictionary = cv2.aruco.getPredefinedDictionary(ARUCO_DICT)
+    marker = cv2.aruco.generateImageMarker(dictionary, int(marker_id), inner)
+    patch = np.full((side, side), 255, np.uint8)
+    off = (side - inner) // 2
+    patch[off:off + inner, off:off + inner] = marker
+    return patch
+
+
+def qr_patch(text: str, side: int) -> np.ndarray:
+    """Render a QR code of ``text`` (nearest-neighbour scaled), ``side`` pixels in total."""
+    code = cv2.QRCodeEncoder.create().encode(text)
+    scale = max(1, side // (code.shape[0] + 4))
+    code = cv2.resize(code, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    patch = np.full((side, side), 255, np.uint8)
+    off = (side - code.shape[0]) // 2
+    patch[off:off + code.shape[0], off:off + code.shape[1]] = code
+    return patch
+
+
+class SceneRenderer:
+    """Draw the frames of a scenario; same seed and time give the same pixels."""
+
+    def __init__(self, scenario: Scenario, width: int = 160, height: int = 120,
+                 seed: int = 0) -> None:
+        """Fix the frame size and the seed of the distractor blobs and sensor noise."""
+        if width < 96 or height < 72:
+            raise ValueError(f'frame size {width}x{height} too small for markers '
+                             '(need at least 96x72)')
+        self.scenario = scenario
+        self.width = width
+        self.height = height
+        self.seed = seed
+        rng = np.random.default_rng(seed)
+        # Distractor blobs: gray rectangles drifting slowly across the floor.
+        self._blobs = [(rng.uniform(0, width), rng.uniform(0, height), rng.uniform(-6, 6),
+                        rng.uniform(-3, 3), int(rng.integers(8, 24)),
+                        int(rng.integers(70, 150))) for _ in range(4)]
+
+    def render(self, t: float, camera: int = 0) -> np.ndarray:
+        """Return the RGB uint8 frame (height, width, 3) at bag time ``t`` seconds."""
+        w, h = self.width, self.height
+        frame_idx = int(round(t * 1000))
+        rng = np.random.default_rng([self.seed, camera, frame_idx])
+        base = 100 + 12 * np.sin(t / 23.0 + camera)
+        img = np.full((h, w, 3), base, np.float32)
+        for x0, y0, vx, vy, size, gray in self._blobs:
+            x = int((x0 + vx * t) % w)
+            y = int((y0 + vy * t) % h)
+            img[y:y + size, x:x + size] = gray
+        if camera == 1:
+            # Second camera: a slowly turning yellow-gray bar, no events.
+            cx, cy = w // 2, h // 2
+            ang = t / 10.0
+            dx, dy = int(40 * np.cos(ang)), int(40 * np.sin(ang))
+            cv2.line(img, (cx - dx, cy - dy), (cx + dx, cy + dy), (150, 140, 90), 6)
+        else:
+            # Markers keep >= 12 px from the image border: OpenCV's ArUco detector
+            # misses markers whose quiet zone nearly touches the border.
+            side = min(h - 32, w // 2 - 16)
+            for ev in self.scenario.active(t):
+                if ev.colour is not None:
+                    cv2.rectangle(img, (8, h // 2 - side // 2), (8 + side - 8,
+                                  h // 2 + side // 2), COLOURS[ev.colour], -1)
+                if ev.aruco is not None:
+                    _paste(img, aruco_patch(ev.aruco, side), w - side - 16, (h - side) // 2)
+                if ev.qr is not None:
+                    _paste(img, qr_patch(ev.qr, side), w - side - 16, (h - side) // 2)
+                if ev.dim:
+                    img *= 0.3
+        img += rng.normal(0.0, 2.0, img.shape).astype(np.float32)
+        return np.clip(img, 0, 255).astype(np.uint8)
