@@ -1,0 +1,133 @@
+"""Base class of the eviction policies: validation and the shared selection plumbing."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from ..selection import top_k_per_head
+
+
+@dataclass
+class SelectionInput:
+    """What a policy may look at when a layer compacts.
+
+    Parameters
+    ----------
+    scores : torch.Tensor or None
+        ``[H_kv, T]`` float32: window scores of the last scored chunk (``score_mode ==
+        "window"``) or attention accumulated over every step (``"all"``); None for
+        policies that need no scores.
+    age : torch.Tensor
+        ``[H_kv, T]`` int64: tokens between each cached token and the newest one (0 = newest).
+    length : int
+        Number of cached tokens ``T``.
+    """
+
+    scores: torch.Tensor | None
+    age: torch.Tensor
+    length: int
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _check_float(name: str, value: Any, minimum: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value) or value < minimum:
+        raise ValueError(f"{name} must be finite and >= {minimum}, got {value}")
+
+
+@dataclass
+class Policy:
+    """Common base of every eviction policy.
+
+    Subclasses are dataclasses whose fields are their parameters; they set the class
+    attributes below and override :meth:`priority`. Validation runs on construction.
+
+    Class attributes
+    ----------------
+    name : str
+        Registry name used by :func:`make_policy`.
+    score_mode : {None, "window", "all"}
+        None: no attention scores needed. "window": softmax of the last ``window`` queries
+        of a chunk that will be followed by compaction. "all": every query of every
+        forward, accumulated (H2O); that per-step cost is part of that baseline.
+    compacts : bool
+        False only for the growing reference cache.
+    """
+
+    name: ClassVar[str] = "base"
+    score_mode: ClassVar[str | None] = None
+    compacts: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        """Validate parameters as soon as the policy exists."""
+        self.validate()
+
+    # -- parameters shared by most policies (subclass fields override these) --
+    @property
+    def capacity(self) -> int | None:
+        """Tokens kept per layer after compaction (None = unbounded)."""
+        return getattr(self, "budget", None) if self.compacts else None
+
+    def forced(self) -> tuple[int, int]:
+        """``(n_sink, n_recent)`` always kept."""
+        return int(getattr(self, "n_sink", 0)), int(getattr(self, "n_recent", 0))
+
+    @property
+    def scoring_window(self) -> int:
+        """Number of trailing queries whose attention is scored."""
+        return int(getattr(self, "window", 1))
+
+    @property
+    def repositions(self) -> bool:
+        """Whether kept tokens get contiguous positions after compaction."""
+        return bool(getattr(self, "reposition", False)) and self.compacts
+
+    def validate(self) -> None:
+        """Check every parameter; raise ValueError/TypeError with the reason."""
+        fields = {f.name for f in dataclasses.fields(self)}
+        if "budget" in fields:
+            _check_int("budget", self.budget, 1)
+        for name in ("n_sink", "n_recent"):
+            if name in fields:
+                _check_int(name, getattr(self, name), 0)
+        if "window" in fields:
+            _check_int("window", self.window, 1)
+        if "kernel" in fields:
+            _check_int("kernel", self.kernel, 1)
+            if self.kernel % 2 == 0:
+                raise ValueError(f"kernel must be odd (centred pooling), got {self.kernel}")
+        if "bias" in fields:
+            _check_float("bias", self.bias, 0.0)
+        if "reposition" in fields and not isinstance(self.reposition, bool):
+            raise TypeError(f"reposition must be a bool, got {self.reposition!r}")
+        if "budget" in fields:
+            n_sink, n_recent = self.forced()
+            if n_sink + n_recent > self.budget:
+                raise ValueError(
+                    f"{self.name}: budget ({self.budget}) must be >= n_sink + n_recent "
+                    f"({n_sink} + {n_recent} = {n_sink + n_recent})")
+
+    def params(self) -> dict[str, Any]:
+        """Parameters as a plain dict (for describe / reports)."""
+        return dataclasses.asdict(self)
+
+    def priority(self, inp: SelectionInput) -> torch.Tensor:
+        """Return ``[H_kv, T]`` priorities, higher is kept. The one hook a policy overrides."""
+        raise NotImplementedError
+
+    def select(self, inp: SelectionInput) -> torch.Tensor:
+        """Indices ``[H_kv, budget]`` (ascending per head) of the tokens to keep."""
+        n_sink, n_recent = self.forced()
+        return top_k_per_head(self.priority(inp), self.capacity, n_sink, n_recent)

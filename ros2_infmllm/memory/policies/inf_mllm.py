@@ -1,0 +1,59 @@
+"""Inf-MLLM: sinks + recent + attention saddles by biased, pooled window score."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from ..selection import age_decay, local_sum
+from .base import Policy, SelectionInput
+
+
+@dataclass
+class InfMLLMPolicy(Policy):
+    """Inf-MLLM (Ning et al., "Inf-MLLM: Efficient Streaming Inference of Multimodal LLMs", 2024).
+
+    After each chunk the last ``window`` queries score every cached token (softmax
+    attention summed over the window, per KV head, GQA groups averaged); the scores are
+    smoothed by a local sum of width ``kernel`` so whole clusters ("attention saddles")
+    survive; then multiplied by ``exp(-bias * age / budget)`` (age in tokens from the newest)
+    so the memory keeps following the scene. The ``n_sink`` first and ``n_recent`` newest
+    tokens are always kept, the best of the rest fill the budget, and kept tokens get
+    contiguous positions with exact RoPE re-rotation.
+
+    Parameters
+    ----------
+    budget : int
+        Tokens kept per layer after compaction.
+    n_sink : int
+        First tokens always kept.
+    n_recent : int
+        Newest tokens always kept.
+    window : int
+        Trailing queries of each chunk used to score the cache.
+    kernel : int
+        Odd width of the local-sum pooling (1 = none).
+    bias : float
+        Strength of the exponential age decay; a token one budget older than the newest
+        has its score multiplied by ``exp(-bias)``; 0 disables it.
+    reposition : bool
+        Re-assign contiguous positions 0..n-1 to kept tokens (the paper's length extrapolation).
+    """
+
+    budget: int = 1024
+    n_sink: int = 4
+    n_recent: int = 256
+    window: int = 32
+    kernel: int = 7
+    bias: float = 1.0
+    reposition: bool = True
+
+    name: ClassVar[str] = "inf_mllm"
+    score_mode: ClassVar[str | None] = "window"
+
+    def priority(self, inp: SelectionInput) -> torch.Tensor:
+        """Pooled window score with exponential age decay."""
+        pooled = local_sum(inp.scores, self.kernel)
+        return age_decay(pooled, inp.age, self.bias, self.budget)

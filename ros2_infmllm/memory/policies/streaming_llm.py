@@ -1,0 +1,37 @@
+"""StreamingLLM: attention sinks + recent window."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from .base import Policy, SelectionInput
+
+
+@dataclass
+class StreamingLLMPolicy(Policy):
+    """StreamingLLM (Xiao et al., "Efficient Streaming Language Models with Attention Sinks", 2023).
+
+    Keeps the first ``n_sink`` tokens and the ``budget - n_sink`` most recent ones.
+
+    Parameters
+    ----------
+    budget : int
+        Tokens kept per layer after compaction.
+    n_sink : int
+        First tokens always kept (attention sinks).
+    reposition : bool
+        Re-assign contiguous positions in the cache, as the paper does.
+    """
+
+    budget: int = 1024
+    n_sink: int = 4
+    reposition: bool = True
+
+    name: ClassVar[str] = "streaming_llm"
+
+    def priority(self, inp: SelectionInput) -> torch.Tensor:
+        """Newer is better; sinks are forced by the base class."""
+        return -inp.age.float()

@@ -1,0 +1,187 @@
+"""Exact re-positioning of cached (post-RoPE) keys.
+
+RoPE rotates each pair of key dimensions by ``position * inv_freq``; rotations compose,
+so a key cached at position ``p`` is moved to ``p'`` by rotating it by
+``(p' - p) * inv_freq``. That is a pure rotation: the ``attention_scaling`` some RoPE
+types apply to cos/sin is already inside the cached key and is not applied again.
+
+Exactness by RoPE type:
+
+* default, linear: inv_freq is constant, exact.
+* dynamic (NTK): inv_freq changes only past ``max_position_embeddings``; re-positioned
+  positions stay below ``budget + chunk``, where the original inv_freq applies, exact.
+* llama3: a fixed rescaled inv_freq, exact.
+* partial rotary (GPT-NeoX ``rotary_pct`` / ``partial_rotary_factor``): only the first
+  ``rotary_dim`` dimensions are rotated, the rest are untouched.
+* M-RoPE (Qwen2-VL): positions have three rows (t, h, w) and ``mrope_section`` assigns
+  each frequency to one row. Re-positioning moves every kept token of one source run
+  (contiguous tokens of one chunk) by the *same* shift on all three rows, so an image's
+  2-D layout and its offset to the chunk's text survive; runs are packed in order, each
+  starting at the previous run's maximum position + 1. A run whose kept tokens all have
+  ``t == h == w`` (plain text) is compacted to contiguous positions instead. The next
+  token's position is the maximum kept position + 1.
+
+Models without RoPE (learned absolute positions: GPT-2, OPT, ...) cannot be re-positioned;
+:func:`RopeSpec.from_config` returns None for them and the cache raises unless the policy
+does not re-position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+_MROPE_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
+
+
+def _text_config(config):
+    getter = getattr(config, "get_text_config", None)
+    return getter() if getter is not None else config
+
+
+@dataclass
+class RopeSpec:
+    """What re-rotation needs to know about a model's RoPE.
+
+    Parameters
+    ----------
+    inv_freq : torch.Tensor
+        float64 ``[rotary_dim // 2]`` inverse frequencies (after the type's rescaling).
+    rotary_dim : int
+        Leading head dimensions that are rotated.
+    head_dim : int
+        Key head dimension.
+    mrope_section : tuple of int or None
+        Frequencies per (t, h, w) row for M-RoPE, else None.
+    interleaved : bool
+        True for GPT-J style pairs (2i, 2i+1); False for the rotate-half layout.
+    model_type : str
+        For messages.
+    """
+
+    inv_freq: torch.Tensor
+    rotary_dim: int
+    head_dim: int
+    mrope_section: tuple[int, ...] | None = None
+    interleaved: bool = False
+    model_type: str = ""
+
+    @property
+    def rows(self) -> int:
+        """Position rows: 3 for M-RoPE, else 1."""
+        return 3 if self.mrope_section is not None else 1
+
+    @classmethod
+    def from_config(cls, config) -> "RopeSpec | None":
+        """Derive the spec from a transformers config; None if the model has no RoPE."""
+        from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+        text = _text_config(config)
+        model_type = str(getattr(text, "model_type", ""))
+        params = getattr(text, "rope_parameters", None)
+        if not params or "rope_theta" not in params:
+            return None
+        if "standardize_rope_params" in dir(text):
+            text.standardize_rope_params()
+            params = text.rope_parameters
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        partial = float(params.get("partial_rotary_factor",
+                                   getattr(text, "partial_rotary_factor", 1.0)) or 1.0)
+        rotary_dim = int(head_dim * partial)
+        rope_type = params.get("rope_type", params.get("type", "default"))
+        if rope_type in ("default", "mrope"):
+            base = float(params["rope_theta"])
+            inv_freq = 1.0 / (base ** (torch.arange(0, rotary_dim, 2, dtype=torch.float64)
+                                       / rotary_dim))
+        elif rope_type in ROPE_INIT_FUNCTIONS:
+            # seq_len=None: dynamic NTK returns the original frequencies (positions stay
+            # below max_position_embeddings after re-positioning).
+            inv_freq, _ = ROPE_INIT_FUNCTIONS[rope_type](text, None)
+            inv_freq = inv_freq.to(torch.float64)
+        else:
+            raise ValueError(f"{model_type}: unsupported rope_type {rope_type!r}")
+        if rope_type == "longrope" or rope_type == "yarn":
+            # Their scaled inv_freq is fixed too; re-rotation is exact for a fixed inv_freq.
+            pass
+        mrope = params.get("mrope_section")
+        if mrope is None and model_type in _MROPE_MODEL_TYPES:
+            mrope = [16, 24, 24]
+        if mrope is not None:
+            mrope = tuple(int(m) for m in mrope)
+            if sum(mrope) != inv_freq.numel():
+                raise ValueError(f"{model_type}: mrope_section {mrope} does not sum to "
+                                 f"{inv_freq.numel()} frequencies")
+        interleaved = model_type in ("gptj", "codegen")
+        return cls(inv_freq=inv_freq, rotary_dim=rotary_dim, head_dim=head_dim,
+                   mrope_section=mrope, interleaved=interleaved, model_type=model_type)
+
+    def angles(self, delta: torch.Tensor) -> torch.Tensor:
+        """Rotation angles ``[H, n, rotary_dim // 2]`` (float64) for position shifts ``[R, H, n]``."""
+        inv = self.inv_freq.to(delta.device)
+        if self.mrope_section is None:
+            return delta[0].to(torch.float64).unsqueeze(-1) * inv
+        rows = torch.repeat_interleave(
+            torch.arange(3, device=delta.device),
+            torch.tensor(self.mrope_section, device=delta.device))
+        per_freq = delta.permute(1, 2, 0).to(torch.float64)[..., rows]   # [H, n, F]
+        return per_freq * inv
+
+    def rotate_(self, keys: torch.Tensor, delta: torch.Tensor) -> None:
+        """Rotate ``keys`` ``[H, n, D]`` in place by the position shifts ``delta`` ``[R, H, n]``."""
+        if keys.shape[-2] == 0:
+            return
+        ang = self.angles(delta)
+        cos = torch.cos(ang).to(torch.float32)
+        sin = torch.sin(ang).to(torch.float32)
+        rot = keys[..., :self.rotary_dim].float()
+        if self.interleaved:
+            x1, x2 = rot[..., 0::2], rot[..., 1::2]
+            out = torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).flatten(-2)
+        else:
+            half = self.rotary_dim // 2
+            x1, x2 = rot[..., :half], rot[..., half:]
+            out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+        keys[..., :self.rotary_dim] = out.to(keys.dtype)
+
+
+def repack_positions(pos: torch.Tensor, run_start: torch.Tensor) -> torch.Tensor:
+    """New contiguous positions ``[R, H, n]`` for kept tokens (see the module docstring).
+
+    ``pos`` holds the current positions of the kept tokens in cache order; ``run_start``
+    ``[H, n]`` is True where a token starts a new source run. With one row, this is
+    simply ``0..n-1`` for every head.
+    """
+    rows, n_heads, n = pos.shape
+    device = pos.device
+    if rows == 1 or n == 0:
+        base = torch.arange(n, device=device, dtype=pos.dtype)
+        return base.expand(rows, n_heads, n).contiguous()
+    run_id = torch.cumsum(run_start.long(), dim=-1) - 1                   # [H, n]
+    tok_min = pos.amin(dim=0)                                              # [H, n]
+    tok_max = pos.amax(dim=0)
+    big = torch.iinfo(pos.dtype).max
+    run_min = torch.full((n_heads, n), big, dtype=pos.dtype, device=device)
+    run_min.scatter_reduce_(1, run_id, tok_min, reduce="amin")
+    run_max = torch.full((n_heads, n), -big, dtype=pos.dtype, device=device)
+    run_max.scatter_reduce_(1, run_id, tok_max, reduce="amax")
+    flat = (tok_min == tok_max).long()
+    run_flat = torch.ones((n_heads, n), dtype=torch.long, device=device)
+    run_flat.scatter_reduce_(1, run_id, flat, reduce="amin")
+    count = torch.zeros((n_heads, n), dtype=torch.long, device=device)
+    count.scatter_add_(1, run_id, torch.ones_like(run_id))
+    used = count > 0
+    span = torch.where(run_flat.bool(), count, run_max - run_min + 1)
+    span = torch.where(used, span, torch.zeros_like(span))
+    start = torch.cumsum(span, dim=-1) - span                              # [H, R]
+    # rank of each token inside its run (for flat/text runs)
+    idx = torch.arange(n, device=device).expand(n_heads, n)
+    first = torch.full((n_heads, n), n, dtype=torch.long, device=device)
+    first.scatter_reduce_(1, run_id, idx, reduce="amin")
+    rank = idx - first.gather(1, run_id)
+    tok_start = start.gather(1, run_id)
+    tok_flat = run_flat.gather(1, run_id).bool()
+    shift_2d = tok_start - run_min.gather(1, run_id)                       # [H, n]
+    new_2d = pos + shift_2d.unsqueeze(0)
+    new_1d = (tok_start + rank).unsqueeze(0).expand(rows, n_heads, n)
+    return torch.where(tok_flat.unsqueeze(0), new_1d, new_2d)

@@ -1,0 +1,125 @@
+"""Attention function that also scores cached tokens for the cache that asked.
+
+Registered as ``"infmllm_sdpa"`` with transformers' ``AttentionInterface`` (and the SDPA
+mask builder under the same name), so any model using the attention interface can be
+switched to it with :func:`use_scoring_attention`; no model code is patched.
+
+Hand-off: a :class:`~ros2_infmllm.memory.cache.BoundedLayer` that wants scores for the
+current forward stores itself in a thread-local right after its ``update``; the
+attention call of the same layer (same thread, immediately after) computes
+``softmax(q_window . K^T * scaling + causal mask)`` for only the last ``window`` queries
+(all queries for H2O), sums over those queries, averages the GQA group of each KV head,
+gives the ``[H_kv, T]`` result to the layer, clears the thread-local, and then returns
+transformers' own SDPA output. Cost: ``window x T`` logits per head, versus ``q x T`` for
+an eager prefill.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+ATTN_NAME = "infmllm_sdpa"
+
+_AWAIT = threading.local()
+
+
+def set_awaiting(layer, n_queries: int | None) -> None:
+    """Mark ``layer`` as wanting scores of its next attention call (None = all queries)."""
+    _AWAIT.layer = layer
+    _AWAIT.n_queries = n_queries
+
+
+def clear_awaiting() -> None:
+    """Drop any pending request (used on reset)."""
+    _AWAIT.layer = None
+
+
+def awaiting():
+    """The layer waiting for scores in this thread, or None."""
+    return getattr(_AWAIT, "layer", None)
+
+
+def window_scores(query: torch.Tensor, key: torch.Tensor, n_queries: int | None,
+                  scaling: float | None, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Attention of the last ``n_queries`` queries, summed over them: ``[H_kv, T]`` float32.
+
+    ``query`` is ``[1, H_q, q, D]``, ``key`` ``[1, H_kv, T, D]``; GQA groups are averaged.
+    The causal mask assumes the queries are the last ``q`` tokens of the keys unless a
+    4-D ``attention_mask`` is given, whose rows are used instead.
+    """
+    _, n_q_heads, q_len, head_dim = query.shape
+    n_kv, length = key.shape[1], key.shape[2]
+    w = q_len if n_queries is None else min(n_queries, q_len)
+    groups = n_q_heads // n_kv
+    if scaling is None:
+        scaling = head_dim ** -0.5
+    qw = query[0, :, q_len - w:].float().reshape(n_kv, groups, w, head_dim)
+    logits = torch.einsum("hgwd,htd->hgwt", qw, key[0].float()) * scaling
+    if attention_mask is not None and attention_mask.dim() == 4:
+        m = attention_mask[0, :, attention_mask.shape[-2] - w:, :length]   # [1 or H, w, T]
+        if m.dtype == torch.bool:
+            logits = logits.masked_fill(~m.unsqueeze(1), float("-inf"))
+        else:
+            logits = logits + m.unsqueeze(1).float()
+    else:
+        rows = torch.arange(w, device=key.device).unsqueeze(1) + (length - w)
+        cols = torch.arange(length, device=key.device).unsqueeze(0)
+        logits = logits.masked_fill(cols > rows, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    return probs.sum(dim=2).mean(dim=1)
+
+
+def scoring_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
+                              value: torch.Tensor, attention_mask: torch.Tensor | None,
+                              dropout: float = 0.0, scaling: float | None = None,
+                              is_causal: bool | None = None, **kwargs):
+    """SDPA attention that first hands window scores to the cache layer awaiting them."""
+    layer = awaiting()
+    if layer is not None:
+        _AWAIT.layer = None
+        if key.shape[0] != 1 or key.shape[2] != layer.length:
+            raise RuntimeError(
+                f"scoring attention: key length {key.shape[2]} (batch {key.shape[0]}) does not "
+                f"match the cache layer awaiting scores ({layer.length} tokens, batch 1)")
+        with torch.no_grad():
+            scores = window_scores(query, key, _AWAIT.n_queries, scaling, attention_mask)
+        layer.receive_scores(scores)
+    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                  scaling=scaling, is_causal=is_causal, **kwargs)
+
+
+_registered = False
+
+
+def register() -> None:
+    """Register the attention function and its (SDPA) mask builder once."""
+    global _registered
+    if _registered:
+        return
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(ATTN_NAME, scoring_attention_forward)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(ATTN_NAME, sdpa_mask)
+    _registered = True
+
+
+def use_scoring_attention(model: torch.nn.Module) -> torch.nn.Module:
+    """Switch ``model`` (and its sub-configs) to the scoring attention; returns the model."""
+    register()
+    setter = getattr(model, "set_attn_implementation", None)
+    if setter is not None:
+        try:
+            setter(ATTN_NAME)
+            return model
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass
+    config = model.config
+    config._attn_implementation = ATTN_NAME
+    text = config.get_text_config() if hasattr(config, "get_text_config") else None
+    if text is not None and text is not config:
+        text._attn_implementation = ATTN_NAME
+    return model

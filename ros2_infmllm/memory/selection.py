@@ -1,0 +1,57 @@
+"""Shared selection helpers: local-sum pooling, age bias, per-head top-k.
+
+Every policy reduces to "a priority per (KV head, cached token), higher is kept", then
+:func:`top_k_per_head` keeps the same number of tokens in every head (so the cache
+tensors stay rectangular), with the first ``n_sink`` and last ``n_recent`` forced in.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def local_sum(scores: torch.Tensor, kernel: int) -> torch.Tensor:
+    """Sum each score with its ``kernel // 2`` neighbours on each side (1-D pooling).
+
+    Smoothing keeps whole clusters of relevant tokens instead of isolated spikes.
+    ``scores`` is ``[H, T]``; the result has the same shape.
+    """
+    if kernel <= 1:
+        return scores
+    pad = kernel // 2
+    pooled = F.avg_pool1d(scores.unsqueeze(1), kernel_size=kernel, stride=1, padding=pad,
+                          count_include_pad=True)
+    return pooled.squeeze(1) * kernel
+
+
+def age_decay(scores: torch.Tensor, age: torch.Tensor, bias: float, scale: float) -> torch.Tensor:
+    """Multiply scores by ``exp(-bias * age / scale)`` so newer tokens are preferred.
+
+    ``age`` counts tokens since the newest cached token (0 = newest). ``bias = 0`` leaves
+    the scores unchanged.
+    """
+    if bias == 0:
+        return scores
+    return scores * torch.exp(-bias * age.to(scores.dtype) / float(scale))
+
+
+def top_k_per_head(priority: torch.Tensor, n_keep: int, n_sink: int = 0,
+                   n_recent: int = 0) -> torch.Tensor:
+    """Indices ``[H, n_keep]`` (ascending per head) of the tokens to keep.
+
+    The first ``n_sink`` and the last ``n_recent`` tokens always win; the remaining
+    slots go to the highest ``priority`` entries of each head independently.
+    """
+    n_heads, length = priority.shape
+    if n_keep >= length:
+        idx = torch.arange(length, device=priority.device)
+        return idx.unsqueeze(0).expand(n_heads, length).contiguous()
+    pri = priority.float().clone()
+    pri = torch.nan_to_num(pri, nan=float("-inf"))
+    if n_sink > 0:
+        pri[:, :min(n_sink, length)] = float("inf")
+    if n_recent > 0:
+        pri[:, max(length - n_recent, 0):] = float("inf")
+    idx = torch.topk(pri, n_keep, dim=-1, sorted=False).indices
+    return torch.sort(idx, dim=-1).values
