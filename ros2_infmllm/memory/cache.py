@@ -1,20 +1,27 @@
 """BoundedCache: a transformers ``Cache`` whose layers keep at most ``budget`` tokens.
 
-Each :class:`BoundedLayer` preallocates ``[1, H_kv, budget + max_chunk + slack, D]`` key
-and value buffers on its first update (device and dtype of the incoming keys) and
+Each :class:`BoundedLayer` preallocates ``[1, H_kv, budget + max_chunk + decode_slack, D]``
+key and value buffers on its first update (device and dtype of the incoming keys) and
 writes new tokens into them; nothing is concatenated per step. When a layer holds more
 than ``budget`` tokens after a chunk, compaction is *pending*: it runs at the start of
 that layer's next ``update`` (or on :meth:`BoundedCache.compact`), using the scores the
 scoring attention computed while that chunk was prefilled. Compaction is one gather per
-layer into the same buffers, plus exact RoPE re-rotation of the kept keys.
+buffer (keys, values, packed metadata) into the same buffers, plus exact RoPE re-rotation
+of the kept keys.
 
-``get_seq_length`` and ``get_mask_sizes`` already report the length after any pending
-compaction, so position ids and masks that transformers derives from them are right:
-new tokens continue at the kept length ``n`` (kv_length ``n + q``, kv_offset 0).
+Positions and masks. transformers derives default position ids from ``get_seq_length``
+and the causal mask from ``get_query_offset`` / ``get_mask_sizes``. This cache answers
+``get_seq_length`` with the position of the next token (:meth:`BoundedCache.next_position`)
+and the mask queries with the kept length, so ``model(...)`` without ``position_ids`` is
+right for every policy: with re-positioning and 1-D RoPE both are the kept length; without
+re-positioning (``snapkv``) positions keep growing while the mask covers the kept tokens.
 
 Decode steps (one token) that push a layer over budget do not compact at once: tokens
-accumulate for up to ``decode_slack`` steps and are compacted with the next chunk, so
-an answer costs no per-token gather. Batch size 1 only (one stream per cache).
+accumulate for up to ``decode_slack`` steps and are compacted together, so an answer costs
+no per-token gather. The decode path does no host synchronisation: per-token metadata is
+recorded as Python segments and written to the device tensors only when needed
+(compaction, evidence tally, :meth:`BoundedCache.sources_in_memory`). Batch size 1 only
+(one stream per cache).
 """
 
 from __future__ import annotations
@@ -35,10 +42,11 @@ _UNKNOWN_SOURCE = 0   # dense index reserved for tokens appended without begin_s
 class BoundedLayer(CacheLayerMixin):
     """One decoder layer's bounded KV storage plus per-token metadata.
 
-    Metadata per (kv-head, token), gathered with the keys on every compaction: current
-    RoPE position(s) ``pos`` ``[R, H, cap]`` (R = 3 for M-RoPE), arrival index in the
-    stream ``arrival`` ``[H, cap]`` (the original absolute 1-D position), dense source
-    index ``source`` ``[H, cap]`` and the policy's running ``scores`` ``[H, cap]``.
+    Metadata per (kv-head, token) lives in one int64 tensor ``meta`` ``[R + 2, H, cap]``,
+    gathered with the keys on every compaction: rows ``0..R-1`` the current RoPE
+    position(s) (R = 3 for M-RoPE), row ``R`` the arrival index in the stream (the
+    original absolute 1-D position) and row ``R + 1`` the dense source index. The
+    policy's running ``scores`` ``[H, cap]`` float32 sit beside it.
     """
 
     is_sliding = False
@@ -46,6 +54,7 @@ class BoundedLayer(CacheLayerMixin):
     is_croppable = False
 
     def __init__(self, owner: "BoundedCache", layer_idx: int):
+        """Create an empty layer; buffers come with the first update."""
         super().__init__()
         self.owner = owner
         self.layer_idx = layer_idx
@@ -58,7 +67,9 @@ class BoundedLayer(CacheLayerMixin):
         self.compactions = 0
         self.reallocations = 0
         self.scored_len = 0
-        self.pos = self.arrival = self.source = self.scores = None
+        self.tally_now = False
+        self.segments: list[list[int]] = []   # [start, end, pos0, arrival0, source] unwritten
+        self.meta = self.scores = None
         self.key_buf = self.value_buf = None
 
     # ---- storage -------------------------------------------------------------------------
@@ -81,30 +92,54 @@ class BoundedLayer(CacheLayerMixin):
         rows = self.owner.pos_rows
         new_k = torch.zeros((1, h, capacity, self.k_dim), dtype=self.dtype, device=dev)
         new_v = torch.zeros((1, h, capacity, self.v_dim), dtype=self.dtype, device=dev)
-        new_pos = torch.zeros((rows, h, capacity), dtype=torch.long, device=dev)
-        new_arr = torch.zeros((h, capacity), dtype=torch.long, device=dev)
-        new_src = torch.zeros((h, capacity), dtype=torch.long, device=dev)
+        new_meta = torch.zeros((rows + 2, h, capacity), dtype=torch.long, device=dev)
         new_sc = torch.zeros((h, capacity), dtype=torch.float32, device=dev)
-        if self.key_buf is not None and n:
-            new_k[:, :, :n] = self.key_buf[:, :, :n]
-            new_v[:, :, :n] = self.value_buf[:, :, :n]
-            new_pos[..., :n] = self.pos[..., :n]
-            new_arr[:, :n] = self.arrival[:, :n]
-            new_src[:, :n] = self.source[:, :n]
-            new_sc[:, :n] = self.scores[:, :n]
+        if self.key_buf is not None:
+            if n:
+                new_k[:, :, :n] = self.key_buf[:, :, :n]
+                new_v[:, :, :n] = self.value_buf[:, :, :n]
+                new_meta[..., :n] = self.meta[..., :n]
+                new_sc[:, :n] = self.scores[:, :n]
             self.reallocations += 1
         self.key_buf, self.value_buf = new_k, new_v
-        self.pos, self.arrival, self.source, self.scores = new_pos, new_arr, new_src, new_sc
+        self.meta, self.scores = new_meta, new_sc
         self.capacity = capacity
         self.keys = self.key_buf[:, :, :n]
         self.values = self.value_buf[:, :, :n]
+
+    @property
+    def pos(self) -> torch.Tensor:
+        """Current RoPE positions ``[R, H, cap]`` (call :meth:`flush` first)."""
+        return self.meta[:self.owner.pos_rows]
+
+    @property
+    def arrival(self) -> torch.Tensor:
+        """Arrival index in the stream ``[H, cap]`` (call :meth:`flush` first)."""
+        return self.meta[self.owner.pos_rows]
+
+    @property
+    def source(self) -> torch.Tensor:
+        """Dense source index ``[H, cap]`` (call :meth:`flush` first)."""
+        return self.meta[self.owner.pos_rows + 1]
+
+    def flush(self) -> None:
+        """Write the metadata of tokens appended with implicit positions to the device."""
+        if not self.segments:
+            return
+        rows = self.owner.pos_rows
+        for start, end, pos0, arr0, src in self.segments:
+            ramp = torch.arange(end - start, device=self.device)
+            self.meta[:rows, :, start:end] = (ramp + pos0).expand(rows, self.n_heads, -1)
+            self.meta[rows, :, start:end] = ramp + arr0
+            self.meta[rows + 1, :, start:end] = src
+        self.segments.clear()
 
     def nbytes(self) -> int:
         """Bytes held by this layer's buffers (keys, values and metadata)."""
         if self.key_buf is None:
             return 0
         return sum(t.numel() * t.element_size() for t in
-                   (self.key_buf, self.value_buf, self.pos, self.arrival, self.source, self.scores))
+                   (self.key_buf, self.value_buf, self.meta, self.scores))
 
     def kv_nbytes(self) -> int:
         """Bytes of the key/value buffers alone."""
@@ -119,6 +154,15 @@ class BoundedLayer(CacheLayerMixin):
         if self.pending and budget is not None and self.length > budget:
             return budget
         return self.length
+
+    def next_position(self) -> int:
+        """Position of the next token after any pending compaction (may compact M-RoPE)."""
+        if self.pending and self.owner.policy.repositions:
+            if self.owner.pos_rows > 1:
+                self.compact()       # packed M-RoPE positions depend on what is kept
+            else:
+                return self.kept_length()
+        return self.next_pos
 
     def get_seq_length(self) -> int:
         """Kept length after any pending compaction."""
@@ -145,31 +189,49 @@ class BoundedLayer(CacheLayerMixin):
         policy = owner.policy
         q = key_states.shape[-2]
         n = self.length
-        if n + q > self.capacity:
-            grow = max(n + q, 2 * self.capacity) if not policy.compacts else n + q + owner.slack
-            self._allocate(grow)
         end = n + q
+        if end > self.capacity:
+            grow = max(end, 2 * self.capacity) if not policy.compacts else end + owner.slack
+            self._allocate(grow)
         self.key_buf[:, :, n:end] = key_states
         self.value_buf[:, :, n:end] = value_states
-        self.pos[..., n:end] = owner.positions_for(self, q)
-        self.arrival[:, n:end] = torch.arange(self.arrived, self.arrived + q,
-                                              device=self.device)
-        self.source[:, n:end] = owner.current_source
-        self.scores[:, n:end] = 0.0
+        explicit = owner.take_explicit_positions(q)
+        if explicit is None:
+            seg = self.segments[-1] if self.segments else None
+            if seg is not None and seg[1] == n and seg[4] == owner.current_source \
+                    and seg[2] + (n - seg[0]) == self.next_pos \
+                    and seg[3] + (n - seg[0]) == self.arrived:
+                seg[1] = end
+            else:
+                self.segments.append([n, end, self.next_pos, self.arrived, owner.current_source])
+            self.next_pos += q
+        else:
+            pos, top = explicit
+            self.flush()
+            rows = owner.pos_rows
+            self.meta[:rows, :, n:end] = pos.to(self.device).unsqueeze(1)
+            self.meta[rows, :, n:end] = torch.arange(self.arrived, self.arrived + q,
+                                                     device=self.device)
+            self.meta[rows + 1, :, n:end] = owner.current_source
+            self.next_pos = max(self.next_pos, top)
         self.arrived += q
         self.length = end
-        self.next_pos = max(self.next_pos, owner.last_next_pos)
         self.keys = self.key_buf[:, :, :end]
         self.values = self.value_buf[:, :, :end]
 
         budget = policy.capacity
-        over = budget is not None and end > budget
-        self.pending = over and (q > 1 or end >= budget + owner.decode_slack)
         mode = policy.score_mode
         if mode == "all":
+            self.scores[:, n:end] = 0.0
+        over = budget is not None and end > budget
+        self.pending = over and (q > 1 or end >= budget + owner.decode_slack)
+        self.tally_now = owner.take_score_request(self.layer_idx)
+        if mode == "all":
             scoring.set_awaiting(self, None)
-        elif (mode == "window" and self.pending) or owner.scores_requested:
+        elif (mode == "window" and self.pending) or self.tally_now:
             scoring.set_awaiting(self, policy.scoring_window)
+        else:
+            scoring.clear_awaiting()
         return self.keys, self.values
 
     def receive_scores(self, scores: torch.Tensor) -> None:
@@ -180,11 +242,14 @@ class BoundedLayer(CacheLayerMixin):
         else:
             self.scores[:, :t] = scores
         self.scored_len = t
-        self.owner.tally(self, scores)
+        if self.tally_now:
+            self.flush()
+            self.owner.tally(self, scores)
+            self.tally_now = False
 
     # ---- compaction ---------------------------------------------------------------------------
     def compact(self) -> None:
-        """Cut this layer back to the budget now (one gather + re-rotation)."""
+        """Cut this layer back to the budget now (one gather per buffer + re-rotation)."""
         policy = self.owner.policy
         budget = policy.capacity
         self.pending = False
@@ -196,34 +261,40 @@ class BoundedLayer(CacheLayerMixin):
             if self.scored_len < n:
                 raise RuntimeError(
                     f"policy {policy.name!r} needs attention scores but layer {self.layer_idx} "
-                    f"got none for its last chunk: call use_scoring_attention(model) first")
+                    f"got none for its last chunk: call use_scoring_attention(model) before "
+                    f"running the model with this cache")
             scores = self.scores[:, :n]
-        age = (self.arrived - 1) - self.arrival[:, :n]
+        self.flush()
+        rows = self.owner.pos_rows
+        age = (self.arrived - 1) - self.meta[rows, :, :n]
         idx = policy.select(SelectionInput(scores=scores, age=age, length=n))   # [H, budget]
         k = idx.shape[-1]
         kidx = idx.unsqueeze(0).unsqueeze(-1)
         kept_k = self.key_buf[:, :, :n].gather(2, kidx.expand(1, -1, -1, self.k_dim))
         kept_v = self.value_buf[:, :, :n].gather(2, kidx.expand(1, -1, -1, self.v_dim))
-        old_pos = self.pos[..., :n].gather(2, idx.unsqueeze(0).expand(self.pos.shape[0], -1, -1))
-        src = self.source[:, :n].gather(1, idx)
-        self.arrival[:, :k] = self.arrival[:, :n].gather(1, idx)
-        self.scores[:, :k] = self.scores[:, :n].gather(1, idx)
-        self.source[:, :k] = src
+        kept_meta = self.meta[..., :n].gather(2, idx.unsqueeze(0).expand(rows + 2, -1, -1))
+        if policy.score_mode == "all":
+            self.scores[:, :k] = self.scores[:, :n].gather(1, idx)
         if policy.repositions:
-            run_start = torch.ones_like(src, dtype=torch.bool)
-            run_start[:, 1:] = src[:, 1:] != src[:, :-1]
-            new_pos = repack_positions(old_pos, run_start)
+            old_pos = kept_meta[:rows]
+            if rows == 1:
+                new_pos = torch.arange(k, device=self.device).expand(1, self.n_heads, k)
+                self.next_pos = k
+            else:
+                src = kept_meta[rows + 1]
+                run_start = torch.ones_like(src, dtype=torch.bool)
+                run_start[:, 1:] = src[:, 1:] != src[:, :-1]
+                new_pos = repack_positions(old_pos, run_start)
+                self.next_pos = int(new_pos.max().item()) + 1 if k else 0
             self.owner.rope.rotate_(kept_k[0], new_pos - old_pos)
-            self.pos[..., :k] = new_pos
-            self.next_pos = int(new_pos.max().item()) + 1 if k else 0
-        else:
-            self.pos[..., :k] = old_pos
+            kept_meta[:rows] = new_pos
         self.key_buf[:, :, :k] = kept_k
         self.value_buf[:, :, :k] = kept_v
+        self.meta[..., :k] = kept_meta
         self.evicted += n - k
         self.compactions += 1
         self.length = k
-        self.scored_len = 0 if policy.score_mode == "window" else k
+        self.scored_len = k if policy.score_mode == "all" else 0
         self.keys = self.key_buf[:, :, :k]
         self.values = self.value_buf[:, :, :k]
 
@@ -236,6 +307,8 @@ class BoundedLayer(CacheLayerMixin):
         self.evicted = 0
         self.compactions = 0
         self.scored_len = 0
+        self.tally_now = False
+        self.segments.clear()
         if self.key_buf is not None:
             self.keys = self.key_buf[:, :, :0]
             self.values = self.value_buf[:, :, :0]
@@ -263,6 +336,7 @@ class BoundedCache(Cache):
 
     def __init__(self, policy: Policy, model_config: Any, max_chunk: int = 512,
                  decode_slack: int = 64):
+        """Validate the arguments and create one empty layer per decoder layer."""
         if not isinstance(policy, Policy):
             raise TypeError(f"policy must be a Policy (make_policy(...)), got {type(policy)}")
         if isinstance(max_chunk, bool) or not isinstance(max_chunk, int) or max_chunk < 1:
@@ -272,13 +346,13 @@ class BoundedCache(Cache):
             raise ValueError(f"decode_slack must be an int >= 1, got {decode_slack!r}")
         text = model_config.get_text_config() if hasattr(model_config, "get_text_config") \
             else model_config
-        self.rope = RopeSpec.from_config(text)
         model_type = getattr(text, "model_type", type(text).__name__)
+        self.rope = RopeSpec.from_config(text)
         if self.rope is None and policy.repositions:
             raise ValueError(
                 f"model type {model_type!r} has no rotary position embedding (learned/absolute "
-                f"positions), so policy {policy.name!r} cannot re-position kept tokens; use a "
-                f"policy with reposition=False (positions then keep growing) or 'full'")
+                f"positions), so policy {policy.name!r} cannot re-position kept tokens; pass "
+                f"reposition=False (positions then keep growing) or use policy 'full'")
         n_layers = getattr(text, "num_hidden_layers", None)
         if n_layers is None:
             raise ValueError(f"config of {model_type!r} has no num_hidden_layers")
@@ -295,19 +369,34 @@ class BoundedCache(Cache):
         self._init_state()
 
     def _init_state(self) -> None:
-        self.scores_requested = False
+        self._score_layers: set[int] = set()
         self._explicit_pos: torch.Tensor | None = None
+        self._explicit_top = 0
         self._explicit_left = 0
-        self.last_next_pos = 0
         self.source_ids: list[Any] = [None]            # dense index -> source id
         self.source_index: dict[Any, int] = {}
         self.source_meta: dict[Any, tuple[float, str]] = {}
         self.current_source = _UNKNOWN_SOURCE
         self._tally: torch.Tensor | None = None
 
+    # ---- transformers Cache API ---------------------------------------------------------------
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        """Position of the next token: transformers' default position ids start here."""
+        if layer_idx >= len(self.layers):
+            return 0
+        return self.layers[layer_idx].next_position()
+
+    def get_query_offset(self, layer_idx: int = 0) -> int:
+        """Kept length after pending compaction: the causal mask's query offset."""
+        if layer_idx >= len(self.layers):
+            return 0
+        return self.layers[layer_idx].kept_length()
+
     # ---- sources and positions -----------------------------------------------------------
     def begin_source(self, source_id: Any, stamp: float = 0.0, kind: str = "") -> None:
         """Tag the tokens appended next as coming from ``source_id`` (a frame, a question...)."""
+        if source_id is None:
+            raise ValueError("source_id must not be None (None marks untagged tokens)")
         if source_id not in self.source_index:
             self.source_index[source_id] = len(self.source_ids)
             self.source_ids.append(source_id)
@@ -317,50 +406,61 @@ class BoundedCache(Cache):
     def set_next_positions(self, position_ids: torch.Tensor) -> None:
         """Record the RoPE positions of the next forward's tokens (M-RoPE images).
 
-        ``position_ids`` is ``[q]``, ``[1, q]``, ``[R, q]`` or ``[R, 1, q]``. Without this,
-        tokens are assumed to sit at ``next_position() + arange(q)`` on every row.
+        ``position_ids`` is ``[q]``, ``[1, q]``, ``[R, q]`` or ``[R, 1, q]`` (the last two
+        as given to Qwen2-VL). Without this, tokens are assumed to sit at
+        ``next_position() + arange(q)`` on every row. Costs one host sync (the maximum).
         """
         pos = position_ids.detach().long()
         if pos.dim() == 3:
             pos = pos[:, 0]
         if pos.dim() == 1:
             pos = pos.unsqueeze(0)
+        if pos.dim() != 2:
+            raise ValueError(f"position_ids must have 1 to 3 dims, got "
+                             f"{tuple(position_ids.shape)}")
+        if pos.shape[0] > self.pos_rows:
+            pos = pos[-self.pos_rows:]     # e.g. a leading text-position row
         if pos.shape[0] == 1 and self.pos_rows > 1:
             pos = pos.expand(self.pos_rows, -1)
         if pos.shape[0] != self.pos_rows:
             raise ValueError(f"expected {self.pos_rows} position rows, got {tuple(pos.shape)}")
         self._explicit_pos = pos
+        self._explicit_top = int(pos.max().item()) + 1 if pos.numel() else 0
         self._explicit_left = len(self.layers)
 
-    def positions_for(self, layer: BoundedLayer, q: int) -> torch.Tensor:
-        """Positions ``[R, 1, q]`` of the ``q`` tokens being appended to ``layer``."""
-        if self._explicit_pos is not None and self._explicit_pos.shape[-1] == q:
-            pos = self._explicit_pos.to(layer.device)
-            self._explicit_left -= 1
-            if self._explicit_left <= 0:
-                self._explicit_pos = None
-        else:
-            start = layer.next_pos
-            pos = torch.arange(start, start + q, device=layer.device).expand(self.pos_rows, q)
-        self.last_next_pos = int(pos.max().item()) + 1 if q else layer.next_pos
-        return pos.unsqueeze(1)
+    def take_explicit_positions(self, q: int) -> tuple[torch.Tensor, int] | None:
+        """Explicit positions for a ``q``-token update, if :meth:`set_next_positions` set them."""
+        if self._explicit_pos is None:
+            return None
+        if self._explicit_pos.shape[-1] != q:
+            raise ValueError(f"set_next_positions got {self._explicit_pos.shape[-1]} positions "
+                             f"but the forward appends {q} tokens")
+        out = (self._explicit_pos, self._explicit_top)
+        self._explicit_left -= 1
+        if self._explicit_left <= 0:
+            self._explicit_pos = None
+        return out
 
     def next_position(self, layer_idx: int = 0) -> int:
         """Position id of the next token (max kept position + 1, after pending compaction)."""
-        layer = self.layers[layer_idx]
-        if layer.pending:
-            layer.compact()
-        return layer.next_pos
+        return self.layers[layer_idx].next_position()
 
     # ---- scores and evidence ---------------------------------------------------------------
     def request_scores(self) -> None:
-        """Score the next forward even if no compaction follows (evidence for answers)."""
+        """Score the next forward even if no compaction follows, and tally it as evidence."""
         scoring.register()
-        self.scores_requested = True
+        self._score_layers = set(range(len(self.layers)))
 
     def end_request(self) -> None:
-        """Stop scoring forwards that do not need it."""
-        self.scores_requested = False
+        """Cancel a :meth:`request_scores` whose forward did not run."""
+        self._score_layers = set()
+
+    def take_score_request(self, layer_idx: int) -> bool:
+        """Return True once per layer after :meth:`request_scores` (the layer's next forward)."""
+        if layer_idx in self._score_layers:
+            self._score_layers.discard(layer_idx)
+            return True
+        return False
 
     def tally(self, layer: BoundedLayer, scores: torch.Tensor) -> None:
         """Add the scored attention mass per source (over heads) to the running tally."""
@@ -373,7 +473,7 @@ class BoundedCache(Cache):
                                       device=scores.device)
             if old is not None:
                 self._tally[:old.numel()] += old.to(scores.device)
-        self._tally.scatter_add_(0, layer.source[:, :t].reshape(-1), scores.reshape(-1))
+        self._tally.scatter_add_(0, layer.source[:, :t].reshape(-1), scores.reshape(-1).float())
 
     def reset_attention_tally(self) -> None:
         """Start a new evidence tally."""
@@ -381,7 +481,11 @@ class BoundedCache(Cache):
             self._tally.zero_()
 
     def source_attention(self) -> dict[Any, float]:
-        """Attention mass per source id since the last :meth:`reset_attention_tally`."""
+        """Attention mass per source id since the last :meth:`reset_attention_tally`.
+
+        Sums, over layers and KV heads, the window attention of every forward scored after
+        :meth:`request_scores`. Untagged tokens are left out.
+        """
         if self._tally is None:
             return {}
         vals = self._tally[:len(self.source_ids)].tolist()
@@ -389,16 +493,18 @@ class BoundedCache(Cache):
 
     def sources_in_memory(self) -> dict[Any, int]:
         """Source id -> tokens still cached (summed over layers and KV heads)."""
-        counts = None
+        n_src = len(self.source_ids)
+        counts = torch.zeros(n_src, dtype=torch.long)
         for layer in self.layers:
-            if not layer.is_initialized or layer.length == 0:
+            if not layer.is_initialized:
                 continue
-            c = torch.bincount(layer.source[:, :layer.length].reshape(-1),
-                               minlength=len(self.source_ids)).cpu()
-            counts = c if counts is None else counts + c[:len(counts)] if \
-                len(c) >= len(counts) else c + counts[:len(c)]
-        if counts is None:
-            return {}
+            if layer.pending:
+                layer.compact()
+            layer.flush()
+            n = layer.length
+            if n == 0:
+                continue
+            counts += torch.bincount(layer.source[:, :n].reshape(-1), minlength=n_src).cpu()
         return {self.source_ids[i]: int(v) for i, v in enumerate(counts.tolist())
                 if v > 0 and self.source_ids[i] is not None}
 
@@ -425,12 +531,14 @@ class BoundedCache(Cache):
         return sum(layer.kv_nbytes() for layer in self.layers)
 
     def describe(self) -> dict[str, Any]:
-        """Summary for DescribeMemory / diagnostics."""
+        """Summary for DescribeMemory / diagnostics (compacts pending layers first)."""
+        in_memory = self.sources_in_memory()
         return {
             "policy": self.policy.name,
             "params": self.policy.params(),
             "budget": self.policy.capacity,
             "max_chunk": self.max_chunk,
+            "decode_slack": self.decode_slack,
             "tokens_per_layer": [layer.kept_length() for layer in self.layers],
             "tokens_seen": max((layer.arrived for layer in self.layers), default=0),
             "evicted_tokens": sum(layer.evicted for layer in self.layers),
@@ -439,6 +547,7 @@ class BoundedCache(Cache):
             "bytes_allocated": self.nbytes(),
             "kv_bytes_allocated": self.kv_nbytes(),
             "next_position": self.layers[0].next_pos if self.layers else 0,
-            "sources": {str(sid): {"stamp": m[0], "kind": m[1]}
+            "sources": {str(sid): {"stamp": m[0], "kind": m[1],
+                                   "tokens_in_memory": in_memory.get(sid, 0)}
                         for sid, m in self.source_meta.items()},
         }

@@ -117,7 +117,7 @@ class RopeSpec:
                    mrope_section=mrope, interleaved=interleaved, model_type=model_type)
 
     def angles(self, delta: torch.Tensor) -> torch.Tensor:
-        """Rotation angles ``[H, n, rotary_dim // 2]`` (float64) for position shifts ``[R, H, n]``."""
+        """Return float64 angles ``[H, n, rotary_dim // 2]`` for position shifts ``[R, H, n]``."""
         inv = self.inv_freq.to(delta.device)
         if self.mrope_section is None:
             return delta[0].to(torch.float64).unsqueeze(-1) * inv
@@ -128,7 +128,7 @@ class RopeSpec:
         return per_freq * inv
 
     def rotate_(self, keys: torch.Tensor, delta: torch.Tensor) -> None:
-        """Rotate ``keys`` ``[H, n, D]`` in place by the position shifts ``delta`` ``[R, H, n]``."""
+        """Rotate ``keys`` ``[H, n, D]`` in place by position shifts ``delta`` ``[R, H, n]``."""
         if keys.shape[-2] == 0:
             return
         ang = self.angles(delta)
@@ -146,7 +146,7 @@ class RopeSpec:
 
 
 def repack_positions(pos: torch.Tensor, run_start: torch.Tensor) -> torch.Tensor:
-    """New contiguous positions ``[R, H, n]`` for kept tokens (see the module docstring).
+    """Compute new contiguous positions ``[R, H, n]`` for kept tokens (see the module docstring).
 
     ``pos`` holds the current positions of the kept tokens in cache order; ``run_start``
     ``[H, n]`` is True where a token starts a new source run. With one row, this is

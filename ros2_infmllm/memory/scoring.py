@@ -33,12 +33,12 @@ def set_awaiting(layer, n_queries: int | None) -> None:
 
 
 def clear_awaiting() -> None:
-    """Drop any pending request (used on reset)."""
+    """Drop any pending request (a layer that needs no scores, or a reset)."""
     _AWAIT.layer = None
 
 
 def awaiting():
-    """The layer waiting for scores in this thread, or None."""
+    """Return the layer waiting for scores in this thread, or None."""
     return getattr(_AWAIT, "layer", None)
 
 

@@ -38,7 +38,7 @@ def age_decay(scores: torch.Tensor, age: torch.Tensor, bias: float, scale: float
 
 def top_k_per_head(priority: torch.Tensor, n_keep: int, n_sink: int = 0,
                    n_recent: int = 0) -> torch.Tensor:
-    """Indices ``[H, n_keep]`` (ascending per head) of the tokens to keep.
+    """Return the indices ``[H, n_keep]`` (ascending per head) of the tokens to keep.
 
     The first ``n_sink`` and the last ``n_recent`` tokens always win; the remaining
     slots go to the highest ``priority`` entries of each head independently.

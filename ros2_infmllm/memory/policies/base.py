@@ -128,6 +128,6 @@ class Policy:
         raise NotImplementedError
 
     def select(self, inp: SelectionInput) -> torch.Tensor:
-        """Indices ``[H_kv, budget]`` (ascending per head) of the tokens to keep."""
+        """Return the indices ``[H_kv, budget]`` (ascending per head) of the tokens to keep."""
         n_sink, n_recent = self.forced()
         return top_k_per_head(self.priority(inp), self.capacity, n_sink, n_recent)

@@ -1,0 +1,6 @@
+"""Make the memory tests' helpers importable."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))

@@ -1,0 +1,55 @@
+"""Tiny random-weight models built from configs, shared by the memory tests."""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from transformers import (GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM,
+                          Qwen2Config, Qwen2ForCausalLM, Qwen2VLConfig,
+                          Qwen2VLForConditionalGeneration)
+
+VOCAB = 128
+_COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+               num_attention_heads=4, max_position_embeddings=4096)
+
+
+def tiny_config(family: str, **rope):
+    """Config of a 2-layer, 64-wide model of ``family`` (GQA 4:2 where the family has it)."""
+    if family == "llama":
+        return LlamaConfig(num_key_value_heads=2, **_COMMON, **rope)
+    if family == "qwen2":
+        return Qwen2Config(num_key_value_heads=2, **_COMMON, **rope)
+    if family == "gpt_neox":
+        return GPTNeoXConfig(rotary_pct=0.25, **_COMMON)
+    if family == "qwen2_vl":
+        text = dict(_COMMON, vocab_size=VOCAB + 8, num_key_value_heads=2,
+                    rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                     "mrope_section": [2, 3, 3]})
+        vision = dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2,
+                      patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+        return Qwen2VLConfig(text_config=text, vision_config=vision, image_token_id=VOCAB + 1,
+                             video_token_id=VOCAB + 2, vision_start_token_id=VOCAB + 3,
+                             bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    raise ValueError(family)
+
+
+def tiny_model(family: str, seed: int = 0, **rope) -> torch.nn.Module:
+    """Build a random-weight tiny model in eval mode (float32, CPU)."""
+    torch.manual_seed(seed)
+    cfg = tiny_config(family, **rope)
+    cls = {"llama": LlamaForCausalLM, "qwen2": Qwen2ForCausalLM, "gpt_neox": GPTNeoXForCausalLM,
+           "qwen2_vl": Qwen2VLForConditionalGeneration}[family]
+    return cls(cfg).eval()
+
+
+def cache_kw(model) -> str:
+    """Name of the cache argument (``cache`` from transformers 5.2x, else ``past_key_values``)."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def forward(model, ids: torch.Tensor, cache, **kwargs):
+    """``model(ids, <cache kwarg>=cache)`` for every supported transformers version."""
+    with torch.no_grad():
+        return model(input_ids=ids, use_cache=True, **{cache_kw(model): cache}, **kwargs)

@@ -1,0 +1,247 @@
+"""BoundedCache on tiny random-weight models: equality with DynamicCache, bounded memory,
+re-positioned keys, evidence and metadata."""
+
+import pytest
+import torch
+from memory_tiny_models import VOCAB, cache_kw, forward, tiny_config, tiny_model
+from transformers import DynamicCache, GPT2Config
+
+from ros2_infmllm.memory import BoundedCache, make_policy, use_scoring_attention
+
+FAMILIES = ["llama", "qwen2", "gpt_neox", "qwen2_vl"]
+POLICY_PARAMS = {
+    "full": {},
+    "window": dict(budget=512),
+    "streaming_llm": dict(budget=512, n_sink=4),
+    "h2o": dict(budget=512, n_recent=32),
+    "snapkv": dict(budget=512, window=8, kernel=5, n_recent=8),
+    "inf_mllm": dict(budget=512, n_sink=4, n_recent=32, window=8, kernel=5, bias=1.0),
+}
+
+
+def _ids(n, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, VOCAB, (1, n), generator=g)
+
+
+@pytest.fixture(scope="module")
+def models():
+    out = {}
+    for fam in FAMILIES:
+        out[fam] = use_scoring_attention(tiny_model(fam))
+    return out
+
+
+def _chunked(model, cache, ids, sizes):
+    logits, s = [], 0
+    for q in sizes:
+        logits.append(forward(model, ids[:, s:s + q], cache).logits)
+        s += q
+    assert s == ids.shape[1]
+    return torch.cat(logits, dim=1)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tiny_budget_above_length_matches_dynamic_cache_chunked(models, family):
+    model = models[family]
+    ids = _ids(150)
+    ref = forward(model, ids, DynamicCache(config=model.config)).logits
+    cache = BoundedCache(make_policy("inf_mllm", **POLICY_PARAMS["inf_mllm"]), model.config,
+                         max_chunk=64)
+    got = _chunked(model, cache, ids, [40, 1, 64, 1, 1, 43])
+    torch.testing.assert_close(got, ref, atol=2e-5, rtol=1e-4)
+    assert cache.get_seq_length() == 150 and cache.next_position() == 150
+
+
+@pytest.mark.parametrize("policy", sorted(POLICY_PARAMS))
+def test_tiny_llama_every_policy_matches_dynamic_cache_under_budget(models, policy):
+    model = models["llama"]
+    ids = _ids(120, seed=2)
+    ref = forward(model, ids, DynamicCache(config=model.config)).logits
+    cache = BoundedCache(make_policy(policy, **POLICY_PARAMS[policy]), model.config, max_chunk=32)
+    got = _chunked(model, cache, ids, [30, 30, 1, 29, 30])
+    torch.testing.assert_close(got, ref, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gpt_neox"])
+def test_tiny_generate_matches_dynamic_cache(models, family):
+    model = models[family]
+    ids = _ids(40, seed=3)
+    kw = cache_kw(model)
+    gen = dict(max_new_tokens=12, do_sample=False, output_logits=True,
+               return_dict_in_generate=True, pad_token_id=0)
+    with torch.no_grad():
+        ref = model.generate(ids, **{kw: DynamicCache(config=model.config)}, **gen)
+        cache = BoundedCache(make_policy("inf_mllm", **POLICY_PARAMS["inf_mllm"]),
+                             model.config, max_chunk=64)
+        got = model.generate(ids, **{kw: cache}, **gen)
+        assert torch.equal(got.sequences, ref.sequences)
+        for a, b in zip(got.logits, ref.logits):
+            torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+        # continue a stream: prefill a prefix chunk-wise, then generate() from the cache
+        ref_c, cache = DynamicCache(config=model.config), BoundedCache(
+            make_policy("inf_mllm", **POLICY_PARAMS["inf_mllm"]), model.config, max_chunk=64)
+        forward(model, ids[:, :25], ref_c)
+        _chunked(model, cache, ids[:, :25], [10, 15])
+        ref = model.generate(ids, **{kw: ref_c}, **gen)
+        got = model.generate(ids, **{kw: cache}, **gen)
+    assert torch.equal(got.sequences, ref.sequences)
+    for a, b in zip(got.logits, ref.logits):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+
+
+BOUNDED = ["window", "streaming_llm", "h2o", "snapkv", "inf_mllm"]
+
+
+@pytest.mark.parametrize("policy", BOUNDED)
+def test_tiny_20k_streamed_tokens_stay_at_budget_without_allocation(models, policy):
+    model = models["llama"]
+    budget, chunk = 256, 100
+    params = dict(POLICY_PARAMS[policy], budget=budget)
+    cache = BoundedCache(make_policy(policy, **params), model.config, max_chunk=chunk)
+    g = torch.Generator().manual_seed(4)
+    ptrs = nbytes = None
+    for step in range(200):                           # 20,000 tokens
+        forward(model, torch.randint(0, VOCAB, (1, chunk), generator=g), cache)
+        lengths = [layer.get_seq_length() for layer in cache.layers]
+        if (step + 1) * chunk > budget:
+            assert lengths == [budget] * len(cache.layers)
+            if ptrs is None:                           # first compaction pending here
+                cache.compact()
+                ptrs = [(la.key_buf.data_ptr(), la.value_buf.data_ptr(), la.meta.data_ptr())
+                        for la in cache.layers]
+                nbytes = cache.nbytes()
+    assert [(la.key_buf.data_ptr(), la.value_buf.data_ptr(), la.meta.data_ptr())
+            for la in cache.layers] == ptrs
+    assert cache.nbytes() == nbytes
+    info = cache.describe()
+    assert info["reallocations"] == 0 and info["tokens_seen"] == 20000
+    assert info["tokens_per_layer"] == [budget] * len(cache.layers)
+    if make_policy(policy, **params).repositions:
+        assert cache.next_position() == budget        # positions never leave [0, budget)
+    else:
+        assert cache.next_position() == 20000         # snapkv: positions keep growing
+
+
+def test_tiny_decode_steps_compact_in_batches_within_slack(models):
+    model = models["llama"]
+    cache = BoundedCache(make_policy("inf_mllm", budget=64, n_sink=4, n_recent=16, window=4,
+                                     kernel=3), model.config, max_chunk=32, decode_slack=8)
+    forward(model, _ids(60), cache)
+    seen = []
+    for t in range(100):
+        forward(model, torch.tensor([[t % VOCAB]]), cache)
+        seen.append(cache.layers[0].length)
+    assert max(seen) <= 64 + 8 and min(seen[10:]) >= 64
+    assert cache.describe()["reallocations"] == 0
+
+
+def test_tiny_reposition_gives_keys_equal_to_fresh_prefill_at_new_positions(models):
+    """Layer-0 keys depend only on token and position: after compaction each kept key must
+    equal the key of the same token prefilled at its new position."""
+    for family in ("llama", "gpt_neox"):
+        model = models[family]
+        ids = _ids(300, seed=5)
+        cache = BoundedCache(make_policy("inf_mllm", budget=64, n_sink=4, n_recent=16,
+                                         window=8, kernel=3), model.config, max_chunk=100)
+        for s in range(0, 300, 100):
+            forward(model, ids[:, s:s + 100], cache)
+        cache.compact()
+        layer = cache.layers[0]
+        layer.flush()
+        assert layer.length == 64
+        for h in range(layer.n_heads):
+            kept = layer.arrival[h, :64]
+            assert torch.equal(layer.pos[0, h, :64], torch.arange(64))
+            fresh = DynamicCache(config=model.config)
+            forward(model, ids[:, kept], fresh)
+            torch.testing.assert_close(layer.keys[0, h], fresh.layers[0].keys[0, h],
+                                       atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(layer.values[0, h], fresh.layers[0].values[0, h])
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2_vl"])
+def test_tiny_window_scores_equal_eager_attention(family):
+    model = tiny_model(family, seed=6)
+    ids = _ids(90, seed=7)
+    window, prefix = 8, 60
+    model.set_attn_implementation("eager")
+    ref_cache = DynamicCache(config=model.config)
+    forward(model, ids[:, :prefix], ref_cache)
+    out = forward(model, ids[:, prefix:], ref_cache, output_attentions=True)
+    use_scoring_attention(model)
+    cache = BoundedCache(make_policy("inf_mllm", budget=64, n_sink=4, n_recent=16,
+                                     window=window, kernel=3), model.config, max_chunk=32)
+    forward(model, ids[:, :prefix], cache)
+    got = forward(model, ids[:, prefix:], cache)
+    torch.testing.assert_close(got.logits, out.logits, atol=2e-5, rtol=1e-4)
+    text = model.config.get_text_config()
+    groups = text.num_attention_heads // text.num_key_value_heads
+    for layer, attn in zip(cache.layers, out.attentions):
+        assert layer.pending and layer.scored_len == 90
+        expect = attn[0, :, -window:].sum(dim=1)                          # [H_q, T]
+        expect = expect.reshape(text.num_key_value_heads, groups, -1).mean(dim=1)
+        torch.testing.assert_close(layer.scores[:, :90], expect, atol=1e-5, rtol=1e-4)
+
+
+def test_tiny_policy_needing_scores_without_scoring_attention_raises():
+    model = tiny_model("llama")
+    model.set_attn_implementation("sdpa")
+    cache = BoundedCache(make_policy("inf_mllm", budget=32, n_sink=2, n_recent=8, window=4,
+                                     kernel=3), model.config, max_chunk=64)
+    forward(model, _ids(50), cache)
+    with pytest.raises(RuntimeError, match="use_scoring_attention"):
+        forward(model, _ids(5), cache)
+
+
+def test_tiny_sources_evidence_describe_and_reset(models):
+    model = models["llama"]
+    cache = BoundedCache(make_policy("inf_mllm", budget=96, n_sink=4, n_recent=32, window=8,
+                                     kernel=3), model.config, max_chunk=64)
+    for frame in range(5):
+        cache.begin_source(frame, stamp=10.0 + frame, kind="frame")
+        forward(model, _ids(40, seed=frame), cache)
+    cache.begin_source("q", stamp=99.0, kind="question")
+    cache.reset_attention_tally()
+    cache.request_scores()
+    forward(model, _ids(6, seed=9), cache)
+    att = cache.source_attention()
+    assert set(att) <= {0, 1, 2, 3, 4, "q"} and sum(att.values()) > 0
+    assert "q" in att
+    mem = cache.sources_in_memory()
+    n_heads = cache.layers[0].n_heads
+    assert sum(mem.values()) == 96 * n_heads * len(cache.layers)
+    assert 0 in mem and "q" in mem and mem["q"] == 6 * n_heads * len(cache.layers)
+    info = cache.describe()
+    assert info["policy"] == "inf_mllm" and info["budget"] == 96
+    assert info["sources"]["3"]["stamp"] == 13.0 and info["sources"]["q"]["kind"] == "question"
+    assert info["evicted_tokens"] == (206 - 96) * len(cache.layers)
+    # the request is one-shot: the next forward is not tallied again
+    before = cache.source_attention()
+    forward(model, _ids(1, seed=10), cache)
+    assert cache.source_attention() == before
+    cache.reset()
+    assert cache.get_seq_length() == 0 and cache.sources_in_memory() == {}
+    assert cache.source_attention() == {}
+    ref = forward(model, _ids(20), DynamicCache(config=model.config)).logits
+    torch.testing.assert_close(forward(model, _ids(20), cache).logits, ref, atol=2e-5,
+                               rtol=1e-4)
+
+
+def test_model_without_rope_raises_unless_policy_keeps_positions():
+    cfg = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64)
+    with pytest.raises(ValueError, match="no rotary position embedding"):
+        BoundedCache(make_policy("inf_mllm", budget=64, n_sink=4, n_recent=16), cfg)
+    BoundedCache(make_policy("snapkv", budget=64), cfg)
+    BoundedCache(make_policy("inf_mllm", budget=64, n_sink=4, n_recent=16, reposition=False),
+                 cfg)
+
+
+@pytest.mark.parametrize("kwargs,exc", [(dict(max_chunk=0), ValueError),
+                                        (dict(decode_slack=0), ValueError),
+                                        (dict(max_chunk=2.5), ValueError)])
+def test_cache_parameter_validation(kwargs, exc):
+    with pytest.raises(exc):
+        BoundedCache(make_policy("window", budget=8), tiny_config("llama"), **kwargs)
+    with pytest.raises(TypeError, match="Policy"):
+        BoundedCache("inf_mllm", tiny_config("llama"))
