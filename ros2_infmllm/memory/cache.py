@@ -353,6 +353,14 @@ class BoundedCache(Cache):
                 f"model type {model_type!r} has no rotary position embedding (learned/absolute "
                 f"positions), so policy {policy.name!r} cannot re-position kept tokens; pass "
                 f"reposition=False (positions then keep growing) or use policy 'full'")
+        budget = policy.capacity
+        top = (budget or 0) + max_chunk + decode_slack
+        if self.rope is not None and self.rope.exact_below and policy.repositions \
+                and top > self.rope.exact_below:
+            raise ValueError(
+                f"{self.rope.rope_type} RoPE changes its frequencies past position "
+                f"{self.rope.exact_below}; budget + max_chunk + decode_slack = {top} would "
+                f"pass it and make re-rotation inexact: lower the budget or max_chunk")
         n_layers = getattr(text, "num_hidden_layers", None)
         if n_layers is None:
             raise ValueError(f"config of {model_type!r} has no num_hidden_layers")

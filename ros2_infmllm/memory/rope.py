@@ -8,8 +8,12 @@ types apply to cos/sin is already inside the cached key and is not applied again
 Exactness by RoPE type:
 
 * default, linear: inv_freq is constant, exact.
-* dynamic (NTK): inv_freq changes only past ``max_position_embeddings``; re-positioned
-  positions stay below ``budget + chunk``, where the original inv_freq applies, exact.
+* dynamic (NTK), longrope: inv_freq changes only past ``max_position_embeddings``
+  (``original_max_position_embeddings``); re-positioned positions stay below
+  ``budget + max_chunk + decode_slack``, where the original inv_freq applies, so exact;
+  :class:`~ros2_infmllm.memory.cache.BoundedCache` refuses a budget that would pass it.
+* yarn: fixed rescaled inv_freq; its attention factor scales cos and sin and is already
+  inside the cached key (a rotation keeps norms), so exact.
 * llama3: a fixed rescaled inv_freq, exact.
 * partial rotary (GPT-NeoX ``rotary_pct`` / ``partial_rotary_factor``): only the first
   ``rotary_dim`` dimensions are rotated, the rest are untouched.
@@ -58,6 +62,11 @@ class RopeSpec:
         True for GPT-J style pairs (2i, 2i+1); False for the rotate-half layout.
     model_type : str
         For messages.
+    rope_type : str
+        transformers' rope type (default, linear, dynamic, llama3, yarn, ...).
+    exact_below : int or None
+        For rope types whose frequencies change with the sequence length (dynamic NTK,
+        longrope): positions must stay below this for the frequencies to be fixed.
     """
 
     inv_freq: torch.Tensor
@@ -66,6 +75,8 @@ class RopeSpec:
     mrope_section: tuple[int, ...] | None = None
     interleaved: bool = False
     model_type: str = ""
+    rope_type: str = "default"
+    exact_below: int | None = None
 
     @property
     def rows(self) -> int:
@@ -90,20 +101,26 @@ class RopeSpec:
                                    getattr(text, "partial_rotary_factor", 1.0)) or 1.0)
         rotary_dim = int(head_dim * partial)
         rope_type = params.get("rope_type", params.get("type", "default"))
+        if params.get("mrope_interleaved"):
+            raise ValueError(f"{model_type}: interleaved M-RoPE (Qwen3-VL layout) is not "
+                             f"supported by the re-rotation; use a policy with reposition=False")
+        exact_below = None
         if rope_type in ("default", "mrope"):
+            # the model's own float32 formula, so re-rotation uses its exact frequencies
             base = float(params["rope_theta"])
-            inv_freq = 1.0 / (base ** (torch.arange(0, rotary_dim, 2, dtype=torch.float64)
-                                       / rotary_dim))
+            ramp = torch.arange(0, rotary_dim, 2, dtype=torch.int64).to(torch.float32)
+            inv_freq = (1.0 / (base ** (ramp / rotary_dim))).to(torch.float64)
         elif rope_type in ROPE_INIT_FUNCTIONS:
             # seq_len=None: dynamic NTK returns the original frequencies (positions stay
             # below max_position_embeddings after re-positioning).
             inv_freq, _ = ROPE_INIT_FUNCTIONS[rope_type](text, None)
             inv_freq = inv_freq.to(torch.float64)
+            if rope_type in ("dynamic", "longrope"):
+                # frequencies switch once positions pass the original context length
+                exact_below = int(params.get("original_max_position_embeddings")
+                                  or getattr(text, "max_position_embeddings", 0) or 0) or None
         else:
             raise ValueError(f"{model_type}: unsupported rope_type {rope_type!r}")
-        if rope_type == "longrope" or rope_type == "yarn":
-            # Their scaled inv_freq is fixed too; re-rotation is exact for a fixed inv_freq.
-            pass
         mrope = params.get("mrope_section")
         if mrope is None and model_type in _MROPE_MODEL_TYPES:
             mrope = [16, 24, 24]
@@ -114,7 +131,8 @@ class RopeSpec:
                                  f"{inv_freq.numel()} frequencies")
         interleaved = model_type in ("gptj", "codegen")
         return cls(inv_freq=inv_freq, rotary_dim=rotary_dim, head_dim=head_dim,
-                   mrope_section=mrope, interleaved=interleaved, model_type=model_type)
+                   mrope_section=mrope, interleaved=interleaved, model_type=model_type,
+                   rope_type=str(rope_type), exact_below=exact_below)
 
     def angles(self, delta: torch.Tensor) -> torch.Tensor:
         """Return float64 angles ``[H, n, rotary_dim // 2]`` for position shifts ``[R, H, n]``."""

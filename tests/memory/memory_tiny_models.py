@@ -23,7 +23,8 @@ def tiny_config(family: str, **rope):
     if family == "gpt_neox":
         return GPTNeoXConfig(rotary_pct=0.25, **_COMMON)
     if family == "qwen2_vl":
-        text = dict(_COMMON, vocab_size=VOCAB + 8, num_key_value_heads=2,
+        text = dict(_COMMON, vocab_size=VOCAB + 8, num_key_value_heads=2, bos_token_id=None,
+                    eos_token_id=None,
                     rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
                                      "mrope_section": [2, 3, 3]})
         vision = dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2,

@@ -245,3 +245,78 @@ def test_cache_parameter_validation(kwargs, exc):
         BoundedCache(make_policy("window", budget=8), tiny_config("llama"), **kwargs)
     with pytest.raises(TypeError, match="Policy"):
         BoundedCache("inf_mllm", tiny_config("llama"))
+
+
+def _frame_positions(start):
+    """M-RoPE rows of a 40-token frame chunk: 5 text, a 5x5 image grid, 10 text."""
+    t, h, w = list(range(start, start + 5)), list(range(start, start + 5)), \
+        list(range(start, start + 5))
+    g = start + 5
+    for r in range(5):
+        for c in range(5):
+            t.append(g)
+            h.append(g + r)
+            w.append(g + c)
+    after = g + 5
+    for i in range(10):
+        t.append(after + i)
+        h.append(after + i)
+        w.append(after + i)
+    return torch.tensor([t, h, w]).unsqueeze(1), after + 10        # [3, 1, 40], next start
+
+
+def test_tiny_qwen2_vl_mrope_compaction_keys_equal_fresh_prefill_at_packed_positions(models):
+    model = models["qwen2_vl"]
+    cache = BoundedCache(make_policy("inf_mllm", budget=64, n_sink=4, n_recent=16, window=8,
+                                     kernel=3), model.config, max_chunk=40)
+    ids = _ids(200, seed=11)
+    for frame in range(5):
+        start = cache.next_position()
+        pos, _ = _frame_positions(start)
+        cache.begin_source(frame, stamp=float(frame), kind="frame")
+        cache.set_next_positions(pos)
+        forward(model, ids[:, 40 * frame:40 * frame + 40], cache, position_ids=pos)
+    cache.compact()
+    layer = cache.layers[0]
+    layer.flush()
+    assert layer.length == 64
+    top = int(layer.pos[:, :, :64].max()) + 1
+    assert cache.next_position() == top and top <= 64 + 40
+    for h in range(layer.n_heads):
+        kept = layer.arrival[h, :64]
+        fresh = DynamicCache(config=model.config)
+        forward(model, ids[:, kept], fresh, position_ids=layer.pos[:, h, :64].unsqueeze(1))
+        torch.testing.assert_close(layer.keys[0, h], fresh.layers[0].keys[0, h],
+                                   atol=1e-4, rtol=1e-4)
+
+
+def test_tiny_scoring_runs_only_before_compaction_except_h2o(models, monkeypatch):
+    from ros2_infmllm.memory import scoring
+    calls = []
+    real = scoring.window_scores
+
+    def spy(query, key, n_queries, *args):
+        calls.append((query.shape[2], key.shape[2], n_queries))
+        return real(query, key, n_queries, *args)
+
+    monkeypatch.setattr(scoring, "window_scores", spy)
+    model = models["llama"]
+    n_layers = model.config.num_hidden_layers
+    cache = BoundedCache(make_policy("inf_mllm", budget=64, n_sink=4, n_recent=16, window=4,
+                                     kernel=3), model.config, max_chunk=40, decode_slack=4)
+    forward(model, _ids(40), cache)                 # under budget: no scoring
+    forward(model, _ids(1), cache)                  # decode under budget: none
+    assert calls == []
+    forward(model, _ids(40), cache)                 # 81 > 64: scored (window 4)
+    assert calls == [(40, 81, 4)] * n_layers
+    calls.clear()
+    for _ in range(3):                              # decode within slack: none
+        forward(model, _ids(1), cache)
+    assert calls == []
+    forward(model, _ids(1), cache)                  # slack reached: scored
+    assert calls == [(1, 68, 4)] * n_layers
+    calls.clear()
+    cache = BoundedCache(make_policy("h2o", budget=64, n_recent=16), model.config, max_chunk=40)
+    forward(model, _ids(10), cache)
+    forward(model, _ids(1), cache)
+    assert calls == [(10, 10, None)] * n_layers + [(1, 11, None)] * n_layers

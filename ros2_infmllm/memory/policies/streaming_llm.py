@@ -12,7 +12,7 @@ from .base import Policy, SelectionInput
 
 @dataclass
 class StreamingLLMPolicy(Policy):
-    """StreamingLLM (Xiao et al., 2023, "Efficient Streaming Language Models with Attention Sinks").
+    """StreamingLLM (Xiao et al. 2023, "Efficient Streaming Language Models with Attention Sinks").
 
     Keeps the first ``n_sink`` tokens and the ``budget - n_sink`` most recent ones.
 

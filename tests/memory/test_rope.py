@@ -1,0 +1,122 @@
+"""Re-rotation exactness: a key moved from p to p' equals the key computed at p'.
+
+Each case uses the model family's own rotary embedding module and apply function, so the
+reference is what the model itself caches at p'."""
+
+import pytest
+import torch
+from memory_tiny_models import tiny_config
+from transformers.models.gpt_neox import modeling_gpt_neox as neox
+from transformers.models.llama import modeling_llama as llama
+from transformers.models.qwen2_vl import modeling_qwen2_vl as qwen2_vl
+
+from ros2_infmllm.memory import BoundedCache, RopeSpec, make_policy
+from ros2_infmllm.memory.rope import repack_positions
+
+N = 64      # keys per head
+H = 2
+
+LLAMA_ROPES = {
+    "default": {},
+    "linear": dict(rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 1e4}),
+    "dynamic": dict(rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e4}),
+    "llama3": dict(rope_parameters={"rope_type": "llama3", "factor": 8.0, "rope_theta": 5e5,
+                                    "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                    "original_max_position_embeddings": 512}),
+}
+
+
+def _positions(seed):
+    g = torch.Generator().manual_seed(seed)
+    old = torch.randint(0, 4000, (H, N), generator=g)
+    new = torch.randint(0, 600, (H, N), generator=g)
+    return old, new
+
+
+def _embed(rotary, apply, keys, pos):
+    """Rotate ``keys`` [H, N, D] to positions ``pos`` [R, H, N] with the model's own code."""
+    out = []
+    for h in range(keys.shape[0]):
+        p = pos[:, h].unsqueeze(1) if pos.shape[0] > 1 else pos[0, h].unsqueeze(0)
+        cos, sin = rotary(keys, p)
+        k = keys[h].unsqueeze(0).unsqueeze(0)                  # [1, 1, N, D]
+        out.append(apply(k, k, cos, sin)[1][0, 0])
+    return torch.stack(out)
+
+
+def _check(cfg, rotary, apply, delta_rows=1, seed=0, atol=2e-4):
+    spec = RopeSpec.from_config(cfg)
+    g = torch.Generator().manual_seed(seed + 100)
+    keys = torch.randn(H, N, spec.head_dim, generator=g)
+    old, new = _positions(seed)
+    old = torch.stack([old + 7 * r for r in range(delta_rows)])     # rows differ for M-RoPE
+    new = torch.stack([new + 3 * r for r in range(delta_rows)])
+    at_old = _embed(rotary, apply, keys, old)
+    at_new = _embed(rotary, apply, keys, new)
+    moved = at_old.clone()
+    spec.rotate_(moved, new - old)
+    assert (moved - at_old).abs().max() > 0.1                 # it really moved
+    torch.testing.assert_close(moved, at_new, atol=atol, rtol=0)
+    return spec
+
+
+@pytest.mark.parametrize("kind", sorted(LLAMA_ROPES))
+def test_llama_rope_variants_rerotate_exactly(kind):
+    cfg = tiny_config("llama", **LLAMA_ROPES[kind])
+    spec = _check(cfg, llama.LlamaRotaryEmbedding(cfg), llama.apply_rotary_pos_emb)
+    assert spec.rope_type == kind and spec.rotary_dim == spec.head_dim == 16
+
+
+def test_partial_rotary_gpt_neox_rerotates_only_rotary_dims():
+    cfg = tiny_config("gpt_neox")
+    spec = _check(cfg, neox.GPTNeoXRotaryEmbedding(cfg), neox.apply_rotary_pos_emb)
+    assert spec.rotary_dim == 4 and spec.head_dim == 16
+    keys = torch.randn(H, N, 16)
+    moved = keys.clone()
+    spec.rotate_(moved, torch.full((1, H, N), 123))
+    assert torch.equal(moved[..., 4:], keys[..., 4:])
+
+
+def test_mrope_qwen2_vl_rerotates_each_section_by_its_row():
+    cfg = tiny_config("qwen2_vl").get_text_config()
+    rotary = qwen2_vl.Qwen2VLRotaryEmbedding(cfg)
+    spec = _check(cfg, rotary, qwen2_vl.apply_rotary_pos_emb, delta_rows=3)
+    assert spec.rows == 3 and spec.mrope_section == (2, 3, 3)
+
+
+def test_dynamic_rope_budget_past_original_context_is_refused():
+    cfg = tiny_config("llama", **LLAMA_ROPES["dynamic"])
+    with pytest.raises(ValueError, match="dynamic RoPE"):
+        BoundedCache(make_policy("inf_mllm", budget=4000, n_sink=4, n_recent=64), cfg,
+                     max_chunk=512)
+    BoundedCache(make_policy("inf_mllm", budget=1024, n_sink=4, n_recent=64), cfg)
+
+
+def test_interleaved_mrope_is_refused_with_reason():
+    cfg = tiny_config("qwen2_vl").get_text_config()
+    cfg.rope_parameters = dict(cfg.rope_parameters, mrope_interleaved=True)
+    with pytest.raises(ValueError, match="interleaved"):
+        RopeSpec.from_config(cfg)
+
+
+def test_repack_positions_1d_is_contiguous():
+    pos = torch.tensor([[[0, 5, 9, 40, 41]]])
+    out = repack_positions(pos, torch.ones(1, 5, dtype=torch.bool))
+    assert out.tolist() == [[[0, 1, 2, 3, 4]]]
+
+
+def test_repack_positions_mrope_keeps_image_layout_and_packs_text():
+    # one head: text run (positions 0..3, kept 0, 2, 3), an image run whose (t, h, w) grid
+    # starts at 10 (kept cells (10,10,11), (10,11,10), (10,11,12)), then text at 20, 21.
+    t = [0, 2, 3, 10, 10, 10, 20, 21]
+    hh = [0, 2, 3, 10, 11, 11, 20, 21]
+    w = [0, 2, 3, 11, 10, 12, 20, 21]
+    pos = torch.tensor([t, hh, w]).unsqueeze(1)
+    src = torch.tensor([[0, 0, 0, 1, 1, 1, 2, 2]])
+    start = torch.ones_like(src, dtype=torch.bool)
+    start[:, 1:] = src[:, 1:] != src[:, :-1]
+    out = repack_positions(pos, start)[:, 0].tolist()
+    # text run -> 0, 1, 2; image run shifted by 3 - 10 on all rows (span 3: 3..5);
+    # text run after it -> 6, 7
+    assert out == [[0, 1, 2, 3, 3, 3, 6, 7], [0, 1, 2, 3, 4, 4, 6, 7],
+                   [0, 1, 2, 4, 3, 5, 6, 7]]
