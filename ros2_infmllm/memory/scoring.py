@@ -47,8 +47,10 @@ def window_scores(query: torch.Tensor, key: torch.Tensor, n_queries: int | None,
     """Attention of the last ``n_queries`` queries, summed over them: ``[H_kv, T]`` float32.
 
     ``query`` is ``[1, H_q, q, D]``, ``key`` ``[1, H_kv, T, D]``; GQA groups are averaged.
-    The causal mask assumes the queries are the last ``q`` tokens of the keys unless a
-    4-D ``attention_mask`` is given, whose rows are used instead.
+    As in eager attention, logits are computed in the model dtype and the softmax in
+    float32. The causal mask assumes the queries are the last ``q`` tokens of the keys
+    unless a 4-D ``attention_mask`` is given, whose rows are used instead. One batched
+    matmul over the KV heads; the keys are neither copied nor repeated per query head.
     """
     _, n_q_heads, q_len, head_dim = query.shape
     n_kv, length = key.shape[1], key.shape[2]
@@ -56,15 +58,18 @@ def window_scores(query: torch.Tensor, key: torch.Tensor, n_queries: int | None,
     groups = n_q_heads // n_kv
     if scaling is None:
         scaling = head_dim ** -0.5
-    qw = query[0, :, q_len - w:].float().reshape(n_kv, groups, w, head_dim)
-    logits = torch.einsum("hgwd,htd->hgwt", qw, key[0].float()) * scaling
+    qw = query[0, :, q_len - w:].reshape(n_kv, groups * w, head_dim)
+    logits = torch.bmm(qw, key[0].transpose(1, 2)) * scaling           # [H_kv, g * w, T]
+    logits = logits.float().view(n_kv, groups, w, length)
     if attention_mask is not None and attention_mask.dim() == 4:
         m = attention_mask[0, :, attention_mask.shape[-2] - w:, :length]   # [1 or H, w, T]
+        if m.shape[0] > 1:
+            m = m.view(n_kv, groups, w, length)
         if m.dtype == torch.bool:
-            logits = logits.masked_fill(~m.unsqueeze(1), float("-inf"))
+            logits = logits.masked_fill(~m, float("-inf"))
         else:
-            logits = logits + m.unsqueeze(1).float()
-    else:
+            logits = logits + m.float()
+    elif w > 1:
         rows = torch.arange(w, device=key.device).unsqueeze(1) + (length - w)
         cols = torch.arange(length, device=key.device).unsqueeze(0)
         logits = logits.masked_fill(cols > rows, float("-inf"))
