@@ -68,6 +68,8 @@ class BoundedLayer(CacheLayerMixin):
         self.reallocations = 0
         self.scored_len = 0
         self.tally_now = False
+        self.undo_epoch = 0
+        self.undo_state: tuple = ()
         self.segments: list[list[int]] = []   # [start, end, pos0, arrival0, source] unwritten
         self.meta = self.scores = None
         self.key_buf = self.value_buf = None
@@ -189,6 +191,10 @@ class BoundedLayer(CacheLayerMixin):
         policy = owner.policy
         q = key_states.shape[-2]
         n = self.length
+        if owner.epoch and self.undo_epoch != owner.epoch:      # first update since mark()
+            self.undo_epoch = owner.epoch
+            self.undo_state = (n, self.arrived, self.next_pos, self.pending, self.scored_len,
+                               len(self.segments))
         end = n + q
         if end > self.capacity:
             grow = max(end, 2 * self.capacity) if not policy.compacts else end + owner.slack
@@ -298,8 +304,22 @@ class BoundedLayer(CacheLayerMixin):
         self.keys = self.key_buf[:, :, :k]
         self.values = self.value_buf[:, :, :k]
 
+    def undo(self, epoch: int) -> None:
+        """Drop the tokens appended since the cache's ``mark()`` of ``epoch`` (if any)."""
+        if self.undo_epoch != epoch or not self.undo_state:
+            return
+        n, self.arrived, self.next_pos, self.pending, self.scored_len, n_seg = self.undo_state
+        del self.segments[n_seg:]
+        if self.segments and self.segments[-1][1] > n:
+            self.segments[-1][1] = n
+        self.length = n
+        self.keys = self.key_buf[:, :, :n]
+        self.values = self.value_buf[:, :, :n]
+        self.undo_state = ()
+
     def reset(self) -> None:
         """Forget every token; buffers are kept for reuse."""
+        self.undo_state = ()
         self.length = 0
         self.pending = False
         self.next_pos = 0
@@ -377,6 +397,7 @@ class BoundedCache(Cache):
         self._init_state()
 
     def _init_state(self) -> None:
+        self.epoch = 0
         self._score_layers: set[int] = set()
         self._explicit_pos: torch.Tensor | None = None
         self._explicit_top = 0
@@ -517,6 +538,23 @@ class BoundedCache(Cache):
                 if v > 0 and self.source_ids[i] is not None}
 
     # ---- whole-cache operations ----------------------------------------------------------
+    def mark(self) -> None:
+        """Remember the state before a forward, so :meth:`rollback` can undo its appends."""
+        self.epoch += 1
+
+    def rollback(self) -> None:
+        """Undo the tokens appended since :meth:`mark` (after a forward that raised).
+
+        Every layer returns to its length before that forward, so all layers agree again;
+        compactions that forward already ran stay (they are what lazy compaction would do).
+        H2O scores accumulated by the failed forward are not subtracted.
+        """
+        for layer in self.layers:
+            layer.undo(self.epoch)
+        scoring.clear_awaiting()
+        self._score_layers = set()
+        self._explicit_pos = None
+
     def compact(self) -> None:
         """Run every pending compaction now."""
         for layer in self.layers:

@@ -32,7 +32,7 @@ does not re-position.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -77,6 +77,18 @@ class RopeSpec:
     model_type: str = ""
     rope_type: str = "default"
     exact_below: int | None = None
+    _device_tensors: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``inv_freq`` and the M-RoPE row of each frequency on ``device`` (made once)."""
+        key = str(device)
+        if key not in self._device_tensors:
+            rows = None
+            if self.mrope_section is not None:
+                rows = torch.repeat_interleave(torch.arange(3),
+                                               torch.tensor(self.mrope_section)).to(device)
+            self._device_tensors[key] = (self.inv_freq.to(device), rows)
+        return self._device_tensors[key]
 
     @property
     def rows(self) -> int:
@@ -136,12 +148,9 @@ class RopeSpec:
 
     def angles(self, delta: torch.Tensor) -> torch.Tensor:
         """Return float64 angles ``[H, n, rotary_dim // 2]`` for position shifts ``[R, H, n]``."""
-        inv = self.inv_freq.to(delta.device)
-        if self.mrope_section is None:
+        inv, rows = self._on(delta.device)
+        if rows is None:
             return delta[0].to(torch.float64).unsqueeze(-1) * inv
-        rows = torch.repeat_interleave(
-            torch.arange(3, device=delta.device),
-            torch.tensor(self.mrope_section, device=delta.device))
         per_freq = delta.permute(1, 2, 0).to(torch.float64)[..., rows]   # [H, n, F]
         return per_freq * inv
 

@@ -320,3 +320,37 @@ def test_tiny_scoring_runs_only_before_compaction_except_h2o(models, monkeypatch
     forward(model, _ids(10), cache)
     forward(model, _ids(1), cache)
     assert calls == [(10, 10, None)] * n_layers + [(1, 11, None)] * n_layers
+
+
+@pytest.mark.parametrize("policy,first", [("inf_mllm", 50), ("inf_mllm", 90), ("full", 50)])
+def test_tiny_rollback_after_failed_forward_restores_consistent_memory(models, policy, first):
+    model = models["llama"]
+    params = dict(POLICY_PARAMS[policy])
+    if policy != "full":
+        params.update(budget=64, n_recent=16)
+
+    def make():
+        return BoundedCache(make_policy(policy, **params), model.config, max_chunk=40)
+
+    good, failed = make(), make()
+    for cache in (good, failed):
+        forward(model, _ids(first, seed=20), cache)
+    failed.mark()
+
+    def boom(module, args, kwargs, output):
+        raise RuntimeError("injected failure in layer 1")
+
+    hook = model.model.layers[1].self_attn.register_forward_hook(boom, with_kwargs=True)
+    try:
+        with pytest.raises(RuntimeError, match="injected"):
+            forward(model, _ids(30, seed=21), failed)
+    finally:
+        hook.remove()
+    failed.rollback()
+    assert len({layer.length for layer in failed.layers}) == 1
+    assert failed.get_seq_length() == good.get_seq_length()
+    failed.mark()
+    got = forward(model, _ids(30, seed=22), failed).logits
+    ref = forward(model, _ids(30, seed=22), good).logits
+    torch.testing.assert_close(got, ref, atol=2e-5, rtol=1e-4)
+    assert failed.describe()["tokens_per_layer"] == good.describe()["tokens_per_layer"]
