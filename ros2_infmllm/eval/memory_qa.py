@@ -1,0 +1,282 @@
+"""Long-memory QA: facts stated early in a streamed conversation, asked many rounds later.
+
+Why this design: the question must test *memory*, not the model's skill, so that a 135M
+instruct model answers correctly whenever the fact is still in its cache. Each fact is a
+short line ("The code of the red locker is 4821."); its question is a cloze that repeats
+the fact's wording ("... Answer: the code of the red locker is") so that the first
+generated tokens copy the code out of the context when it is there; an answer is correct
+if it contains the code. Between facts and questions the stream carries distractor lines
+and, every ``mention_every`` rounds, a passing mention of a pending fact's subject
+("Someone walked past the red locker.") -- the way subjects recur in a real long
+conversation or scene, and what gives the attention-based memory something to follow.
+Every round is one chunk prefilled against the bounded cache (then compacted); questions
+and the generated answers enter the same stream (multi-round, as in the paper).
+"""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ros2_infmllm.eval.common import policy_params
+from ros2_infmllm.eval.scoring import match_answer
+
+ADJECTIVES = ('red', 'blue', 'green', 'yellow', 'orange', 'purple', 'white', 'black',
+              'silver', 'brown', 'pink', 'gray')
+NOUNS = ('locker', 'crate', 'door', 'cabinet', 'drawer', 'safe', 'gate', 'trolley', 'box',
+         'shelf', 'panel', 'tank')
+DISTRACTORS = (
+    'The robot drove along the corridor.', 'A person walked by the window.',
+    'The hallway lights flickered for a moment.', 'Nothing else happened in the hall.',
+    'A forklift beeped somewhere far away.', 'The floor near the entrance was wet.',
+    'Two workers talked about the weather.', 'The robot turned left at the corner.',
+    'A delivery van parked outside.', 'The air conditioning started humming.',
+    'Someone closed a window upstairs.', 'The robot waited for the elevator.',
+    'A dog barked outside the building.', 'The camera saw an empty aisle.',
+    'The battery level dropped a little.', 'A phone rang in the office.')
+PREAMBLE = ('This is a robot\'s log. It notes the codes of objects it sees and later '
+            'answers questions about them.\n')
+
+
+@dataclass
+class Round:
+    """One round of the conversation (one streamed chunk).
+
+    Parameters
+    ----------
+    kind : str
+        ``fact``, ``question``, ``mention`` or ``distractor``.
+    text : str
+        What is prefilled (a question ends where the answer starts).
+    answer : str or None
+        The expected code for a question.
+    distance : int or None
+        Rounds between the fact and this question.
+    """
+
+    kind: str
+    text: str
+    answer: Optional[str] = None
+    distance: Optional[int] = None
+
+
+@dataclass
+class Conversation:
+    """A seeded conversation: its rounds and the number of questions per distance.
+
+    Parameters
+    ----------
+    seed : int
+        Seed it was generated from.
+    rounds : list of Round
+        The stream, in order.
+    """
+
+    seed: int
+    rounds: list = field(default_factory=list)
+
+
+def make_conversation(seed: int, distances: Sequence[int], per_distance: int = 2,
+                      mention_every: int = 25) -> Conversation:
+    """Generate a conversation with ``per_distance`` questions at each distance (rounds)."""
+    if not distances or min(distances) < 1:
+        raise ValueError(f'distances must be >= 1, got {list(distances)}')
+    if per_distance < 1:
+        raise ValueError(f'per_distance must be >= 1, got {per_distance}')
+    if mention_every < 0:
+        raise ValueError(f'mention_every must be >= 0, got {mention_every}')
+    n_q = len(distances) * per_distance
+    subjects = [(a, n) for a in ADJECTIVES for n in NOUNS]
+    if n_q > len(subjects):
+        raise ValueError(f'{n_q} questions exceed the {len(subjects)} distinct subjects')
+    rng = random.Random(seed)
+    rng.shuffle(subjects)
+    total = max(distances) + 1 + 3 * n_q
+    kinds: dict = {}
+    pairs = []
+    want = sorted([d for d in distances for _ in range(per_distance)], reverse=True)
+    for d in want:
+        for _ in range(10_000):
+            q = rng.randrange(d + 1, total)
+            f = q - d
+            if q not in kinds and f not in kinds:
+                break
+        else:
+            raise ValueError(f'cannot place a question at distance {d} in {total} rounds')
+        subj = subjects[len(pairs)]
+        code = f'{rng.randrange(1000, 10000)}'
+        kinds[f] = ('fact', subj, code, d)
+        kinds[q] = ('question', subj, code, d)
+        pairs.append((f, q, subj))
+    if mention_every:
+        for f, q, subj in pairs:
+            r = f + mention_every
+            while r < q:
+                while r < q and r in kinds:
+                    r += 1
+                if r < q:
+                    kinds[r] = ('mention', subj, None, None)
+                r += mention_every
+    conv = Conversation(seed=seed)
+    for r in range(total):
+        kind = kinds.get(r)
+        if kind is None:
+            conv.rounds.append(Round('distractor', rng.choice(DISTRACTORS) + '\n'))
+            continue
+        k, (adj, noun), code, d = kind
+        if k == 'fact':
+            conv.rounds.append(Round('fact', f'The code of the {adj} {noun} is {code}.\n'))
+        elif k == 'mention':
+            conv.rounds.append(Round('mention', f'Someone walked past the {adj} {noun}.\n'))
+        else:
+            conv.rounds.append(Round('question', f'Question: what is the code of the {adj} '
+                                     f'{noun}? Answer: the code of the {adj} {noun} is',
+                                     answer=code, distance=d))
+    return conv
+
+
+def _encode(tokenizer, text: str) -> list:
+    if callable(tokenizer):
+        return list(tokenizer(text, add_special_tokens=False)['input_ids'])
+    return list(tokenizer.encode(text, add_special_tokens=False))
+
+
+def play(model, tokenizer, conv: Conversation, policy, device: str,
+         max_new_tokens: int = 6, bar=None) -> list:
+    """Stream ``conv`` through a BoundedCache under ``policy``; return one record per question."""
+    import torch
+    from ros2_infmllm.memory import BoundedCache
+    cache = BoundedCache(policy, model.config, max_chunk=64, decode_slack=16)
+    records = []
+    after_answer = False
+    texts = [PREAMBLE] + [r.text for r in conv.rounds]
+    kinds = [None] + list(conv.rounds)
+    with torch.inference_mode():
+        for i, (text, rnd) in enumerate(zip(texts, kinds)):
+            if after_answer:
+                text = '\n' + text
+                after_answer = False
+            ids = torch.tensor([_encode(tokenizer, text)], device=device)
+            cache.begin_source(i, stamp=float(i), kind=rnd.kind if rnd else 'preamble')
+            logits = model(input_ids=ids, past_key_values=cache, use_cache=True).logits
+            if rnd is not None and rnd.kind == 'question':
+                out = []
+                t0 = time.perf_counter()
+                for _ in range(max_new_tokens):
+                    tok = int(logits[0, -1].argmax())
+                    out.append(tok)
+                    piece = tokenizer.decode([tok])
+                    if '\n' in piece or tok == getattr(tokenizer, 'eos_token_id', None):
+                        break
+                    logits = model(input_ids=torch.tensor([[tok]], device=device),
+                                   past_key_values=cache, use_cache=True).logits
+                answer = tokenizer.decode(out).split('\n')[0]
+                records.append({'round': i - 1, 'distance': rnd.distance,
+                                'expected': rnd.answer, 'answer': answer.strip(),
+                                'correct': match_answer(answer, rnd.answer, 'contains'),
+                                'seconds': round(time.perf_counter() - t0, 4),
+                                'cache_tokens': cache.get_query_offset()})
+                after_answer = '\n' not in tokenizer.decode(out)
+            if bar is not None:
+                bar.update(1)
+    return records
+
+
+def run(model, tokenizer, *, policies: Sequence[str], budget: int, distances: Sequence[int],
+        streams: int, per_distance: int, mention_every: int, seed: int, device: str,
+        overrides: Optional[dict] = None, progress: bool = True) -> dict:
+    """Accuracy per policy and distance over ``streams`` seeded conversations."""
+    from tqdm import tqdm
+    from ros2_infmllm.eval.perplexity import build_policy
+    from ros2_infmllm.memory import use_scoring_attention
+    if streams < 1:
+        raise ValueError(f'streams must be >= 1, got {streams}')
+    use_scoring_attention(model)
+    convs = [make_conversation(seed + s, distances, per_distance, mention_every)
+             for s in range(streams)]
+    total = sum(len(c.rounds) + 1 for c in convs) * len(policies)
+    bar = tqdm(total=total, desc='memory-qa', unit='round', disable=not progress,
+               mininterval=2.0)
+    runs = []
+    for name in policies:
+        pol = build_policy(name, budget, overrides)
+        bar.set_postfix(policy=name)
+        t0 = time.perf_counter()
+        recs = []
+        for s, conv in enumerate(convs):
+            for r in play(model, tokenizer, conv, pol, device, bar=bar):
+                r['stream'] = s
+                recs.append(r)
+        by_d = {}
+        for d in sorted(set(distances)):
+            hits = [r['correct'] for r in recs if r['distance'] == d]
+            by_d[str(d)] = float(np.mean(hits)) if hits else None
+        runs.append({'policy': name, 'params': policy_params(pol),
+                     'accuracy': float(np.mean([r['correct'] for r in recs])),
+                     'accuracy_by_distance': by_d,
+                     'questions_per_distance': streams * per_distance,
+                     'seconds': round(time.perf_counter() - t0, 2), 'records': recs})
+    bar.close()
+    tokens = [sum(len(_encode(tokenizer, r.text)) for r in c.rounds) for c in convs]
+    return {'budget': budget, 'distances': list(distances), 'streams': streams,
+            'per_distance': per_distance, 'mention_every': mention_every,
+            'rounds_per_stream': [len(c.rounds) for c in convs],
+            'tokens_per_stream': tokens, 'runs': runs}
+
+
+def plot(result: dict, png: Path | str) -> Path:
+    """Accuracy against distance, one line per policy."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for r in result['runs']:
+        ds = [int(d) for d, a in r['accuracy_by_distance'].items() if a is not None]
+        acc = [100 * r['accuracy_by_distance'][str(d)] for d in ds]
+        ax.plot(ds, acc, marker='o', label=r['policy'],
+                lw=2.0 if r['policy'] == 'inf_mllm' else 1.2)
+    toks = result.get('tokens_per_stream') or [0]
+    rounds = result.get('rounds_per_stream') or [1]
+    per_round = float(np.mean(toks)) / max(1.0, float(np.mean(rounds)))
+    if per_round > 0:
+        ax.axvline(result['budget'] / per_round, color='gray', ls=':', lw=1)
+        ax.text(result['budget'] / per_round, 3, ' budget', color='gray', fontsize=8)
+    ax.set_xlabel('distance between fact and question (rounds)')
+    ax.set_ylabel('accuracy (%)')
+    ax.set_ylim(-5, 105)
+    ax.set_title(f"Long-memory QA, budget {result['budget']} tokens, "
+                 f"{result['streams']} streams", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    return png
+
+
+def markdown(result: dict, png_name: Optional[str] = None) -> str:
+    """Markdown table of accuracy per policy and distance."""
+    meta = result.get('meta', {})
+    ds = [str(d) for d in result['distances']]
+    toks = result.get('tokens_per_stream') or [0]
+    lines = [f"Model `{meta.get('model')}`, budget {result['budget']} tokens, "
+             f"{result['streams']} seeded conversations of "
+             f"{max(result.get('rounds_per_stream') or [0])} rounds "
+             f"(~{int(np.mean(toks)):,} tokens each), {result['per_distance']} questions per "
+             f"distance per conversation, passing mention every {result['mention_every']} "
+             f"rounds; seed {meta.get('seed')}.", '',
+             '| policy | all | ' + ' | '.join(f'd={d}' for d in ds) + ' |',
+             '|---|---:|' + '---:|' * len(ds)]
+    for r in result['runs']:
+        accs = [r['accuracy_by_distance'].get(d) for d in ds]
+        lines.append(f"| {r['policy']} | {100 * r['accuracy']:.0f}% | " + ' | '.join(
+            '' if a is None else f'{100 * a:.0f}%' for a in accs) + ' |')
+    if png_name:
+        lines += ['', f'![memory-qa accuracy]({png_name})']
+    return '\n'.join(lines) + '\n'

@@ -1,0 +1,53 @@
+"""Long-memory QA: seeded conversations place facts at the stated distances; CLI smoke."""
+import json
+import re
+
+import pytest
+
+from ros2_infmllm.eval.__main__ import main
+from ros2_infmllm.eval.memory_qa import make_conversation
+
+
+def test_conversation_places_facts_at_distances():
+    conv = make_conversation(3, [5, 40, 120], per_distance=2, mention_every=10)
+    again = make_conversation(3, [5, 40, 120], per_distance=2, mention_every=10)
+    assert [r.text for r in conv.rounds] == [r.text for r in again.rounds]
+    assert [r.text for r in conv.rounds] != [
+        r.text for r in make_conversation(4, [5, 40, 120], 2, 10).rounds]
+    qs = [(i, r) for i, r in enumerate(conv.rounds) if r.kind == 'question']
+    assert sorted(r.distance for _, r in qs) == [5, 5, 40, 40, 120, 120]
+    for i, q in qs:
+        subject = re.search(r'code of the (\w+ \w+)\?', q.text).group(1)
+        fact = conv.rounds[i - q.distance]
+        assert fact.kind == 'fact'
+        assert fact.text == f'The code of the {subject} is {q.answer}.\n'
+        between = conv.rounds[i - q.distance + 1:i]
+        assert all(q.answer not in r.text for r in between)
+        if q.distance > 20:
+            assert any(r.kind == 'mention' and subject in r.text for r in between)
+    quiet = make_conversation(3, [40], per_distance=1, mention_every=0)
+    assert not any(r.kind == 'mention' for r in quiet.rounds)
+
+
+def test_conversation_rejects_bad_input():
+    with pytest.raises(ValueError):
+        make_conversation(0, [0])
+    with pytest.raises(ValueError):
+        make_conversation(0, [5], per_distance=0)
+    with pytest.raises(ValueError):
+        make_conversation(0, list(range(1, 100)), per_distance=2)
+
+
+def test_memory_qa_cli_smoke_tiny(tmp_path):
+    out = tmp_path / 'mqa.json'
+    assert main(['memory-qa', '--smoke', '--no-progress', '--out', str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res['meta']['task'] == 'memory-qa' and res['budget'] == 96
+    assert [r['policy'] for r in res['runs']] == ['full', 'streaming_llm', 'inf_mllm']
+    for r in res['runs']:
+        assert set(r['accuracy_by_distance']) == {'3', '30'}
+        assert len(r['records']) == 2
+        assert all(rec['expected'].isdigit() for rec in r['records'])
+    bounded = res['runs'][1]['records'][-1]
+    assert bounded['cache_tokens'] <= 96 + 64
+    assert (tmp_path / 'mqa.png').exists() and '| inf_mllm |' in (tmp_path / 'mqa.md').read_text()
