@@ -37,6 +37,7 @@ from .policies.base import SelectionInput
 from .rope import RopeSpec, repack_positions
 
 _UNKNOWN_SOURCE = 0   # dense index reserved for tokens appended without begin_source
+_PRUNE_MIN = 256      # live source entries before begin_source forgets evicted sources
 
 
 class BoundedLayer(CacheLayerMixin):
@@ -405,6 +406,8 @@ class BoundedCache(Cache):
         self.source_ids: list[Any] = [None]            # dense index -> source id
         self.source_index: dict[Any, int] = {}
         self.source_meta: dict[Any, tuple[float, str]] = {}
+        self._free_sources: list[int] = []             # dense indices no token carries
+        self._prune_at = _PRUNE_MIN
         self.current_source = _UNKNOWN_SOURCE
         self._tally: torch.Tensor | None = None
 
@@ -427,8 +430,17 @@ class BoundedCache(Cache):
         if source_id is None:
             raise ValueError("source_id must not be None (None marks untagged tokens)")
         if source_id not in self.source_index:
-            self.source_index[source_id] = len(self.source_ids)
-            self.source_ids.append(source_id)
+            if len(self.source_ids) - len(self._free_sources) >= self._prune_at:
+                self.sources_in_memory()          # forgets sources with no token left
+                live = len(self.source_ids) - len(self._free_sources)
+                self._prune_at = max(_PRUNE_MIN, 2 * live)
+            if self._free_sources:
+                idx = self._free_sources.pop()
+                self.source_ids[idx] = source_id
+            else:
+                idx = len(self.source_ids)
+                self.source_ids.append(source_id)
+            self.source_index[source_id] = idx
         self.source_meta[source_id] = (float(stamp), str(kind))
         self.current_source = self.source_index[source_id]
 
@@ -521,7 +533,11 @@ class BoundedCache(Cache):
         return {sid: v for sid, v in zip(self.source_ids, vals) if sid is not None and v > 0}
 
     def sources_in_memory(self) -> dict[Any, int]:
-        """Source id -> tokens still cached (summed over layers and KV heads)."""
+        """Source id -> tokens still cached (summed over layers and KV heads).
+
+        Sources with no token left anywhere (and no evidence tally) are forgotten here, so
+        the per-source bookkeeping stays bounded on an endless stream.
+        """
         n_src = len(self.source_ids)
         counts = torch.zeros(n_src, dtype=torch.long)
         for layer in self.layers:
@@ -534,7 +550,16 @@ class BoundedCache(Cache):
             if n == 0:
                 continue
             counts += torch.bincount(layer.source[:, :n].reshape(-1), minlength=n_src).cpu()
-        return {self.source_ids[i]: int(v) for i, v in enumerate(counts.tolist())
+        counts = counts.tolist()
+        tally = self._tally[:n_src].tolist() if self._tally is not None else [0.0] * n_src
+        for i in range(1, n_src):
+            sid = self.source_ids[i]
+            if sid is not None and counts[i] == 0 and tally[i] == 0 and i != self.current_source:
+                del self.source_index[sid]
+                self.source_meta.pop(sid, None)
+                self.source_ids[i] = None
+                self._free_sources.append(i)
+        return {self.source_ids[i]: int(v) for i, v in enumerate(counts)
                 if v > 0 and self.source_ids[i] is not None}
 
     # ---- whole-cache operations ----------------------------------------------------------

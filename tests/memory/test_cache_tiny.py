@@ -354,3 +354,21 @@ def test_tiny_rollback_after_failed_forward_restores_consistent_memory(models, p
     ref = forward(model, _ids(30, seed=22), good).logits
     torch.testing.assert_close(got, ref, atol=2e-5, rtol=1e-4)
     assert failed.describe()["tokens_per_layer"] == good.describe()["tokens_per_layer"]
+
+
+def test_tiny_source_bookkeeping_stays_bounded_on_endless_stream(models):
+    model = models["llama"]
+    cache = BoundedCache(make_policy("streaming_llm", budget=64, n_sink=4), model.config,
+                         max_chunk=16)
+    for frame in range(700):
+        cache.begin_source(("cam", frame), stamp=float(frame), kind="frame")
+        forward(model, _ids(8, seed=frame), cache)
+    assert len(cache.source_ids) <= 300 and len(cache.source_meta) <= 300
+    mem = cache.sources_in_memory()
+    heads_layers = cache.layers[0].n_heads * len(cache.layers)
+    # streaming_llm keeps the 4 sinks of frame 0 and the newest 60 tokens (frames 692..699)
+    expect = {("cam", 0): 4 * heads_layers, ("cam", 692): 4 * heads_layers}
+    expect.update({("cam", f): 8 * heads_layers for f in range(693, 700)})
+    assert mem == expect
+    assert set(cache.describe()["sources"]) == {str(k) for k in expect}
+    assert cache.describe()["sources"][str(("cam", 699))]["stamp"] == 699.0
