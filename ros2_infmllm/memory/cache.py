@@ -527,6 +527,9 @@ class BoundedCache(Cache):
         Sums, over layers and KV heads, the window attention of every forward scored after
         :meth:`request_scores`. Untagged tokens are left out.
         """
+        if any(layer.tally_now for layer in self.layers):
+            raise RuntimeError("request_scores() was called but the model's attention did not "
+                               "deliver scores: call use_scoring_attention(model) first")
         if self._tally is None:
             return {}
         vals = self._tally[:len(self.source_ids)].tolist()

@@ -187,6 +187,11 @@ def test_tiny_window_scores_equal_eager_attention(family):
 def test_tiny_policy_needing_scores_without_scoring_attention_raises():
     model = tiny_model("llama")
     model.set_attn_implementation("sdpa")
+    cache = BoundedCache(make_policy("full"), model.config)
+    cache.request_scores()
+    forward(model, _ids(5), cache)
+    with pytest.raises(RuntimeError, match="use_scoring_attention"):
+        cache.source_attention()
     cache = BoundedCache(make_policy("inf_mllm", budget=32, n_sink=2, n_recent=8, window=4,
                                      kernel=3), model.config, max_chunk=64)
     forward(model, _ids(50), cache)
