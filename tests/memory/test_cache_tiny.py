@@ -63,7 +63,7 @@ def test_tiny_llama_every_policy_matches_dynamic_cache_under_budget(models, poli
     torch.testing.assert_close(got, ref, atol=2e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2", "gpt_neox"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_tiny_generate_matches_dynamic_cache(models, family):
     model = models[family]
     ids = _ids(40, seed=3)
