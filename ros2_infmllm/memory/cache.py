@@ -277,9 +277,15 @@ class BoundedLayer(CacheLayerMixin):
         idx = policy.select(SelectionInput(scores=scores, age=age, length=n))   # [H, budget]
         k = idx.shape[-1]
         kidx = idx.unsqueeze(0).unsqueeze(-1)
-        kept_k = self.key_buf[:, :, :n].gather(2, kidx.expand(1, -1, -1, self.k_dim))
-        kept_v = self.value_buf[:, :, :n].gather(2, kidx.expand(1, -1, -1, self.v_dim))
-        kept_meta = self.meta[..., :n].gather(2, idx.unsqueeze(0).expand(rows + 2, -1, -1))
+        # gather into the cache's scratch (shared by the layers, allocated once), then copy
+        # back into the front of the same buffers: no allocation per compaction
+        kept_k = torch.gather(self.key_buf[:, :, :n], 2, kidx.expand(1, -1, -1, self.k_dim),
+                              out=self.owner.scratch("k", self.key_buf, k))
+        kept_v = torch.gather(self.value_buf[:, :, :n], 2, kidx.expand(1, -1, -1, self.v_dim),
+                              out=self.owner.scratch("v", self.value_buf, k))
+        kept_meta = torch.gather(self.meta[..., :n], 2,
+                                 idx.unsqueeze(0).expand(rows + 2, -1, -1),
+                                 out=self.owner.scratch("meta", self.meta, k))
         if policy.score_mode == "all":
             self.scores[:, :k] = self.scores[:, :n].gather(1, idx)
         if policy.repositions:
@@ -395,7 +401,18 @@ class BoundedCache(Cache):
         self.model_type = model_type
         layers = [BoundedLayer(self, i) for i in range(n_layers)]
         super().__init__(layers=layers)
+        self._scratch: dict[tuple, torch.Tensor] = {}
         self._init_state()
+
+    def scratch(self, role: str, like: torch.Tensor, k: int) -> torch.Tensor:
+        """Compaction scratch ``role`` shaped like ``like`` with ``k`` tokens (made once)."""
+        shape = tuple(like.shape[:-2]) + (k,) + tuple(like.shape[-1:]) if like.dim() == 4 \
+            else tuple(like.shape[:-1]) + (k,)
+        key = (role, shape, like.dtype, str(like.device))
+        buf = self._scratch.get(key)
+        if buf is None:
+            buf = self._scratch[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return buf
 
     def _init_state(self) -> None:
         self.epoch = 0
@@ -597,8 +614,9 @@ class BoundedCache(Cache):
         self._init_state()
 
     def nbytes(self) -> int:
-        """Bytes allocated by all layers (keys, values, metadata)."""
-        return sum(layer.nbytes() for layer in self.layers)
+        """Bytes allocated by all layers (keys, values, metadata) and the compaction scratch."""
+        return sum(layer.nbytes() for layer in self.layers) + sum(
+            t.numel() * t.element_size() for t in self._scratch.values())
 
     def kv_nbytes(self) -> int:
         """Bytes of the key/value buffers of all layers."""
