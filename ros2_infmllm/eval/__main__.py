@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ros2_infmllm.eval.common import parse_kv, resolve_device, run_metadata, write_json
+from ros2_infmllm.eval.common import (model_label, parse_kv, resolve_device, run_metadata,
+                                      write_json)
 
 TASKS = ('perplexity', 'memory-qa', 'replay', 'report', 'make-bag', 'corpus', 'bench',
          'bench-memory')
@@ -76,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='questions per distance in each conversation')
     p.add_argument('--mention-every', type=int, default=25,
                    help='rounds between passing mentions of a fact\'s subject (0 = never)')
+    p.add_argument('--questions-in-stream', action='store_true',
+                   help='append questions and answers to the stream (default: each question '
+                        'probes a copy of the memory)')
 
     p = sub.add_parser('replay', help='replay a rosbag2 bag into the node (or the engine)')
     _common(p, 'results/replay.json')
@@ -155,13 +159,18 @@ def cmd_perplexity(args) -> int:
     path = corpus_mod.ensure_corpus(args.corpus)
     text = corpus_mod.load_corpus(path)
     model, tok = load_eval_model(args.model, device=device, dtype=args.dtype, seed=args.seed)
+    meta = run_metadata('perplexity', args.seed, model_label(args.model), device,
+                        dtype=args.dtype, smoke=args.smoke)
+    info = corpus_mod.describe_corpus(text, Path(path).name)
+
+    def save(partial: dict) -> None:
+        write_json(args.out, dict(partial, meta=meta, corpus=info, complete=False))
+
     res = perplexity.run(model, tok, text, policies=args.policies, budgets=args.budgets,
                          n_tokens=args.tokens, chunk=args.chunk, block=args.block,
                          device=device, batch=args.batch, overrides=parse_kv(args.param),
-                         progress=not args.no_progress)
-    res['meta'] = run_metadata('perplexity', args.seed, args.model, device,
-                               dtype=args.dtype, smoke=args.smoke)
-    res['corpus'] = corpus_mod.describe_corpus(text, path)
+                         progress=not args.no_progress, on_run=save)
+    res.update(meta=meta, corpus=info, complete=True)
     _write(res, args.out, perplexity)
     for r in res['runs']:
         print(f"{r['policy']:>15}@{r['budget']:<5} ppl {r['ppl']:8.3f}  worst/median "
@@ -179,13 +188,19 @@ def cmd_memory_qa(args) -> int:
         args.device = 'cpu' if args.device == 'auto' else args.device
     device = resolve_device(args.device)
     model, tok = load_eval_model(args.model, device=device, dtype=args.dtype, seed=args.seed)
+    meta = run_metadata('memory-qa', args.seed, model_label(args.model), device,
+                        dtype=args.dtype, smoke=args.smoke)
+
+    def save(partial: dict) -> None:
+        write_json(args.out, dict(partial, meta=meta, complete=False))
+
     res = memory_qa.run(model, tok, policies=args.policies, budget=args.budget,
                         distances=args.distances, streams=args.streams,
                         per_distance=args.per_distance, mention_every=args.mention_every,
                         seed=args.seed, device=device, overrides=parse_kv(args.param),
-                        progress=not args.no_progress)
-    res['meta'] = run_metadata('memory-qa', args.seed, args.model, device, dtype=args.dtype,
-                               smoke=args.smoke)
+                        progress=not args.no_progress, on_run=save,
+                        in_stream=args.questions_in_stream)
+    res.update(meta=meta, complete=True)
     _write(res, args.out, memory_qa)
     for r in res['runs']:
         acc = ', '.join(f"{d}:{a:.2f}" for d, a in r['accuracy_by_distance'].items())

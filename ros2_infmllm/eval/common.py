@@ -34,7 +34,12 @@ def package_versions() -> dict:
 
 
 def git_commit() -> Optional[str]:
-    """Return the project's git commit (with -dirty) when run from a checkout."""
+    """Return the project's git commit (with -dirty) when run from a checkout.
+
+    ``INFMLLM_GIT_COMMIT`` overrides it (runs from an exported snapshot, e.g. on the GPU).
+    """
+    if os.environ.get('INFMLLM_GIT_COMMIT'):
+        return os.environ['INFMLLM_GIT_COMMIT']
     root = Path(__file__).resolve().parents[2]
     try:
         rev = subprocess.run(['git', 'describe', '--always', '--dirty'], cwd=root,
@@ -85,6 +90,11 @@ def policy_params(policy) -> dict:
         d = {k: v for k, v in vars(policy).items() if not k.startswith('_')}
     d.setdefault('name', getattr(policy, 'name', type(policy).__name__))
     return d
+
+
+def model_label(spec: str) -> str:
+    """Name a model for result files: a weights file by its file name, never its path."""
+    return Path(spec).name if spec.endswith('.gguf') else spec
 
 
 def write_json(path: Path | str, data: dict) -> Path:

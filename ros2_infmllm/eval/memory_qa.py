@@ -2,12 +2,12 @@
 
 Why this design: the question must test *memory*, not the model's skill, so that a 135M
 instruct model answers correctly whenever the fact is still in its cache. Each fact is a
-short line ("The code of the red locker is 4821."); its question is a cloze that repeats
-the fact's wording ("... Answer: the code of the red locker is") so that the first
+short line ("The code of the locker is 4821."); its question is a cloze that repeats
+the fact's wording ("... Answer: the code of the locker is") so that the first
 generated tokens copy the code out of the context when it is there; an answer is correct
 if it contains the code. Between facts and questions the stream carries distractor lines
 and, every ``mention_every`` rounds, a passing mention of a pending fact's subject
-("Someone walked past the red locker.") -- the way subjects recur in a real long
+("Someone walked past the locker.") -- the way subjects recur in a real long
 conversation or scene, and what gives the attention-based memory something to follow.
 Every round is one chunk prefilled against the bounded cache (then compacted); questions
 and the generated answers enter the same stream (multi-round, as in the paper).
@@ -25,10 +25,13 @@ import numpy as np
 from ros2_infmllm.eval.common import policy_params
 from ros2_infmllm.eval.scoring import match_answer
 
-ADJECTIVES = ('red', 'blue', 'green', 'yellow', 'orange', 'purple', 'white', 'black',
-              'silver', 'brown', 'pink', 'gray')
-NOUNS = ('locker', 'crate', 'door', 'cabinet', 'drawer', 'safe', 'gate', 'trolley', 'box',
-         'shelf', 'panel', 'tank')
+#: Subjects of facts; each conversation uses each at most once, so the words right before
+#: an answer ("... the ladder is") identify one fact.
+NOUNS = ('locker', 'crate', 'door', 'cabinet', 'drawer', 'safe', 'gate', 'trolley', 'shelf',
+         'panel', 'tank', 'ladder', 'pallet', 'printer', 'forklift', 'elevator', 'freezer',
+         'toolbox', 'workbench', 'generator', 'conveyor', 'scanner', 'charger', 'barrel',
+         'mailbox', 'hatch', 'valve', 'pump', 'boiler', 'fridge', 'desk', 'garage', 'tent',
+         'bicycle', 'kiosk', 'piano')
 DISTRACTORS = (
     'The robot drove along the corridor.', 'A person walked by the window.',
     'The hallway lights flickered for a moment.', 'Nothing else happened in the hall.',
@@ -90,7 +93,7 @@ def make_conversation(seed: int, distances: Sequence[int], per_distance: int = 2
     if mention_every < 0:
         raise ValueError(f'mention_every must be >= 0, got {mention_every}')
     n_q = len(distances) * per_distance
-    subjects = [(a, n) for a in ADJECTIVES for n in NOUNS]
+    subjects = list(NOUNS)
     if n_q > len(subjects):
         raise ValueError(f'{n_q} questions exceed the {len(subjects)} distinct subjects')
     rng = random.Random(seed)
@@ -127,14 +130,14 @@ def make_conversation(seed: int, distances: Sequence[int], per_distance: int = 2
         if kind is None:
             conv.rounds.append(Round('distractor', rng.choice(DISTRACTORS) + '\n'))
             continue
-        k, (adj, noun), code, d = kind
+        k, noun, code, d = kind
         if k == 'fact':
-            conv.rounds.append(Round('fact', f'The code of the {adj} {noun} is {code}.\n'))
+            conv.rounds.append(Round('fact', f'The code of the {noun} is {code}.\n'))
         elif k == 'mention':
-            conv.rounds.append(Round('mention', f'Someone walked past the {adj} {noun}.\n'))
+            conv.rounds.append(Round('mention', f'Someone walked past the {noun}.\n'))
         else:
-            conv.rounds.append(Round('question', f'Question: what is the code of the {adj} '
-                                     f'{noun}? Answer: the code of the {adj} {noun} is',
+            conv.rounds.append(Round('question', f'Question: what is the code of the {noun}? '
+                                     f'Answer: the code of the {noun} is',
                                      answer=code, distance=d))
     return conv
 
@@ -146,8 +149,15 @@ def _encode(tokenizer, text: str) -> list:
 
 
 def play(model, tokenizer, conv: Conversation, policy, device: str,
-         max_new_tokens: int = 6, bar=None) -> list:
-    """Stream ``conv`` through a BoundedCache under ``policy``; return one record per question."""
+         max_new_tokens: int = 6, bar=None, in_stream: bool = False) -> list:
+    """Stream ``conv`` through a BoundedCache under ``policy``; return one record per question.
+
+    By default each question probes a copy of the memory (so earlier questions and answers
+    neither refresh nor crowd out facts: what is measured is what the stream left in
+    memory); ``in_stream=True`` appends questions and answers to the stream instead.
+    """
+    import copy
+
     import torch
     from ros2_infmllm.memory import BoundedCache
     cache = BoundedCache(policy, model.config, max_chunk=64, decode_slack=16)
@@ -161,9 +171,11 @@ def play(model, tokenizer, conv: Conversation, policy, device: str,
                 text = '\n' + text
                 after_answer = False
             ids = torch.tensor([_encode(tokenizer, text)], device=device)
-            cache.begin_source(i, stamp=float(i), kind=rnd.kind if rnd else 'preamble')
-            logits = model(input_ids=ids, past_key_values=cache, use_cache=True).logits
-            if rnd is not None and rnd.kind == 'question':
+            question = rnd is not None and rnd.kind == 'question'
+            mem = copy.deepcopy(cache) if question and not in_stream else cache
+            mem.begin_source(i, stamp=float(i), kind=rnd.kind if rnd else 'preamble')
+            logits = model(input_ids=ids, past_key_values=mem, use_cache=True).logits
+            if question:
                 out = []
                 t0 = time.perf_counter()
                 for _ in range(max_new_tokens):
@@ -173,14 +185,15 @@ def play(model, tokenizer, conv: Conversation, policy, device: str,
                     if '\n' in piece or tok == getattr(tokenizer, 'eos_token_id', None):
                         break
                     logits = model(input_ids=torch.tensor([[tok]], device=device),
-                                   past_key_values=cache, use_cache=True).logits
+                                   past_key_values=mem, use_cache=True).logits
                 answer = tokenizer.decode(out).split('\n')[0]
                 records.append({'round': i - 1, 'distance': rnd.distance,
                                 'expected': rnd.answer, 'answer': answer.strip(),
                                 'correct': match_answer(answer, rnd.answer, 'contains'),
                                 'seconds': round(time.perf_counter() - t0, 4),
-                                'cache_tokens': cache.get_query_offset()})
-                after_answer = '\n' not in tokenizer.decode(out)
+                                'cache_tokens': mem.get_query_offset()})
+                after_answer = in_stream and '\n' not in tokenizer.decode(out)
+                del mem
             if bar is not None:
                 bar.update(1)
     return records
@@ -188,8 +201,12 @@ def play(model, tokenizer, conv: Conversation, policy, device: str,
 
 def run(model, tokenizer, *, policies: Sequence[str], budget: int, distances: Sequence[int],
         streams: int, per_distance: int, mention_every: int, seed: int, device: str,
-        overrides: Optional[dict] = None, progress: bool = True) -> dict:
-    """Accuracy per policy and distance over ``streams`` seeded conversations."""
+        overrides: Optional[dict] = None, progress: bool = True, on_run=None,
+        in_stream: bool = False) -> dict:
+    """Accuracy per policy and distance over ``streams`` seeded conversations.
+
+    ``on_run(partial)`` is called after each policy with the result so far (to save it).
+    """
     from tqdm import tqdm
     from ros2_infmllm.eval.perplexity import build_policy
     from ros2_infmllm.memory import use_scoring_attention
@@ -201,6 +218,11 @@ def run(model, tokenizer, *, policies: Sequence[str], budget: int, distances: Se
     total = sum(len(c.rounds) + 1 for c in convs) * len(policies)
     bar = tqdm(total=total, desc='memory-qa', unit='round', disable=not progress,
                mininterval=2.0)
+    tokens = [sum(len(_encode(tokenizer, r.text)) for r in c.rounds) for c in convs]
+    head = {'budget': budget, 'distances': list(distances), 'streams': streams,
+            'per_distance': per_distance, 'mention_every': mention_every,
+            'questions_in_stream': in_stream,
+            'rounds_per_stream': [len(c.rounds) for c in convs], 'tokens_per_stream': tokens}
     runs = []
     for name in policies:
         pol = build_policy(name, budget, overrides)
@@ -208,7 +230,7 @@ def run(model, tokenizer, *, policies: Sequence[str], budget: int, distances: Se
         t0 = time.perf_counter()
         recs = []
         for s, conv in enumerate(convs):
-            for r in play(model, tokenizer, conv, pol, device, bar=bar):
+            for r in play(model, tokenizer, conv, pol, device, bar=bar, in_stream=in_stream):
                 r['stream'] = s
                 recs.append(r)
         by_d = {}
@@ -220,12 +242,10 @@ def run(model, tokenizer, *, policies: Sequence[str], budget: int, distances: Se
                      'accuracy_by_distance': by_d,
                      'questions_per_distance': streams * per_distance,
                      'seconds': round(time.perf_counter() - t0, 2), 'records': recs})
+        if on_run is not None:
+            on_run(dict(head, runs=runs))
     bar.close()
-    tokens = [sum(len(_encode(tokenizer, r.text)) for r in c.rounds) for c in convs]
-    return {'budget': budget, 'distances': list(distances), 'streams': streams,
-            'per_distance': per_distance, 'mention_every': mention_every,
-            'rounds_per_stream': [len(c.rounds) for c in convs],
-            'tokens_per_stream': tokens, 'runs': runs}
+    return dict(head, runs=runs)
 
 
 def plot(result: dict, png: Path | str) -> Path:

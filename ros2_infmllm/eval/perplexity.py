@@ -163,8 +163,11 @@ def summarise(nll: np.ndarray, block: int) -> dict:
 
 def run(model, tokenizer, text: str, *, policies: Sequence[str], budgets: Sequence[int],
         n_tokens: int, chunk: int, block: int, device: str, batch: int = 8,
-        overrides: Optional[dict] = None, progress: bool = True) -> dict:
-    """Evaluate every policy at every budget on the first ``n_tokens`` of ``text``."""
+        overrides: Optional[dict] = None, progress: bool = True, on_run=None) -> dict:
+    """Evaluate every policy at every budget on the first ``n_tokens`` of ``text``.
+
+    ``on_run(partial)`` is called after each run with the result so far (to save it).
+    """
     from ros2_infmllm.memory import use_scoring_attention
     if chunk < 1 or block < 1:
         raise ValueError(f'chunk and block must be >= 1 (got {chunk}, {block})')
@@ -200,7 +203,10 @@ def run(model, tokenizer, text: str, *, policies: Sequence[str], budgets: Sequen
                      'seconds': round(secs, 2), 'tokens_per_s': round(len(nll) / secs, 1)}
             entry.update(summarise(nll, block))
             runs.append(entry)
-    _compare_to_reference(runs)
+            _compare_to_reference(runs)
+            if on_run is not None:
+                on_run({'n_tokens': int(len(ids) - 1), 'chunk': chunk, 'block': block,
+                        'runs': runs})
     return {'n_tokens': int(len(ids) - 1), 'chunk': chunk, 'block': block, 'runs': runs}
 
 

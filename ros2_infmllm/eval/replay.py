@@ -1,0 +1,438 @@
+"""Rosbag replay evaluation: camera frames from a rosbag2 bag, questions at bag times.
+
+Two ways to run, same questions and scoring:
+
+* DDS (default): publishes the bag's camera topics and ``/clock`` (for ``use_sim_time``)
+  into a running node over real DDS, at ``rate`` x real time, and asks every question
+  through the node's ``~/query`` service when the bag reaches its time (asynchronously:
+  the stream keeps flowing while the node answers, as on a robot).
+* ``--offline``: feeds the engine (``engine.build_session``) directly at bag time, one
+  frame per camera every ``1 / frame_rate`` s of bag time, and asks each question when
+  the bag reaches it. No ROS needed; as fast as the model allows.
+
+Scores: answer correctness (the question's match kind), evidence precision (fraction of
+returned frame stamps inside the expected time ranges), latency p50/p95, frames fed and
+dropped, cache tokens at the end.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ros2_infmllm.eval.bagio import bag_start, camera_topics, decode_image, iter_frames
+from ros2_infmllm.eval.questions import Question, load_questions, sample_questions_path
+from ros2_infmllm.eval.scoring import evidence_precision, percentile
+
+SESSION_FIELDS_FROM_ARGS = ('model', 'device', 'dtype', 'policy', 'budget')
+
+
+def pick_topics(bag: Path, questions: Sequence[Question],
+                topics: Optional[Sequence[str]] = None) -> list:
+    """Topics to feed: the given ones, else the questions' cameras, else every camera topic."""
+    have = camera_topics(bag)
+    if not have:
+        raise ValueError(f'{bag} has no sensor_msgs Image/CompressedImage topics')
+    if topics:
+        want = list(topics)
+    else:
+        want = sorted({q.camera for q in questions if q.camera}) or sorted(have)
+    missing = [t for t in want if t not in have]
+    if missing:
+        raise ValueError(f'topics {missing} not in {bag}; it has {sorted(have)}')
+    return want
+
+
+def _record(q: Question, answer: str, stamps_rel: list, latency: float, extra: dict) -> dict:
+    rec = {'id': q.id, 't': q.t, 'question': q.question, 'expected': q.expected,
+           'match': q.match, 'tags': q.tags, 'answer': answer,
+           'correct': bool(q.score(answer)), 'evidence': [round(s, 3) for s in stamps_rel],
+           'expected_evidence': q.evidence,
+           'evidence_precision': evidence_precision(stamps_rel, q.evidence),
+           'latency_s': round(float(latency), 4)}
+    rec.update(extra)
+    return rec
+
+
+# ---- offline: the engine at bag time ---------------------------------------------------------
+def session_config(args, overrides: Optional[dict] = None):
+    """Build the engine's SessionConfig from CLI arguments and ``key=value`` overrides."""
+    from ros2_infmllm.engine import SessionConfig
+    names = {f.name for f in dataclasses.fields(SessionConfig)}
+    kw = {k: getattr(args, k) for k in SESSION_FIELDS_FROM_ARGS if k in names}
+    unknown = sorted(set(overrides or {}) - names)
+    if unknown:
+        raise ValueError(f'unknown session parameter(s) {unknown}; valid: {sorted(names)}')
+    kw.update(overrides or {})
+    return SessionConfig(**kw)
+
+
+def _describe(session) -> dict:
+    try:
+        d = session.describe()
+    except Exception as exc:        # noqa: BLE001 - reported, not fatal for the eval
+        return {'error': str(exc)}
+    return d if isinstance(d, dict) else {'describe': str(d)}
+
+
+def cache_tokens(describe: dict) -> Optional[int]:
+    """Cache tokens from a describe() dict (engine or memory layout), if present."""
+    for d in (describe, describe.get('memory') or {}, describe.get('cache') or {}):
+        if not isinstance(d, dict):
+            continue
+        for key in ('cache_tokens', 'tokens'):
+            if isinstance(d.get(key), (int, float)):
+                return int(d[key])
+        per = d.get('tokens_per_layer')
+        if isinstance(per, list) and per:
+            return int(max(per))
+    return None
+
+
+def run_offline(session, bag: Path, questions: Sequence[Question], topics: Sequence[str],
+                frame_rate: float, max_new_tokens: int = 24, progress: bool = True) -> dict:
+    """Replay ``bag`` into ``session`` at bag time; return records and stream statistics."""
+    from tqdm import tqdm
+    if frame_rate <= 0:
+        raise ValueError(f'frame_rate must be > 0, got {frame_rate}')
+    start = bag_start(bag)
+    period = 1.0 / frame_rate
+    pending = sorted(questions, key=lambda q: q.t)
+    last_fed: dict = {}
+    stats = {'frames_in_bag': 0, 'frames_fed': 0, 'frames_dropped': 0, 'drop_reasons': {},
+             'ingest_s': []}
+    records = []
+    offset = None
+    bar = tqdm(desc='replay (offline)', unit='frame', disable=not progress, mininterval=2.0)
+
+    def ask(q: Question) -> None:
+        t0 = time.perf_counter()
+        ans = session.ask(q.question, camera=None, max_new_tokens=max_new_tokens)
+        wall = time.perf_counter() - t0
+        off = offset or 0.0
+        rel = [float(s) - off for s in (getattr(ans, 'evidence_stamps', None) or [])]
+        timings = dict(getattr(ans, 'timings', {}) or {})
+        records.append(_record(q, str(ans.text), rel, wall, {
+            'timings': timings, 'cache_tokens': cache_tokens(_describe(session))}))
+
+    for fr in iter_frames(bag, topics):
+        t_rel = fr.t_bag - start
+        if offset is None:
+            offset = fr.stamp - t_rel           # header stamp -> seconds from bag start
+        while pending and pending[0].t <= t_rel:
+            ask(pending.pop(0))
+        stats['frames_in_bag'] += 1
+        bar.update(1)
+        prev = last_fed.get(fr.topic)
+        if prev is not None and t_rel - prev < period - 1e-6:
+            continue
+        last_fed[fr.topic] = t_rel
+        try:
+            rgb = decode_image(fr.msgtype, fr.msg)
+            t0 = time.perf_counter()
+            res = session.ingest_frame(rgb, fr.stamp, fr.topic)
+            stats['ingest_s'].append(time.perf_counter() - t0)
+        except (ValueError, RuntimeError) as exc:
+            reason = type(exc).__name__
+            stats['frames_dropped'] += 1
+            stats['drop_reasons'][reason] = stats['drop_reasons'].get(reason, 0) + 1
+            continue
+        if res is not None and getattr(res, 'accepted', True) is False:
+            stats['frames_dropped'] += 1
+            reason = str(getattr(res, 'reason', 'rejected'))
+            stats['drop_reasons'][reason] = stats['drop_reasons'].get(reason, 0) + 1
+            continue
+        stats['frames_fed'] += 1
+    bar.close()
+    for q in pending:
+        ask(q)
+    ing = stats.pop('ingest_s')
+    stats['ingest_p50_s'] = percentile(ing, 50)
+    stats['ingest_p95_s'] = percentile(ing, 95)
+    d = _describe(session)
+    stats['cache_tokens_end'] = cache_tokens(d)
+    stats['describe'] = {k: v for k, v in d.items() if k != 'sources'}
+    return {'records': records, 'stats': stats}
+
+
+# ---- DDS: a running node -----------------------------------------------------------------------
+def _stamp_s(t) -> float:
+    return float(t.sec) + float(t.nanosec) * 1e-9
+
+
+def run_dds(bag: Path, questions: Sequence[Question], topics: Sequence[str], *,
+            node_name: str = '/infmllm', rate: float = 1.0, timeout: float = 60.0,
+            max_new_tokens: int = 24, wait_service_s: float = 180.0,
+            progress: bool = True) -> dict:
+    """Publish ``bag`` and /clock over DDS, ask questions through ``<node>/query``."""
+    if rate <= 0:
+        raise ValueError(f'rate must be > 0, got {rate}')
+    try:
+        import rclpy
+        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from rclpy.serialization import deserialize_message
+        from rosgraph_msgs.msg import Clock
+        from sensor_msgs.msg import CompressedImage, Image
+    except ImportError as exc:
+        raise RuntimeError(f'DDS replay needs rclpy and the ROS message packages ({exc}); '
+                           'run ./setup.sh, or use --offline') from exc
+    try:
+        from ros2_infmllm_msgs.srv import Query
+    except ImportError as exc:
+        raise RuntimeError('DDS replay needs ros2_infmllm_msgs (build msg/ with ./setup.sh, '
+                           'then `source install/setup.bash`), or use --offline') from exc
+    from tqdm import tqdm
+    from builtin_interfaces.msg import Time as TimeMsg
+
+    types = camera_topics(bag)
+    start = bag_start(bag)
+    own_init = not rclpy.ok()
+    if own_init:
+        rclpy.init()
+    node = rclpy.create_node('infmllm_replay')
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    clock_pub = node.create_publisher(Clock, '/clock', 10)
+    pubs = {t: node.create_publisher(
+        CompressedImage if types[t].endswith('CompressedImage') else Image, t, qos)
+        for t in topics}
+    msg_cls = {t: CompressedImage if types[t].endswith('CompressedImage') else Image
+               for t in topics}
+    diag = {}
+
+    try:
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        def on_diag(msg) -> None:
+            for st in msg.status:
+                for kv in st.values:
+                    diag[kv.key] = kv.value
+        node.create_subscription(DiagnosticArray, '/diagnostics', on_diag, 10)
+    except ImportError:
+        pass
+    srv = node_name.rstrip('/') + '/query'
+    client = node.create_client(Query, srv)
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
+    spin = threading.Thread(target=executor.spin, daemon=True)
+    spin.start()
+    records, inflight = [], []
+    stats = {'frames_in_bag': 0, 'frames_published': 0}
+    try:
+        if not client.wait_for_service(timeout_sec=wait_service_s):
+            raise RuntimeError(f'service {srv} not available after {wait_service_s:.0f} s: '
+                               'is the node running (and active)?')
+        t_wait = time.monotonic()
+        while any(p.get_subscription_count() == 0 for p in pubs.values()):
+            if time.monotonic() - t_wait > 30.0:
+                raise RuntimeError(f'no subscriber on {list(pubs)} after 30 s; check the '
+                                   'node\'s image_topics parameter')
+            time.sleep(0.1)
+        pending = sorted(questions, key=lambda q: q.t)
+        offset = None
+        wall0 = time.monotonic()
+        bar = tqdm(desc=f'replay (DDS x{rate:g})', unit='frame', disable=not progress,
+                   mininterval=2.0)
+
+        def publish_clock(t_abs: float) -> None:
+            ns = int(round(t_abs * 1e9))
+            clock_pub.publish(Clock(clock=TimeMsg(sec=ns // 1_000_000_000,
+                                                  nanosec=ns % 1_000_000_000)))
+
+        def send(q: Question) -> None:
+            req = Query.Request(question=q.question, camera=q.camera or '',
+                                max_new_tokens=max_new_tokens)
+            inflight.append((q, time.monotonic(), client.call_async(req)))
+
+        for fr in iter_frames(bag, topics):
+            t_rel = fr.t_bag - start
+            if offset is None:
+                offset = fr.stamp - t_rel
+            due = wall0 + t_rel / rate
+            while True:                              # keep /clock moving while waiting
+                now = time.monotonic()
+                publish_clock(start + min(t_rel, (now - wall0) * rate))
+                if now >= due:
+                    break
+                time.sleep(min(0.02, due - now))
+            while pending and pending[0].t <= t_rel:
+                send(pending.pop(0))
+            publish_clock(fr.t_bag)
+            pubs[fr.topic].publish(deserialize_message(fr.rawdata, msg_cls[fr.topic]))
+            stats['frames_in_bag'] += 1
+            stats['frames_published'] += 1
+            bar.update(1)
+        bar.close()
+        for q in pending:
+            send(q)
+        for q, t0, fut in inflight:
+            left = timeout - (time.monotonic() - t0)
+            end = time.monotonic() + max(0.0, left)
+            while not fut.done() and time.monotonic() < end:
+                time.sleep(0.02)
+            wall = time.monotonic() - t0
+            if not fut.done():
+                records.append(_record(q, '', [], wall, {'error': f'timeout after {timeout} s'}))
+                continue
+            res = fut.result()
+            rel = [_stamp_s(s) - (offset or 0.0) for s in res.evidence_stamps]
+            extra = {'round_trip_s': round(wall, 4)}
+            if not res.success:
+                extra['error'] = res.message
+            records.append(_record(q, res.answer if res.success else '', rel,
+                                   float(res.latency_s) if res.success else wall, extra))
+        time.sleep(1.2)                               # one more /diagnostics period
+    finally:
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+        if own_init and rclpy.ok():
+            rclpy.shutdown()
+    stats['diagnostics'] = dict(diag)
+    stats['frames_dropped'] = _diag_int(diag, ('drop',))
+    stats['cache_tokens_end'] = _diag_int(diag, ('cache_tokens', 'cache tokens'))
+    return {'records': records, 'stats': stats}
+
+
+def _diag_int(diag: dict, needles: Sequence[str]) -> Optional[int]:
+    total, found = 0, False
+    for k, v in diag.items():
+        if any(n in k.lower() for n in needles):
+            try:
+                total += int(float(v))
+                found = True
+            except ValueError:
+                continue
+    return total if found else None
+
+
+# ---- summary and entry point -----------------------------------------------------------------
+def summarise(records: list) -> dict:
+    """Accuracy (overall and per tag), evidence precision and latency percentiles."""
+    tags = sorted({t for r in records for t in r['tags']})
+    prec = [r['evidence_precision'] for r in records if r['evidence_precision'] is not None]
+    lat = [r['latency_s'] for r in records if 'error' not in r]
+    return {'questions': len(records),
+            'accuracy': float(np.mean([r['correct'] for r in records])) if records else None,
+            'accuracy_by_tag': {t: float(np.mean([r['correct'] for r in records
+                                                  if t in r['tags']])) for t in tags},
+            'evidence_precision': float(np.mean(prec)) if prec else None,
+            'latency_p50_s': percentile(lat, 50), 'latency_p95_s': percentile(lat, 95),
+            'errors': sum(1 for r in records if 'error' in r)}
+
+
+def run_from_args(args) -> dict:
+    """Run the replay task from parsed CLI arguments (see ``infmllm-eval replay -h``)."""
+    from ros2_infmllm.eval.common import parse_kv, run_metadata
+    bag = Path(args.bag)
+    if not bag.exists():
+        raise FileNotFoundError(f'bag not found: {bag} (make the sample bag with '
+                                '`infmllm-eval make-bag`)')
+    qpath = Path(args.questions) if args.questions else sample_questions_path()
+    questions = load_questions(qpath)
+    if args.smoke:
+        questions = questions[:2]
+    topics = pick_topics(bag, questions, args.topics)
+    overrides = parse_kv(args.param)
+    if args.offline:
+        from ros2_infmllm.engine import build_session
+        cfg = session_config(args, overrides)
+        session = build_session(cfg)
+        out = run_offline(session, bag, questions, topics, args.frame_rate,
+                          max_new_tokens=args.max_new_tokens, progress=not args.no_progress)
+        config = dataclasses.asdict(cfg)
+    else:
+        out = run_dds(bag, questions, topics, node_name=args.node, rate=args.rate,
+                      timeout=args.timeout, max_new_tokens=args.max_new_tokens,
+                      progress=not args.no_progress)
+        config = {'node': args.node, 'rate': args.rate, 'policy': '(node parameters)'}
+    result = {'mode': 'offline' if args.offline else 'dds', 'bag': str(bag),
+              'questions_file': str(qpath), 'topics': topics, 'config': config,
+              'frame_rate': args.frame_rate, 'summary': summarise(out['records']),
+              'stats': out['stats'], 'records': out['records']}
+    result['meta'] = run_metadata('replay', args.seed, args.model, config.get('device', '?')
+                                  if isinstance(config.get('device'), str) else 'cpu',
+                                  smoke=args.smoke, policy=config.get('policy'),
+                                  budget=config.get('budget'))
+    return result
+
+
+def table(result: dict) -> str:
+    """Plain-text table: question, answer, expected, correct, evidence, latency; then totals."""
+    rows = [('id', 'question', 'answer', 'expected', 'ok', 'evidence (s)', 'latency')]
+    for r in result['records']:
+        ev = ','.join(f'{s:.1f}' for s in r['evidence'][:3])
+        rows.append((r['id'], _cut(r['question'], 38), _cut(r['answer'] or r.get('error', ''),
+                     34), _cut(str(r['expected']), 12), 'yes' if r['correct'] else 'no', ev,
+                     f"{r['latency_s']:.2f}s"))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    lines = ['  '.join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows]
+    lines.insert(1, '  '.join('-' * w for w in widths))
+    s = result['summary']
+    st = result['stats']
+    lines.append('')
+    lines.append(_summary_line(s, st, result))
+    return '\n'.join(lines)
+
+
+def _summary_line(s: dict, st: dict, result: dict) -> str:
+    acc = '-' if s['accuracy'] is None else f"{100 * s['accuracy']:.0f}%"
+    tags = ', '.join(f'{t} {100 * a:.0f}%' for t, a in s['accuracy_by_tag'].items())
+    ep = '-' if s['evidence_precision'] is None else f"{s['evidence_precision']:.2f}"
+    p50 = '-' if s['latency_p50_s'] is None else f"{s['latency_p50_s']:.2f}"
+    p95 = '-' if s['latency_p95_s'] is None else f"{s['latency_p95_s']:.2f}"
+    fed = st.get('frames_fed', st.get('frames_published'))
+    return (f"score {sum(r['correct'] for r in result['records'])}/{s['questions']} ({acc}; "
+            f"{tags}), evidence precision {ep}, latency p50 {p50} s p95 {p95} s, frames in "
+            f"bag {st.get('frames_in_bag')}, fed {fed}, dropped {st.get('frames_dropped')}, "
+            f"cache tokens at end {st.get('cache_tokens_end')}")
+
+
+def _cut(text: str, n: int) -> str:
+    text = ' '.join(str(text).split())
+    return text if len(text) <= n else text[:n - 1] + '~'
+
+
+def plot(result: dict, png: Path | str) -> Path:
+    """Per-question latency bars coloured by correctness."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    recs = result['records']
+    fig, ax = plt.subplots(figsize=(7.0, 3.4))
+    ax.bar(range(len(recs)), [r['latency_s'] for r in recs],
+           color=['tab:green' if r['correct'] else 'tab:red' for r in recs])
+    ax.set_xticks(range(len(recs)))
+    ax.set_xticklabels([r['id'] for r in recs], rotation=60, ha='right', fontsize=7)
+    ax.set_ylabel('answer latency (s)')
+    cfg = result.get('config', {})
+    ax.set_title(f"Replay ({result['mode']}), policy {cfg.get('policy')}, budget "
+                 f"{cfg.get('budget', '-')}: green = correct", fontsize=9)
+    fig.tight_layout()
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    return png
+
+
+def markdown(result: dict, png_name: Optional[str] = None) -> str:
+    """Markdown table of the replay (one row per question) plus the summary line."""
+    cfg = result.get('config', {})
+    lines = [f"Bag `{Path(result['bag']).name}`, mode {result['mode']}, policy "
+             f"{cfg.get('policy')}, budget {cfg.get('budget', '-')}, model "
+             f"`{cfg.get('model', result.get('meta', {}).get('model'))}`.", '',
+             '| id | question | answer | expected | correct | evidence (s) | latency (s) |',
+             '|---|---|---|---|---|---|---:|']
+    for r in result['records']:
+        ev = ', '.join(f'{s:.1f}' for s in r['evidence'][:3])
+        ans = _cut(r['answer'] or r.get('error', ''), 60).replace('|', '/')
+        lines.append(f"| {r['id']} | {r['question']} | {ans} | {r['expected']} | "
+                     f"{'yes' if r['correct'] else 'no'} | {ev} | {r['latency_s']:.2f} |")
+    lines += ['', _summary_line(result['summary'], result['stats'], result)]
+    if png_name:
+        lines += ['', f'![replay latency]({png_name})']
+    return '\n'.join(lines) + '\n'
