@@ -377,3 +377,40 @@ def test_tiny_source_bookkeeping_stays_bounded_on_endless_stream(models):
     assert mem == expect
     assert set(cache.describe()["sources"]) == {str(k) for k in expect}
     assert cache.describe()["sources"][str(("cam", 699))]["stamp"] == 699.0
+
+
+SYNCING = ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__")
+
+
+@pytest.mark.parametrize("policy", BOUNDED)
+def test_tiny_streaming_and_decode_never_read_tensor_values_on_host(models, policy,
+                                                                    monkeypatch):
+    """No host synchronisation from memory/ code while prefilling chunks and decoding
+    (compactions included): nothing reads a tensor value back to Python."""
+    import traceback
+    model = models["llama"]
+    params = dict(POLICY_PARAMS[policy], budget=64)
+    if "n_recent" in params:
+        params["n_recent"] = 16
+    cache = BoundedCache(make_policy(policy, **params), model.config, max_chunk=32,
+                         decode_slack=4)
+    forward(model, _ids(50), cache)
+    hits = []
+
+    def spy(name, real):
+        def wrapper(self, *args, **kwargs):
+            stack = traceback.extract_stack()
+            if any("ros2_infmllm" in f.filename and "memory" in f.filename for f in stack):
+                hits.append((name, stack[-2].filename, stack[-2].lineno))
+            return real(self, *args, **kwargs)
+        return wrapper
+
+    for name in SYNCING:
+        monkeypatch.setattr(torch.Tensor, name, spy(name, getattr(torch.Tensor, name)))
+    for step in range(3):
+        forward(model, _ids(32, seed=step), cache)             # chunk + compaction
+    for t in range(20):
+        forward(model, torch.full((1, 1), t), cache)           # decode, compacts every 4
+    monkeypatch.undo()
+    assert cache.describe()["compactions"] >= 6 * len(cache.layers)
+    assert hits == []
