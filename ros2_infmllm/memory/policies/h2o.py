@@ -18,7 +18,9 @@ class H2OPolicy(Policy):
     token received from every query (GQA groups averaged) to its running total; the
     tokens with the largest totals are kept along with the ``n_recent`` newest ones.
     Computing the attention probabilities of all queries at every step is this
-    baseline's inherent extra cost.
+    baseline's inherent extra cost. Evictions follow the cache's schedule (after each
+    chunk, every ``decode_slack`` decode steps); the paper's greedy one-token-per-step
+    eviction is ``BoundedCache(..., decode_slack=1)``.
 
     Parameters
     ----------
