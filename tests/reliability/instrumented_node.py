@@ -1,0 +1,210 @@
+"""Run the real node with the real session wrapped for fault injection and timing records.
+
+Usage (test side only, never part of the product)::
+
+    python tests/reliability/instrumented_node.py [--control DIR] [--record FILE.jsonl] \
+        --ros-args -p model:=tiny-test ...
+
+The node is ros2_infmllm.node.main() unchanged, except that InfMllmNode gets a
+session_factory that builds the real session (engine.build_session) and wraps it:
+
+* faults: a test creates an empty file ``<stage>.<kind>.<anything>`` in DIR, stage in
+  {ingest, generate}, kind in {error, oom, cuda_oom, cpu_oom}. The next session call of that
+  stage consumes (deletes) the file and arms the model: the next forward of the real model
+  inside that call first allocates and touches a 128 MiB tensor (a step's tensors), then
+  raises (RuntimeError, torch.OutOfMemoryError, RuntimeError("CUDA out of memory"),
+  RuntimeError("DefaultCPUAllocator: not enough memory")). So the exception really comes
+  from inside the model call, the way an allocator failure would.
+* records: one JSON line per ingest_frame/ask call (wall time, duration, ok, error) and,
+  every 10th call, the session's cache length and the process RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+STAGES = ("ingest", "generate")
+KINDS = ("error", "oom", "cuda_oom", "cpu_oom")
+
+
+def _make_exception(kind: str, stage: str) -> BaseException:
+    import torch
+
+    if kind == "oom":
+        return torch.OutOfMemoryError(
+            f"CUDA out of memory. Tried to allocate 20.00 GiB (injected during {stage})")
+    if kind == "cuda_oom":
+        return RuntimeError(
+            f"CUDA out of memory. Tried to allocate 20.00 GiB (injected during {stage})")
+    if kind == "cpu_oom":
+        return RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate "
+                            f"21474836480 bytes (injected during {stage})")
+    return RuntimeError(f"injected model fault during {stage}")
+
+
+def _rss() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def cache_tokens(describe: Any) -> Optional[int]:
+    """Cache length from a session.describe() dict, whatever its nesting."""
+    if not isinstance(describe, dict):
+        return None
+    for key in ("cache_tokens", "tokens", "seq_length", "kept"):
+        if isinstance(describe.get(key), (int, float)):
+            return int(describe[key])
+    per_layer = describe.get("tokens_per_layer")
+    if isinstance(per_layer, (list, tuple)) and per_layer:
+        return int(max(per_layer))
+    for sub in ("memory", "cache"):
+        found = cache_tokens(describe.get(sub))
+        if found is not None:
+            return found
+    return None
+
+
+class InstrumentedSession:
+    """Delegates to the real StreamingSession; injects armed faults and records timings."""
+
+    def __init__(self, session: Any, control: Optional[Path], record: Optional[Path]) -> None:
+        """Wrap `session`; hook its model's forward once."""
+        self._session = session
+        self._control = control
+        self._record = open(record, "a", buffering=1) if record else None
+        self._lock = threading.Lock()
+        self._armed: Optional[tuple] = None
+        self._calls = 0
+        model = getattr(getattr(session, "adapter", None), "model", None)
+        self._model_hooked = model is not None
+        if model is not None:
+            real_forward = model.forward
+
+            def forward(*args: Any, **kwargs: Any) -> Any:
+                armed, self._armed = self._armed, None
+                if armed is not None:
+                    self._fail(*armed)
+                return real_forward(*args, **kwargs)
+
+            model.forward = forward
+
+    def __getattr__(self, name: str) -> Any:
+        """Everything not instrumented goes to the real session."""
+        return getattr(self._session, name)
+
+    def _fail(self, stage: str, kind: str) -> None:
+        import torch
+
+        step_tensors = torch.ones(32 * 1024 * 1024)  # 128 MiB touched, like a real step
+        step_tensors.add_(1.0)
+        raise _make_exception(kind, stage)
+
+    def _arm(self, stage: str) -> None:
+        self._armed = None
+        if self._control is None:
+            return
+        try:
+            names = sorted(os.listdir(self._control))
+        except OSError:
+            return
+        for name in names:
+            parts = name.split(".")
+            if len(parts) >= 2 and parts[0] == stage and parts[1] in KINDS:
+                try:
+                    os.remove(self._control / name)
+                except OSError:
+                    continue
+                if self._model_hooked:
+                    self._armed = (stage, parts[1])
+                else:  # no model object to hook: fail at the session boundary instead
+                    self._fail(stage, parts[1])
+                return
+
+    def _log(self, op: str, t0: float, ok: bool, error: str = "") -> None:
+        if self._record is None:
+            return
+        self._calls += 1
+        row = {"t": time.time(), "op": op, "dt": time.perf_counter() - t0, "ok": ok}
+        if error:
+            row["error"] = error[:200]
+        if self._calls % 10 == 0:
+            row["rss"] = _rss()
+            try:
+                row["cache_tokens"] = cache_tokens(self._session.describe())
+            except Exception as exc:  # describe must never break the run
+                row["describe_error"] = repr(exc)[:200]
+        self._record.write(json.dumps(row) + "\n")
+
+    def ingest_frame(self, *args: Any, **kwargs: Any) -> Any:
+        """Real ingest, with an armed ingest fault raised inside the model."""
+        with self._lock:
+            self._arm("ingest")
+            t0 = time.perf_counter()
+            try:
+                out = self._session.ingest_frame(*args, **kwargs)
+            except BaseException as exc:
+                self._armed = None
+                self._log("ingest", t0, False, repr(exc))
+                raise
+            self._log("ingest", t0, True)
+            return out
+
+    def ask(self, *args: Any, **kwargs: Any) -> Any:
+        """Real ask, with an armed generation fault raised inside the model."""
+        with self._lock:
+            self._arm("generate")
+            t0 = time.perf_counter()
+            try:
+                out = self._session.ask(*args, **kwargs)
+            except BaseException as exc:
+                self._armed = None
+                self._log("ask", t0, False, repr(exc))
+                raise
+            self._log("ask", t0, True)
+            return out
+
+
+def main(argv: Optional[list] = None) -> Any:
+    """Parse our options, then run ros2_infmllm.node.main with the wrapped session."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    split = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--control", type=Path)
+    parser.add_argument("--record", type=Path)
+    opts = parser.parse_args(argv[:split])
+    if opts.control is not None:
+        opts.control.mkdir(parents=True, exist_ok=True)
+
+    from ros2_infmllm import engine
+    from ros2_infmllm import node as node_mod
+
+    def factory(config: Any) -> InstrumentedSession:
+        return InstrumentedSession(engine.build_session(config), opts.control, opts.record)
+
+    base = node_mod.InfMllmNode
+
+    class Node(base):  # type: ignore[misc, valid-type]
+        """InfMllmNode whose default session factory is the instrumented one."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("session_factory", factory)
+            super().__init__(*args, **kwargs)
+
+    node_mod.InfMllmNode = Node
+    return node_mod.main([sys.argv[0]] + argv[split:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
