@@ -414,3 +414,27 @@ def test_tiny_streaming_and_decode_never_read_tensor_values_on_host(models, poli
     monkeypatch.undo()
     assert cache.describe()["compactions"] >= 6 * len(cache.layers)
     assert hits == []
+
+
+def test_tiny_deepcopy_probes_memory_without_touching_the_original(models):
+    """The eval probes a copy of the memory (copy.deepcopy) with a question."""
+    import copy
+    model = models["llama"]
+    cache = BoundedCache(make_policy("inf_mllm", budget=64, n_sink=4, n_recent=16, window=8,
+                                     kernel=3), model.config, max_chunk=40)
+    twin = BoundedCache(make_policy("inf_mllm", budget=64, n_sink=4, n_recent=16, window=8,
+                                    kernel=3), model.config, max_chunk=40)
+    for c in (cache, twin):
+        c.begin_source("a", 1.0, "frame")
+        forward(model, _ids(40, seed=30), c)
+        forward(model, _ids(40, seed=31), c)          # pending compaction
+    probe = copy.deepcopy(cache)
+    assert probe.layers[0].owner is probe
+    assert probe.layers[0].keys.data_ptr() == probe.layers[0].key_buf.data_ptr()
+    probe.begin_source("q", 2.0, "question")
+    for t in range(8):
+        forward(model, _ids(5 if t == 0 else 1, seed=40 + t), probe)
+    got = forward(model, _ids(7, seed=50), cache).logits
+    ref = forward(model, _ids(7, seed=50), twin).logits
+    torch.testing.assert_close(got, ref)
+    assert "q" not in cache.sources_in_memory() and "q" in probe.sources_in_memory()
