@@ -85,15 +85,18 @@ class NodeProcess:
         log: Optional[Path] = None,
         command: Optional[Sequence[str]] = None,
         extra_env: Optional[Dict[str, str]] = None,
+        launcher_args: Sequence[str] = (),
     ) -> None:
         """Start it at once; `command` replaces the instrumented launcher (e.g. launch)."""
         self.log_path = log
+        self.domain_id = domain_id
         if command is None:
             command = [sys.executable, str(INSTRUMENTED)]
             if control is not None:
                 command += ["--control", str(control)]
             if record is not None:
                 command += ["--record", str(record)]
+            command += list(launcher_args)
         argv = list(command) + params_args(params)
         self._log = open(log, "w") if log else subprocess.DEVNULL
         self.proc = subprocess.Popen(

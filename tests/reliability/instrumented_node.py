@@ -15,6 +15,8 @@ session_factory that builds the real session (engine.build_session) and wraps it
   raises (RuntimeError, torch.OutOfMemoryError, RuntimeError("CUDA out of memory"),
   RuntimeError("DefaultCPUAllocator: not enough memory")). So the exception really comes
   from inside the model call, the way an allocator failure would.
+* slow load: ``--load-delay S`` sleeps before building the session, so a test can
+  call services while the model is still loading.
 * records: one JSON line per ingest_frame/ask call (wall time, duration, ok, error) and,
   every 10th call, the session's cache length and the process RSS.
 """
@@ -183,6 +185,8 @@ def main(argv: Optional[list] = None) -> Any:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--control", type=Path)
     parser.add_argument("--record", type=Path)
+    parser.add_argument("--load-delay", type=float, default=0.0,
+                        help="sleep this long before building the session (slow model load)")
     opts = parser.parse_args(argv[:split])
     if opts.control is not None:
         opts.control.mkdir(parents=True, exist_ok=True)
@@ -191,6 +195,7 @@ def main(argv: Optional[list] = None) -> Any:
     from ros2_infmllm import node as node_mod
 
     def factory(config: Any) -> InstrumentedSession:
+        time.sleep(opts.load_delay)
         return InstrumentedSession(engine.build_session(config), opts.control, opts.record)
 
     base = node_mod.InfMllmNode

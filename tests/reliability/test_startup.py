@@ -1,0 +1,90 @@
+"""Start-up across processes (issue 8): invalid parameters at launch, services before load.
+
+All node processes of this module start at once (one fixture) so their imports overlap.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from conftest import BASE_PARAMS
+from harness import Client, NodeProcess
+
+BAD_STARTUP = [
+    ("frame_rate", -1.0),
+    ("memory.policy", "bogus"),
+    ("memory.budget", 8),  # smaller than n_sink + n_recent
+    ("device", "tpu"),
+    ("max_question_chars", 0),
+    ("query_queue_size", -1),
+]
+LOAD_DELAY = 20.0
+
+
+@pytest.fixture(scope="module")
+def started(domain_id, tmp_path_factory):
+    """Start one node per bad value, plus one with a slow model load; stop them all after."""
+    logs = tmp_path_factory.mktemp("startup")
+    procs = {}
+    for name, value in BAD_STARTUP:
+        params = dict(BASE_PARAMS, **{name: value})
+        # one domain per process so their node names do not collide
+        procs[name] = NodeProcess((domain_id + 1 + len(procs)) % 200 + 1, params,
+                                  log=logs / f"{name}.log")
+    slow_domain = (domain_id + 100) % 200 + 1
+    procs["slow"] = NodeProcess(slow_domain, BASE_PARAMS, log=logs / "slow.log",
+                                launcher_args=["--load-delay", str(LOAD_DELAY)])
+    yield procs
+    for p in procs.values():
+        p.stop()
+
+
+@pytest.mark.parametrize("name, value", BAD_STARTUP, ids=[f"{n}={v!r}" for n, v in BAD_STARTUP])
+def test_invalid_parameter_at_start_up(started, name, value):
+    """The node refuses to run with it: it exits non-zero naming the parameter, or stays up
+    unconfigured and refuses questions with a reason naming it."""
+    proc = started[name]
+    deadline = time.monotonic() + 90
+    while proc.alive() and time.monotonic() < deadline:
+        if name in proc.log_text():
+            break
+        time.sleep(0.5)
+    log = proc.log_text()
+    assert name in log, f"no reason naming {name} in the node's output:\n{log}"
+    if not proc.alive():
+        assert proc.proc.returncode != 0, log
+        return
+    client = Client(proc.domain_id, "startup_client")
+    try:
+        try:
+            res = client.query("Hello?", timeout=20)
+        except TimeoutError:
+            return  # services not offered: the node did not configure with the bad value
+        assert not res.success and res.message.strip(), "node answered with a bad parameter"
+    finally:
+        client.close()
+    assert proc.alive()
+
+
+def test_services_before_the_model_is_loaded(started):
+    proc = started["slow"]
+    client = Client(proc.domain_id, "early_client")
+    try:
+        t0 = time.monotonic()
+        early = None
+        while time.monotonic() - t0 < LOAD_DELAY - 5:
+            try:
+                early = client.query("Anyone there?", timeout=5)
+                break
+            except TimeoutError:
+                continue  # service not offered yet: a clear failure on the client side
+        if early is not None and time.monotonic() - t0 < LOAD_DELAY - 2:
+            assert not early.success and early.message.strip(), (
+                "answered before the model was loaded")
+        assert proc.alive(), proc.log_text()
+        client.wait_ready(timeout=120, proc=proc)
+        res = client.query("And now?", max_new_tokens=2, timeout=60)
+        assert res.success, res.message
+    finally:
+        client.close()
