@@ -1,7 +1,7 @@
 """Load test: N cameras at R Hz for T seconds plus Q questions from C concurrent clients.
 
-    python scripts/load_test.py                      # 4 x 30 Hz, 600 s, 100 questions, 10 clients
-    python scripts/load_test.py --short              # CI size: 2 x 10 Hz, 20 s, 12 questions, 4 clients
+    python scripts/load_test.py             # 4 x 30 Hz, 600 s, 100 questions, 10 clients
+    python scripts/load_test.py --short     # CI size: 2 x 10 Hz, 20 s, 12 questions, 4 clients
 
 The node (real, with the session wrapped only to record timings) runs in a child process
 on a random ROS_DOMAIN_ID; cameras and clients run here. Reports accepted / refused (with
