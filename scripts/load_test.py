@@ -33,10 +33,8 @@ import harness  # noqa: E402
 
 
 def _device_bytes(describe: Dict[str, Any]) -> Optional[int]:
-    for k, v in describe.items():
-        if "device" in k and "mem" in k and isinstance(v, (int, float)):
-            return int(v)
-    return None
+    v = describe.get("device_memory_bytes")
+    return int(v) if v is not None else None
 
 
 def _diag_values(arrays: List[Any], word: str) -> List[float]:
@@ -173,8 +171,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         report["node_alive_at_end"] = node.alive()
         report["frames_published"] = sum(published.values())
         report["frames_ingested"] = counters.frames_ingested(final)
-        drops = {r: counters.drop_count(final, r) for r in _reasons(final)}
-        report["frames_dropped_by_reason"] = {k: v for k, v in drops.items() if v}
+        report["frames_dropped_by_reason"] = counters.drops_by_reason(final)
         report["describe_at_end"] = {k: v for k, v in final.items()
                                      if not isinstance(v, list) or len(v) <= 64}
         report["questions_accepted"] = sum(1 for r in results if r["ok"] is True)
@@ -207,17 +204,6 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         client.close()
         report["node_exit_code"] = node.stop()
     return report
-
-
-def _reasons(describe: Dict[str, Any]) -> List[str]:
-    """Every drop reason key mentioned anywhere in describe_memory."""
-    from ros2_infmllm.imaging import REASONS
-
-    found = set(REASONS) | {"queue", "stale", "rate", "stamp", "model_error", "inactive"}
-    for v in describe.values():
-        if isinstance(v, list) and v and all(isinstance(x, str) for x in v):
-            found.update(x.split("/")[-1] for x in v)
-    return sorted(found)
 
 
 def _read(path: Path) -> List[Dict[str, Any]]:

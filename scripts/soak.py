@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "reliability"))
 
+import counters  # noqa: E402
 import harness  # noqa: E402
 
 QUESTIONS = [
@@ -353,6 +354,11 @@ def run_node(args: argparse.Namespace, meta: Dict[str, Any]) -> List[Dict[str, A
         client.close()
         meta["node_exit_code"] = node.stop()
     rows = _read_jsonl(record)
+    for smp in samples:  # the node's own view, polled over DDS every 30 s
+        if smp["op"] == "describe" and smp.get("describe"):
+            rows.append({"t": smp["t"], "op": "sample", "rss": smp.get("node_rss"),
+                         "cache_tokens": counters.cache_tokens(smp["describe"])})
+    rows.sort(key=lambda r: r["t"])
     meta["queries"] = [s for s in samples if s["op"] == "query"]
     meta["describe_samples"] = len([s for s in samples if s["op"] == "describe"])
     meta["node_rss_samples_mb"] = [round(s["node_rss"] / 2**20, 1) for s in samples

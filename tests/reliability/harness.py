@@ -215,17 +215,20 @@ class Client:
         return future.result()
 
     def wait_ready(self, timeout: float = 90.0, proc: Optional[NodeProcess] = None) -> dict:
-        """Wait until describe_memory answers (model loaded, node up); returns it."""
+        """Wait until describe_memory answers with success (model loaded); return it."""
         deadline = time.monotonic() + timeout
-        last: Optional[BaseException] = None
+        last: Optional[Exception] = None
         while time.monotonic() < deadline:
             if proc is not None and not proc.alive():
                 raise RuntimeError(f"node exited ({proc.proc.returncode}):\n{proc.log_text()}")
             try:
-                return self.describe(timeout=min(10.0, max(0.5, deadline - time.monotonic())))
+                d = self.describe(timeout=min(10.0, max(0.5, deadline - time.monotonic())))
+                if d.get("success", True):
+                    return d
+                last = RuntimeError(d.get("message", "describe_memory: success=false"))
             except TimeoutError as exc:
                 last = exc
-                time.sleep(0.3)
+            time.sleep(0.3)
         log = proc.log_text() if proc is not None else ""
         raise TimeoutError(f"node not ready within {timeout:.0f}s ({last})\n{log}")
 
