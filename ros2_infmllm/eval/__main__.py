@@ -72,11 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--budget', type=int, default=512)
     p.add_argument('--distances', type=_csv(int), default=[5, 20, 50, 100, 200, 300],
                    help='rounds between a fact and its question')
-    p.add_argument('--streams', type=int, default=4, help='seeded conversations per policy')
-    p.add_argument('--per-distance', type=int, default=2,
+    p.add_argument('--streams', type=int, default=8, help='seeded conversations per policy')
+    p.add_argument('--per-distance', type=int, default=1,
                    help='questions per distance in each conversation')
     p.add_argument('--mention-every', type=int, default=25,
                    help='rounds between passing mentions of a fact\'s subject (0 = never)')
+    p.add_argument('--rounds-per-chunk', type=int, default=4,
+                   help='consecutive non-question rounds prefilled as one chunk')
     p.add_argument('--questions-in-stream', action='store_true',
                    help='append questions and answers to the stream (default: each question '
                         'probes a copy of the memory)')
@@ -199,7 +201,8 @@ def cmd_memory_qa(args) -> int:
                         per_distance=args.per_distance, mention_every=args.mention_every,
                         seed=args.seed, device=device, overrides=parse_kv(args.param),
                         progress=not args.no_progress, on_run=save,
-                        in_stream=args.questions_in_stream)
+                        in_stream=args.questions_in_stream,
+                        rounds_per_chunk=args.rounds_per_chunk)
     res.update(meta=meta, complete=True)
     _write(res, args.out, memory_qa)
     for r in res['runs']:

@@ -2,10 +2,10 @@
 
 Why this design: the question must test *memory*, not the model's skill, so that a 135M
 instruct model answers correctly whenever the fact is still in its cache. Each fact is a
-short line ("The code of the locker is 4821."); its question is a cloze that repeats
-the fact's wording ("... Answer: the code of the locker is") so that the first
-generated tokens copy the code out of the context when it is there; an answer is correct
-if it contains the code. Between facts and questions the stream carries distractor lines
+short line ("The password of the locker is tiger."); its question is a cloze that repeats
+the fact's wording ("... Answer: the password of the locker is") so that the first
+generated tokens copy the word out of the context when it is there; an answer is correct
+if it contains the word. Between facts and questions the stream carries distractor lines
 and, every ``mention_every`` rounds, a passing mention of a pending fact's subject
 ("Someone walked past the locker.") -- the way subjects recur in a real long
 conversation or scene, and what gives the attention-based memory something to follow.
@@ -32,6 +32,13 @@ NOUNS = ('locker', 'crate', 'door', 'cabinet', 'drawer', 'safe', 'gate', 'trolle
          'toolbox', 'workbench', 'generator', 'conveyor', 'scanner', 'charger', 'barrel',
          'mailbox', 'hatch', 'valve', 'pump', 'boiler', 'fridge', 'desk', 'garage', 'tent',
          'bicycle', 'kiosk', 'piano')
+#: Answers: one common word each, never used elsewhere in the stream; a word is copied
+#: more reliably by a small model than a digit string.
+ANSWERS = ('tiger', 'falcon', 'otter', 'maple', 'cobalt', 'violet', 'copper', 'walnut',
+           'harbor', 'comet', 'lemon', 'panda', 'cactus', 'amber', 'willow', 'saturn',
+           'pepper', 'orbit', 'canyon', 'meadow', 'glacier', 'coral', 'badger', 'mango',
+           'raven', 'pebble', 'thunder', 'velvet', 'dolphin', 'cherry', 'lantern', 'bamboo',
+           'rocket', 'cinnamon', 'kettle', 'puzzle')
 DISTRACTORS = (
     'The robot drove along the corridor.', 'A person walked by the window.',
     'The hallway lights flickered for a moment.', 'Nothing else happened in the hall.',
@@ -41,7 +48,7 @@ DISTRACTORS = (
     'Someone closed a window upstairs.', 'The robot waited for the elevator.',
     'A dog barked outside the building.', 'The camera saw an empty aisle.',
     'The battery level dropped a little.', 'A phone rang in the office.')
-PREAMBLE = ('This is a robot\'s log. It notes the codes of objects it sees and later '
+PREAMBLE = ('This is a robot\'s log. It notes the passwords of objects it sees and later '
             'answers questions about them.\n')
 
 
@@ -56,7 +63,7 @@ class Round:
     text : str
         What is prefilled (a question ends where the answer starts).
     answer : str or None
-        The expected code for a question.
+        The expected answer word for a question.
     distance : int or None
         Rounds between the fact and this question.
     """
@@ -98,6 +105,8 @@ def make_conversation(seed: int, distances: Sequence[int], per_distance: int = 2
         raise ValueError(f'{n_q} questions exceed the {len(subjects)} distinct subjects')
     rng = random.Random(seed)
     rng.shuffle(subjects)
+    words = list(ANSWERS)
+    rng.shuffle(words)
     total = max(distances) + 1 + 3 * n_q
     kinds: dict = {}
     pairs = []
@@ -111,7 +120,7 @@ def make_conversation(seed: int, distances: Sequence[int], per_distance: int = 2
         else:
             raise ValueError(f'cannot place a question at distance {d} in {total} rounds')
         subj = subjects[len(pairs)]
-        code = f'{rng.randrange(1000, 10000)}'
+        code = words[len(pairs)]
         kinds[f] = ('fact', subj, code, d)
         kinds[q] = ('question', subj, code, d)
         pairs.append((f, q, subj))
@@ -132,12 +141,11 @@ def make_conversation(seed: int, distances: Sequence[int], per_distance: int = 2
             continue
         k, noun, code, d = kind
         if k == 'fact':
-            conv.rounds.append(Round('fact', f'The code of the {noun} is {code}.\n'))
+            conv.rounds.append(Round('fact', f'The password of the {noun} is {code}.\n'))
         elif k == 'mention':
             conv.rounds.append(Round('mention', f'Someone walked past the {noun}.\n'))
         else:
-            conv.rounds.append(Round('question', f'Question: what is the code of the {noun}? '
-                                     f'Answer: the code of the {noun} is',
+            conv.rounds.append(Round('question', f'The password of the {noun} is',
                                      answer=code, distance=d))
     return conv
 
@@ -149,12 +157,15 @@ def _encode(tokenizer, text: str) -> list:
 
 
 def play(model, tokenizer, conv: Conversation, policy, device: str,
-         max_new_tokens: int = 6, bar=None, in_stream: bool = False) -> list:
+         max_new_tokens: int = 6, bar=None, in_stream: bool = False,
+         rounds_per_chunk: int = 1) -> list:
     """Stream ``conv`` through a BoundedCache under ``policy``; return one record per question.
 
     By default each question probes a copy of the memory (so earlier questions and answers
     neither refresh nor crowd out facts: what is measured is what the stream left in
     memory); ``in_stream=True`` appends questions and answers to the stream instead.
+    Up to ``rounds_per_chunk`` consecutive non-question rounds are prefilled as one chunk
+    (fewer, larger forwards); a question is always a chunk of its own.
     """
     import copy
 
@@ -163,10 +174,18 @@ def play(model, tokenizer, conv: Conversation, policy, device: str,
     cache = BoundedCache(policy, model.config, max_chunk=64, decode_slack=16)
     records = []
     after_answer = False
-    texts = [PREAMBLE] + [r.text for r in conv.rounds]
-    kinds = [None] + list(conv.rounds)
+    texts, kinds, count = [PREAMBLE], [None], [1]
+    for r in conv.rounds:
+        if r.kind != 'question' and kinds[-1] is not None and kinds[-1].kind != 'question' \
+                and count[-1] < rounds_per_chunk:
+            texts[-1] += r.text
+            count[-1] += 1
+            continue
+        texts.append(r.text)
+        kinds.append(r)
+        count.append(1)
     with torch.inference_mode():
-        for i, (text, rnd) in enumerate(zip(texts, kinds)):
+        for i, (text, rnd, n_rounds) in enumerate(zip(texts, kinds, count)):
             if after_answer:
                 text = '\n' + text
                 after_answer = False
@@ -187,7 +206,7 @@ def play(model, tokenizer, conv: Conversation, policy, device: str,
                     logits = model(input_ids=torch.tensor([[tok]], device=device),
                                    past_key_values=mem, use_cache=True).logits
                 answer = tokenizer.decode(out).split('\n')[0]
-                records.append({'round': i - 1, 'distance': rnd.distance,
+                records.append({'chunk': i, 'distance': rnd.distance,
                                 'expected': rnd.answer, 'answer': answer.strip(),
                                 'correct': match_answer(answer, rnd.answer, 'contains'),
                                 'seconds': round(time.perf_counter() - t0, 4),
@@ -195,14 +214,14 @@ def play(model, tokenizer, conv: Conversation, policy, device: str,
                 after_answer = in_stream and '\n' not in tokenizer.decode(out)
                 del mem
             if bar is not None:
-                bar.update(1)
+                bar.update(n_rounds)
     return records
 
 
 def run(model, tokenizer, *, policies: Sequence[str], budget: int, distances: Sequence[int],
         streams: int, per_distance: int, mention_every: int, seed: int, device: str,
         overrides: Optional[dict] = None, progress: bool = True, on_run=None,
-        in_stream: bool = False) -> dict:
+        in_stream: bool = False, rounds_per_chunk: int = 1) -> dict:
     """Accuracy per policy and distance over ``streams`` seeded conversations.
 
     ``on_run(partial)`` is called after each policy with the result so far (to save it).
@@ -210,8 +229,9 @@ def run(model, tokenizer, *, policies: Sequence[str], budget: int, distances: Se
     from tqdm import tqdm
     from ros2_infmllm.eval.perplexity import build_policy
     from ros2_infmllm.memory import use_scoring_attention
-    if streams < 1:
-        raise ValueError(f'streams must be >= 1, got {streams}')
+    if streams < 1 or rounds_per_chunk < 1:
+        raise ValueError(f'streams and rounds_per_chunk must be >= 1, got {streams}, '
+                         f'{rounds_per_chunk}')
     use_scoring_attention(model)
     convs = [make_conversation(seed + s, distances, per_distance, mention_every)
              for s in range(streams)]
@@ -221,7 +241,7 @@ def run(model, tokenizer, *, policies: Sequence[str], budget: int, distances: Se
     tokens = [sum(len(_encode(tokenizer, r.text)) for r in c.rounds) for c in convs]
     head = {'budget': budget, 'distances': list(distances), 'streams': streams,
             'per_distance': per_distance, 'mention_every': mention_every,
-            'questions_in_stream': in_stream,
+            'questions_in_stream': in_stream, 'rounds_per_chunk': rounds_per_chunk,
             'rounds_per_stream': [len(c.rounds) for c in convs], 'tokens_per_stream': tokens}
     runs = []
     for name in policies:
@@ -230,7 +250,8 @@ def run(model, tokenizer, *, policies: Sequence[str], budget: int, distances: Se
         t0 = time.perf_counter()
         recs = []
         for s, conv in enumerate(convs):
-            for r in play(model, tokenizer, conv, pol, device, bar=bar, in_stream=in_stream):
+            for r in play(model, tokenizer, conv, pol, device, bar=bar, in_stream=in_stream,
+                          rounds_per_chunk=rounds_per_chunk):
                 r['stream'] = s
                 recs.append(r)
         by_d = {}

@@ -348,7 +348,9 @@ def run_from_args(args) -> dict:
         out = run_dds(bag, questions, topics, node_name=args.node, rate=args.rate,
                       timeout=args.timeout, max_new_tokens=args.max_new_tokens,
                       progress=not args.no_progress)
-        config = {'node': args.node, 'rate': args.rate, 'policy': '(node parameters)'}
+        config = {'node': args.node, 'rate': args.rate, 'policy': args.policy,
+                  'budget': args.budget, 'model': args.model,
+                  'note': 'policy/budget/model as set on the node by the caller'}
     result = {'mode': 'offline' if args.offline else 'dds', 'bag': str(bag),
               'questions_file': str(qpath), 'topics': topics, 'config': config,
               'frame_rate': args.frame_rate, 'summary': summarise(out['records']),

@@ -17,10 +17,10 @@ def test_conversation_places_facts_at_distances():
     qs = [(i, r) for i, r in enumerate(conv.rounds) if r.kind == 'question']
     assert sorted(r.distance for _, r in qs) == [5, 5, 40, 40, 120, 120]
     for i, q in qs:
-        subject = re.search(r'code of the (\w+)\?', q.text).group(1)
+        subject = re.fullmatch(r'The password of the (\w+) is', q.text).group(1)
         fact = conv.rounds[i - q.distance]
         assert fact.kind == 'fact'
-        assert fact.text == f'The code of the {subject} is {q.answer}.\n'
+        assert fact.text == f'The password of the {subject} is {q.answer}.\n'
         between = conv.rounds[i - q.distance + 1:i]
         assert all(q.answer not in r.text for r in between)
         if q.distance > 20:
@@ -47,7 +47,7 @@ def test_memory_qa_cli_smoke_tiny(tmp_path):
     for r in res['runs']:
         assert set(r['accuracy_by_distance']) == {'3', '30'}
         assert len(r['records']) == 2
-        assert all(rec['expected'].isdigit() for rec in r['records'])
+        assert all(rec['expected'].isalpha() for rec in r['records'])
     bounded = res['runs'][1]['records'][-1]
     assert bounded['cache_tokens'] <= 96 + 64
     assert (tmp_path / 'mqa.png').exists() and '| inf_mllm |' in (tmp_path / 'mqa.md').read_text()
