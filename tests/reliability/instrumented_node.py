@@ -5,7 +5,8 @@ Usage (test side only, never part of the product)::
     python tests/reliability/instrumented_node.py [--control DIR] [--record FILE.jsonl] \
         --ros-args -p model:=tiny-test ...
 
-The node is ros2_infmllm.node.main() unchanged, except that InfMllmNode gets a
+The node is ros2_infmllm.node.main() unchanged (driven to active over DDS by the launch
+runner's LifecycleDriver from a thread, unless --no-autostart), except that InfMllmNode gets a
 session_factory that builds the real session (engine.build_session) and wraps it:
 
 * faults: a test creates an empty file ``<stage>.<kind>.<anything>`` in DIR, stage in
@@ -185,6 +186,8 @@ def main(argv: Optional[list] = None) -> Any:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--control", type=Path)
     parser.add_argument("--record", type=Path)
+    parser.add_argument("--no-autostart", dest="autostart", action="store_false",
+                        help="leave the lifecycle node unconfigured")
     parser.add_argument("--load-delay", type=float, default=0.0,
                         help="sleep this long before building the session (slow model load)")
     opts = parser.parse_args(argv[:split])
@@ -208,7 +211,35 @@ def main(argv: Optional[list] = None) -> Any:
             super().__init__(*args, **kwargs)
 
     node_mod.InfMllmNode = Node
+    if opts.autostart:
+        threading.Thread(target=_drive_to_active, args=(argv[split:],), daemon=True).start()
     return node_mod.main([sys.argv[0]] + argv[split:])
+
+
+class _ThisProcess:
+    """Stands in for the subprocess handle LifecycleDriver watches: the node is in here."""
+
+    returncode = None
+
+    def poll(self) -> None:
+        """Report "running": the node lives in this very process."""
+        return None
+
+
+def _drive_to_active(ros_args: list) -> None:
+    """Configure + activate the lifecycle node from a DDS client, as the launch runner does."""
+    from ros2_infmllm.launch import LifecycleDriver, NodeSpec
+
+    name = "infmllm"
+    for i, arg in enumerate(ros_args[:-1]):
+        if arg == "-r" and ros_args[i + 1].startswith("__node:="):
+            name = ros_args[i + 1].split(":=", 1)[1]
+    driver = LifecycleDriver(NodeSpec(name=name))
+    try:
+        ok = driver.drive_to_active(_ThisProcess(), {"stop": False}, 600.0)
+        print(f"[instrumented_node] drive to active: {'ok' if ok else 'FAILED'}", flush=True)
+    finally:
+        driver.close()
 
 
 if __name__ == "__main__":
