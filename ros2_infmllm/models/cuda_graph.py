@@ -1,0 +1,166 @@
+"""CUDA-graph decode runner for the bounded cache (optional fast path on cuda).
+
+Why: at batch 1 a 7B decode step is ~300 small kernels; launched from Python the GPU idles
+between them (RECIPES.md: eager transformers reaches 0.06 of the HBM roofline). The bounded
+cache keeps fixed, preallocated buffers, so a decode step at kept length ``L`` always
+writes slot ``L`` and attends over ``L + 1`` keys of the same buffers: one CUDA graph per
+length ``L`` is valid for every later step at that length. Between two compactions the
+length cycles through ``budget .. budget + decode_slack``, so after one cycle every
+ordinary step is a graph replay.
+
+What the replay cannot do is the cache's host-side bookkeeping (its Python integers and
+metadata segments). :func:`advance_layer` repeats exactly what ``BoundedLayer.update``
+does on the host for a one-token step with implicit positions; steps that compact, that
+would leave a layer pending, or that ask for evidence scores always run eagerly
+(``cache.mark()`` state is kept as ``update`` keeps it). The ``full`` policy grows and
+reallocates, so it never repeats a length and always runs eagerly. A graph capture error
+switches every runner of the process to eager for good (``runner.disabled`` says why).
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Optional
+
+import torch
+
+_BROKEN: list[str] = []          # a capture failed in this process: later runners stay eager
+
+
+def _cache_kw(model) -> str:
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def advance_layer(layer: Any) -> None:
+    """Host-side effect of one implicit-position decode token on a ``BoundedLayer``."""
+    owner = layer.owner
+    n = layer.length
+    end = n + 1
+    if owner.epoch and layer.undo_epoch != owner.epoch:      # first update since mark()
+        layer.undo_epoch = owner.epoch
+        layer.undo_state = (n, layer.arrived, layer.next_pos, layer.pending, layer.scored_len,
+                            len(layer.segments))
+    seg = layer.segments[-1] if layer.segments else None
+    if seg is not None and seg[1] == n and seg[4] == owner.current_source \
+            and seg[2] + (n - seg[0]) == layer.next_pos \
+            and seg[3] + (n - seg[0]) == layer.arrived:
+        seg[1] = end
+    else:
+        layer.segments.append([n, end, layer.next_pos, layer.arrived, owner.current_source])
+    layer.next_pos += 1
+    layer.arrived += 1
+    layer.length = end
+    layer.keys = layer.key_buf[:, :, :end]
+    layer.values = layer.value_buf[:, :, :end]
+    layer.pending = False
+    if owner.policy.score_mode == "all":
+        layer.scored_len = end
+
+
+class GraphDecodeRunner:
+    """Decode one token at a time on a ``BoundedCache``, replaying CUDA graphs when valid.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A causal LM on a CUDA device whose attention goes through the cache.
+    cache : BoundedCache
+        The bounded cache (batch 1, 1-D RoPE positions).
+    max_graphs : int
+        Most graphs kept (one per kept length); lengths beyond run eagerly.
+    """
+
+    def __init__(self, model: torch.nn.Module, cache: Any, max_graphs: int = 256):
+        """Prepare static input buffers; graphs are captured lazily."""
+        self.model = model
+        self.cache = cache
+        self.max_graphs = max_graphs
+        self.kw = _cache_kw(model)
+        dev = next(model.parameters()).device
+        if dev.type != "cuda":
+            raise ValueError(f"GraphDecodeRunner needs a CUDA model, got device {dev}")
+        self.device = dev
+        self.ids = torch.zeros((1, 1), dtype=torch.long, device=dev)
+        self.pos = torch.zeros((1, 1), dtype=torch.long, device=dev)
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self.seen: set[tuple] = set()
+        self.pool = None
+        self.stream = torch.cuda.Stream(device=dev)    # warm-up and capture stream
+        self.disabled: Optional[str] = _BROKEN[0] if _BROKEN else None
+        self.replays = 0
+        self.eager_steps = 0
+        self.captures = 0
+
+    def _signature(self) -> Optional[tuple]:
+        """Key of the current cache state if a graph may serve the next step, else None."""
+        cache = self.cache
+        policy = cache.policy
+        if policy.capacity is None or cache.pos_rows != 1:
+            return None
+        if cache._score_layers or cache._explicit_pos is not None:
+            return None
+        layers = cache.layers
+        first = layers[0]
+        if first.key_buf is None:
+            return None
+        n = first.length
+        for layer in layers:
+            if layer.pending or layer.length != n or layer.tally_now:
+                return None
+        end = n + 1
+        if end > policy.capacity and end >= policy.capacity + cache.decode_slack:
+            return None                      # this step leaves the layers pending: eager
+        if end > first.capacity:
+            return None
+        return (n, first.key_buf.data_ptr())
+
+    def _forward(self) -> torch.Tensor:
+        out = self.model(input_ids=self.ids, position_ids=self.pos, use_cache=True,
+                         **{self.kw: self.cache})
+        return out.logits
+
+    def step(self, token: torch.Tensor, position: int) -> torch.Tensor:
+        """Feed ``token`` ([1, 1] long, on the device) at ``position``; return [1, 1, V] logits."""
+        self.ids.copy_(token.view(1, 1))
+        self.pos.fill_(position)
+        sig = None if self.disabled else self._signature()
+        if sig is not None and sig in self.graphs:
+            graph, logits = self.graphs[sig]
+            graph.replay()
+            for layer in self.cache.layers:
+                advance_layer(layer)
+            self.replays += 1
+            return logits
+        if sig is not None and sig in self.seen and len(self.graphs) < self.max_graphs:
+            try:
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
+                    logits = self._forward()       # host bookkeeping runs once, here
+                if self.pool is None:
+                    self.pool = graph.pool()
+                graph.replay()                     # the captured work runs now
+                self.graphs[sig] = (graph, logits)
+                self.captures += 1
+                return logits
+            except Exception as exc:               # noqa: BLE001 - fall back, say why
+                self.disabled = f"{type(exc).__name__}: {exc}"[:300]
+                _BROKEN.append(self.disabled)
+                self.graphs.clear()
+                raise RuntimeError(f"CUDA graph capture failed: {self.disabled}") from exc
+        self.eager_steps += 1
+        if sig is None:
+            return self._forward()
+        self.seen.add(sig)
+        # first visit of this length: run it on the capture stream (the warm-up that
+        # graph capture wants: cuBLAS workspaces and allocator blocks of that stream)
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self.stream):
+            logits = self._forward()
+        torch.cuda.current_stream(self.device).wait_stream(self.stream)
+        return logits
+
+    def stats(self) -> dict:
+        """Return the counts of replays, captures and eager steps."""
+        return {"replays": self.replays, "captures": self.captures,
+                "eager_steps": self.eager_steps, "graphs": len(self.graphs),
+                "disabled": self.disabled}
