@@ -36,9 +36,11 @@ def _csv(kind):
 
 
 def _policies(text: str) -> list:
+    """Policy names; ``name@N`` runs it with ``decode_slack=N`` (``h2o@1``: per-step eviction)."""
     from ros2_infmllm.memory.policies import POLICIES
     names = _csv(str)(text)
-    bad = [n for n in names if n not in POLICIES]
+    bad = [n for n in names if n.partition("@")[0] not in POLICIES
+           or (n.partition("@")[2] and not n.partition("@")[2].isdigit())]
     if bad:
         raise argparse.ArgumentTypeError(f"unknown policies {bad}; valid: {sorted(POLICIES)}")
     return names
@@ -71,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("decode", help="decode tokens/s per policy and budget, HBM roofline")
     common(p, "7b")
-    p.add_argument("--policies", type=_policies, default=list(POLICY_ORDER))
+    p.add_argument("--policies", type=_policies, default=list(POLICY_ORDER) + ["h2o@1"])
     p.add_argument("--budgets", type=_csv(int), default=[1024, 4096])
     p.add_argument("--steps", type=int, default=128)
     p.add_argument("--chunk", type=int, default=512)

@@ -95,7 +95,9 @@ def bench_memory(model, device: str, policies: list, budget: int, chunk: int,
                      "policies": {}}
     for name in policies:
         gen = torch.Generator().manual_seed(1)
-        cache = BoundedCache(policy_for(name, budget), model.config, max_chunk=chunk)
+        base, _, slack = name.partition("@")
+        cache = BoundedCache(policy_for(base, budget), model.config, max_chunk=chunk,
+                             decode_slack=int(slack) if slack else 64)
         limit = min(total, full_limit) if name == "full" else total
         rec: dict = {"points": [], "stopped": None}
         n_chunks = math.ceil(limit / chunk)
@@ -164,7 +166,7 @@ def memory_ratios(results: dict) -> dict:
     out: dict = {"kv_memory_last_over_first": kv}
     for key in ("decode", "decode_graph"):
         inf = _tps(pol.get("inf_mllm", {}), key)
-        for other in ("h2o", "streaming_llm"):
+        for other in ("h2o", "h2o@1", "streaming_llm"):
             o = _tps(pol.get(other, {}), key)
             out[f"{key}_inf_mllm_over_{other}"] = inf / o if inf and o else None
     return out
@@ -193,7 +195,9 @@ def bench_decode(model, device: str, policies: list, budgets: list, steps: int,
     res: dict = {"weight_bytes": wbytes, "copy_bandwidth": bw, "rows": []}
     for budget in budgets:
         for name in policies:
-            cache = BoundedCache(policy_for(name, budget), model.config, max_chunk=chunk)
+            base, _, slack = name.partition("@")       # "h2o@1": evict every decode step
+            cache = BoundedCache(policy_for(base, budget), model.config, max_chunk=chunk,
+                                 decode_slack=int(slack) if slack else 64)
             # bounded policies: stream past the budget so they run in steady state; full at
             # the same context (budget tokens)
             prefill_to(model, cache, budget if name == "full" else budget + 3 * chunk, chunk,
@@ -249,7 +253,7 @@ def decode_ratios(res: dict) -> dict:
     for budget in sorted({r["budget"] for r in res["rows"]}):
         for mode in ("eager", "graph"):
             inf = (by.get(("inf_mllm", budget), {}).get(mode) or {}).get("tokens_per_s")
-            for other in ("h2o", "streaming_llm", "full"):
+            for other in ("h2o", "h2o@1", "streaming_llm", "full"):
                 o = (by.get((other, budget), {}).get(mode) or {}).get("tokens_per_s")
                 if inf and o:
                     out[f"b{budget}_{mode}_inf_mllm_over_{other}"] = inf / o
