@@ -341,6 +341,7 @@ def run(spec: NodeSpec, extra_ros_args: Sequence[str] = (), transition_timeout: 
     driver: Optional[LifecycleDriver] = None
     proc: Optional[subprocess.Popen] = None
     starts = 0
+    delay = 0.0
     try:
         if spec.autostart:
             driver = LifecycleDriver(spec)
@@ -348,6 +349,7 @@ def run(spec: NodeSpec, extra_ros_args: Sequence[str] = (), transition_timeout: 
             starts += 1
             _log(('starting' if starts == 1 else f'respawning ({starts - 1})') + ': '
                  + ' '.join(command))
+            started = time.monotonic()
             proc = subprocess.Popen(command)
             if driver is not None:
                 try:
@@ -362,7 +364,10 @@ def run(spec: NodeSpec, extra_ros_args: Sequence[str] = (), transition_timeout: 
             _log(f'node exited with status {code}')
             if not spec.respawn:
                 return code
-            end = time.monotonic() + respawn_delay
+            # a node that keeps dying right after its start is restarted ever more slowly
+            delay = respawn_delay if time.monotonic() - started >= 10.0 else min(
+                max(delay * 2, respawn_delay), 8.0)
+            end = time.monotonic() + delay
             while time.monotonic() < end and not stop['stop']:
                 time.sleep(0.05)
             if stop['stop']:
