@@ -11,6 +11,7 @@
 # Environment knobs:
 #   PYTHON=python3.11      interpreter used to create .venv (default: python3)
 #   INFMLLM_TORCH=cuda     install the default (CUDA) torch wheel instead of the CPU one
+#   INFMLLM_TORCH_INDEX_URL=...  a pip index holding torch 2.13.0+cpu (PyTorch's CPU wheels)
 #   INFMLLM_SKIP_BAG=1     do not generate the sample bag
 set -euo pipefail
 
@@ -86,17 +87,21 @@ pip_install() {  # pip_install [pip options] -- spec...
 
 # ---------------------------------------------------------------- torch (first)
 # Installed before everything else so that nothing pulls the multi-GB CUDA build on a
-# CPU machine. The CPU build is tried as the local version 2.13.0+cpu (wheel caches /
-# the PyTorch CPU index when configured), then the PyTorch CPU index, then PyPI.
+# CPU machine. The CPU build is the local version 2.13.0+cpu: found in the local wheel
+# cache, or on the PyTorch CPU wheel index when INFMLLM_TORCH_INDEX_URL (or pip's own
+# extra-index-url) points there. Failing both, the default torch 2.13.0 wheel is used.
 if [ -n "$(missing "torch==$TORCH_VERSION")" ]; then
     if [ "${INFMLLM_TORCH:-cpu}" = cuda ]; then
         "$PY" -m pip install -q "torch==$TORCH_VERSION"
     else
         say "installing CPU torch $TORCH_VERSION"
-        "$PY" -m pip install -q "torch==$TORCH_VERSION+cpu" 2>/dev/null \
-            || "$PY" -m pip install -q --timeout 20 --retries 1 \
-                --index-url https://download.pytorch.org/whl/cpu "torch==$TORCH_VERSION" \
-            || "$PY" -m pip install -q "torch==$TORCH_VERSION"
+        torch_index=()
+        [ -n "${INFMLLM_TORCH_INDEX_URL:-}" ] \
+            && torch_index=(--extra-index-url "$INFMLLM_TORCH_INDEX_URL")
+        if ! "$PY" -m pip install -q "${torch_index[@]}" "torch==$TORCH_VERSION+cpu"; then
+            say "no CPU build of torch $TORCH_VERSION found; installing the default wheel"
+            "$PY" -m pip install -q "torch==$TORCH_VERSION"
+        fi
     fi
 fi
 
