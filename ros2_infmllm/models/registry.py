@@ -1,0 +1,64 @@
+"""``load_adapter(model, device, dtype)``: names, local paths and cached ids to adapters.
+
+``"default"`` is the bundled SmolLM2 GGUF, ``"tiny-test"`` a random tiny Llama for tests;
+anything else is a local directory or a Hugging Face id already in the local cache (the
+hub is forced offline), dispatched on ``config.json``'s ``model_type``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+import torch
+
+from .base import ModelAdapter, ModelError, local_model_dir, resolve_device, resolve_dtype
+
+#: model_type -> "module:function" loading (path, device, dtype, image_max_side) -> adapter
+FAMILIES: dict[str, str] = {
+    "llama": "llama:load", "mistral": "llama:load",
+    "qwen2": "qwen2:load",
+    "gpt_neox": "gpt_neox:load",
+    "idefics3": "smolvlm:load", "smolvlm": "smolvlm:load",
+    "llava": "llava:load", "llava_onevision": "llava:load", "llava_next_video": "llava:load",
+    "qwen2_vl": "qwen2_vl:load", "qwen2_5_vl": "qwen2_vl:load",
+}
+
+
+def _family_loader(model_type: str) -> Callable[..., ModelAdapter]:
+    if model_type not in FAMILIES:
+        raise ModelError(f"model_type {model_type!r} has no adapter; supported: "
+                         f"{', '.join(sorted(FAMILIES))}")
+    mod_name, fn = FAMILIES[model_type].split(":")
+    import importlib
+    try:
+        mod = importlib.import_module(f"{__package__}.{mod_name}")
+    except ImportError as exc:
+        raise ModelError(f"adapter for {model_type!r} ({mod_name}.py) is not available: "
+                         f"{exc}") from exc
+    return getattr(mod, fn)
+
+
+def load_adapter(model: str, device: str = "auto", dtype: str | torch.dtype = "auto",
+                 image_max_side: int = 384) -> ModelAdapter:
+    """Load ``model`` (default | tiny-test | local dir | cached id) offline as an adapter.
+
+    Raises ValueError for bad device/dtype and ModelError (a RuntimeError) naming the path
+    and how to provide the weights when a model is missing.
+    """
+    if not isinstance(model, str) or not model.strip():
+        raise ValueError(f"model must be a non-empty string, got {model!r}")
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    if model == "tiny-test":
+        from .tiny import load_tiny
+        return load_tiny(dev, dt, image_max_side)
+    if model == "default":
+        from .default import load_default
+        return load_default(dev, dt, image_max_side)
+    path = local_model_dir(model)
+    try:
+        cfg: dict[str, Any] = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read {path / 'config.json'}: {exc}") from exc
+    return _family_loader(str(cfg.get("model_type", "")))(path, dev, dt, image_max_side)
