@@ -73,7 +73,9 @@ def device_info(device: str = 'cpu') -> dict:
 def run_metadata(task: str, seed: int, model: str, device: str = 'cpu',
                  argv: Optional[list] = None, **extra) -> dict:
     """Build the metadata block written into every result JSON."""
-    argv = sys.argv if argv is None else argv
+    argv = list(sys.argv if argv is None else argv)
+    if argv and (argv[0].endswith('__main__.py') or argv[0].endswith('infmllm-eval')):
+        argv[0] = 'infmllm-eval'             # not the machine's install path
     meta = {'task': task, 'seed': seed, 'model': model,
             'command': ' '.join(shlex.quote(a) for a in argv),
             'started': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'git': git_commit(),

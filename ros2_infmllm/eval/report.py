@@ -111,6 +111,53 @@ def _fmt(v) -> str:
     return str(v).replace('|', '\\|')
 
 
+def perplexity_headline(results: list) -> str:
+    """One table of every perplexity run across files, compared with the reference.
+
+    Runs are comparable when corpus, chunk and budget agree. A long run's first ``n``
+    tokens are also compared with shorter runs (its block perplexities give that prefix
+    exactly when the block size divides ``n``), marked "prefix".
+    """
+    import math
+    from ros2_infmllm.eval.perplexity import REFERENCE
+    runs = []
+    for path, data in results:
+        if task_of(path, data) != 'perplexity' or not isinstance(data, dict):
+            continue
+        sha = (data.get('corpus') or {}).get('sha256')
+        for r in data.get('runs', []):
+            runs.append(dict(r, file=path.stem, sha=sha, chunk=data.get('chunk'),
+                             block=data.get('block'), prefix=False))
+    extra = []
+    for r in runs:
+        for n in sorted({o['tokens'] for o in runs if o['tokens'] < r['tokens']}):
+            if r['block'] and n % r['block'] == 0 and n // r['block'] <= len(r['block_ppl']):
+                logs = [math.log(x) for x in r['block_ppl'][:n // r['block']]]
+                extra.append(dict(r, tokens=n, ppl=math.exp(sum(logs) / len(logs)),
+                                  prefix=True, worst_over_median=None))
+    allruns = runs + extra
+    if not allruns:
+        return ''
+    lines = ['| tokens | budget | policy | perplexity | vs full_in_window | worst/median block '
+             '| from |', '|---:|---:|---|---:|---:|---:|---|']
+    seen = set()
+    for r in sorted(allruns, key=lambda r: (-r['tokens'], r['budget'], r['prefix'],
+                                            r['policy'])):
+        key = (r['tokens'], r['budget'], r['policy'], r['sha'], r['chunk'])
+        if key in seen:
+            continue
+        seen.add(key)
+        ref = next((o for o in allruns if o['policy'] == REFERENCE and o['tokens'] == r['tokens']
+                    and o['budget'] == r['budget'] and o['sha'] == r['sha']
+                    and o['chunk'] == r['chunk']), None)
+        vs = '' if ref is None or ref is r else f"{100 * (r['ppl'] / ref['ppl'] - 1):+.2f}%"
+        wm = '' if r['worst_over_median'] is None else f"{r['worst_over_median']:.3f}"
+        src = f"{r['file']}" + (' (prefix of a longer run)' if r['prefix'] else '')
+        lines.append(f"| {r['tokens']:,} | {r['budget']} | {r['policy']} | {r['ppl']:.3f} | "
+                     f"{vs} | {wm} | {src} |")
+    return '\n'.join(lines) + '\n'
+
+
 def render(results: list, md_path: Path) -> str:
     """Return the Markdown of the results page and write every plot beside the JSON."""
     docs = md_path.parent
@@ -129,9 +176,14 @@ def render(results: list, md_path: Path) -> str:
         if not items:
             continue
         parts += [f"## {titles.get(task, 'Benchmarks' if task == 'bench' else task)}", '']
+        if task == 'perplexity' and len(items) > 1:
+            parts += ['### All perplexity runs compared', '', perplexity_headline(results)]
         mod = _module(task)
         for path, data in items:
             parts += [f'### {path.stem}', '']
+            if isinstance(data, dict) and data.get('complete') is False:
+                parts += ['*Partial: the run stopped at its time limit; the runs listed '
+                          'completed.*', '']
             if mod is not None:
                 png = path.with_suffix('.png')
                 mod.plot(data, png)
