@@ -12,11 +12,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness  # noqa: E402
 
-pytest.importorskip(
-    "ros2_infmllm_msgs",
-    reason="interfaces not built: run ./setup.sh and `. install/setup.bash` first",
-)
-
 CAM_GOOD = "/rel/cam0/image_raw"
 CAM_BAD = "/rel/cam1/image_raw"
 CAM_COMPRESSED = "/rel/cam2/image_raw/compressed"
@@ -55,6 +50,9 @@ def control_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def node(domain_id, node_params, control_dir, tmp_path_factory):
     """Start one instrumented node process for the module; stop it afterwards."""
+    pytest.importorskip(
+        "ros2_infmllm_msgs",
+        reason="interfaces not built: run ./setup.sh and `. install/setup.bash` first")
     log = tmp_path_factory.mktemp("log") / "node.log"
     proc = harness.NodeProcess(domain_id, node_params, control=control_dir, log=log)
     yield proc
