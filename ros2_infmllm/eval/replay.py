@@ -67,6 +67,10 @@ def session_config(args, overrides: Optional[dict] = None):
     unknown = sorted(set(overrides or {}) - names)
     if unknown:
         raise ValueError(f'unknown session parameter(s) {unknown}; valid: {sorted(names)}')
+    if 'n_recent' in names and 'budget' in kw and 'n_recent' not in (overrides or {}):
+        default = next(f.default for f in dataclasses.fields(SessionConfig)
+                       if f.name == 'n_recent')
+        kw['n_recent'] = min(int(default), int(kw['budget']) // 4)   # as in perplexity
     kw.update(overrides or {})
     return SessionConfig(**kw)
 
@@ -125,6 +129,8 @@ def run_offline(session, bag: Path, questions: Sequence[Question], topics: Seque
             offset = fr.stamp - t_rel           # header stamp -> seconds from bag start
         while pending and pending[0].t <= t_rel:
             ask(pending.pop(0))
+        if not pending:
+            break                                # nothing is asked after this frame
         stats['frames_in_bag'] += 1
         bar.update(1)
         prev = last_fed.get(fr.topic)

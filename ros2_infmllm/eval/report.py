@@ -158,6 +158,21 @@ def perplexity_headline(results: list) -> str:
     return '\n'.join(lines) + '\n'
 
 
+def combined_perplexity_plot(items: list, png: Path) -> Optional[Path]:
+    """Plot together the runs of the longest token count found in several files."""
+    from ros2_infmllm.eval import perplexity
+    groups: dict = {}
+    for _, data in items:
+        key = (data.get('n_tokens'), data.get('chunk'), data.get('block'),
+               (data.get('corpus') or {}).get('sha256'))
+        groups.setdefault(key, []).append(data)
+    key = max(groups, key=lambda k: (k[0] or 0, len(groups[k])))
+    if len(groups[key]) < 2:
+        return None
+    merged = dict(groups[key][0], runs=[r for d in groups[key] for r in d['runs']])
+    return perplexity.plot(merged, png)
+
+
 def render(results: list, md_path: Path) -> str:
     """Return the Markdown of the results page and write every plot beside the JSON."""
     docs = md_path.parent
@@ -178,6 +193,9 @@ def render(results: list, md_path: Path) -> str:
         parts += [f"## {titles.get(task, 'Benchmarks' if task == 'bench' else task)}", '']
         if task == 'perplexity' and len(items) > 1:
             parts += ['### All perplexity runs compared', '', perplexity_headline(results)]
+            png = combined_perplexity_plot(items, items[0][0].parent / 'perplexity_combined.png')
+            if png is not None:
+                parts += [f'![longest runs together]({_rel(png, docs)})', '']
         mod = _module(task)
         for path, data in items:
             parts += [f'### {path.stem}', '']
