@@ -1,0 +1,811 @@
+"""The ROS 2 node `infmllm`: cameras in, questions answered from a bounded visual memory.
+
+ROS only: parameters, QoS, subscriptions, services, the action, publishers, diagnostics
+and the lifecycle. Frames are decoded with :mod:`ros2_infmllm.imaging`; everything model
+related goes through :class:`ros2_infmllm.engine.StreamingSession`.
+
+Threads: subscription and service callbacks never run inference. Camera callbacks only
+decode and keep the newest frame per camera; one worker thread feeds frames at
+``frame_rate`` per camera and serves a bounded FIFO of questions between frames. Service
+and action callbacks enqueue and wait on their own request, in reentrant callback groups
+of a MultiThreadedExecutor, so a long answer blocks neither cameras nor other services.
+
+Lifecycle (when ``rclpy.lifecycle`` imports): configure builds the session (loads the
+model), activate subscribes to the cameras, deactivate unsubscribes (questions are still
+answered from what memory holds), cleanup frees the model. Without lifecycle support (or
+with ``INFMLLM_PLAIN_NODE=1``) a plain node configures and activates itself at start.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import os
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+import rclpy
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                ParameterType, SetParametersResult)
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+from std_srvs.srv import Trigger
+
+from ros2_infmllm_msgs.action import Ask
+from ros2_infmllm_msgs.msg import Answer as AnswerMsg
+from ros2_infmllm_msgs.msg import CameraStats
+from ros2_infmllm_msgs.srv import DescribeMemory, Query
+
+from . import engine
+from .imaging import FrameError, compressed_to_rgb, image_to_rgb
+
+try:  # lifecycle support comes with rclpy >= Humble; fall back to a plain node without it
+    if os.environ.get('INFMLLM_PLAIN_NODE', '') not in ('', '0'):
+        raise ImportError('INFMLLM_PLAIN_NODE is set')
+    from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+    LIFECYCLE_ERROR = ''
+except ImportError as exc:  # pragma: no cover - exercised by the plain-node test
+    LifecycleNode, TransitionCallbackReturn = Node, None
+    LIFECYCLE_ERROR = str(exc)
+
+NODE_NAME = 'infmllm'
+MAX_TOPICS = 16
+MAX_QUEUE = 64
+EXECUTOR_THREADS = MAX_QUEUE + 8       # every waiting request may hold one thread
+STAMP_FUTURE_S = 60.0                  # frames stamped further ahead of the clock are dropped
+LOOP_JUMP_S = 1.0                      # a backwards jump larger than this is a replay loop
+LOG_EVERY_S = 5.0                      # rate limit of drop/error logs, per reason
+_DEVICE_RE = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')
+_TOPIC_RE = re.compile(r'^~?/?[A-Za-z][A-Za-z0-9_/]*$')
+DTYPES = ('auto', 'float32', 'float16', 'bfloat16')
+# parameters that shape the session; a change while configured rebuilds the memory
+MEMORY_PARAMS = ('memory.policy', 'memory.budget', 'memory.n_sink', 'memory.n_recent',
+                 'memory.window', 'memory.kernel', 'memory.bias', 'image_max_side')
+MODEL_PARAMS = ('model', 'device', 'dtype')
+
+
+def _descriptor(kind: int, text: str, lo: Optional[float] = None,
+                hi: Optional[float] = None) -> ParameterDescriptor:
+    desc = ParameterDescriptor(type=kind, description=text)
+    if kind == ParameterType.PARAMETER_INTEGER and lo is not None:
+        desc.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
+    if kind == ParameterType.PARAMETER_DOUBLE and lo is not None:
+        desc.floating_point_range = [FloatingPointRange(from_value=float(lo),
+                                                        to_value=float(hi), step=0.0)]
+    return desc
+
+
+_S, _I, _D = (ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_INTEGER,
+              ParameterType.PARAMETER_DOUBLE)
+# name -> (default, descriptor); config/params.yaml documents the same set
+PARAMETERS: Dict[str, tuple] = {
+    'image_topics': (['/camera/image_raw'], _descriptor(
+        ParameterType.PARAMETER_STRING_ARRAY,
+        'camera topics; names ending in /compressed are sensor_msgs/CompressedImage')),
+    'frame_rate': (1.0, _descriptor(_D, 'frames per second fed into the model, per camera',
+                                    0.001, 1000.0)),
+    'model': ('default', _descriptor(_S, 'default | tiny-test | local path | cached model id')),
+    'device': ('auto', _descriptor(_S, 'auto | cpu | cuda | cuda:N')),
+    'dtype': ('auto', _descriptor(_S, 'auto | float32 | float16 | bfloat16')),
+    'memory.policy': ('inf_mllm', _descriptor(
+        _S, 'KV memory policy: inf_mllm, full, window, streaming_llm, h2o, snapkv')),
+    'memory.budget': (1024, _descriptor(_I, 'tokens kept per layer', 1, 1 << 20)),
+    'memory.n_sink': (4, _descriptor(_I, 'first tokens always kept', 0, 1 << 20)),
+    'memory.n_recent': (256, _descriptor(_I, 'newest tokens always kept', 0, 1 << 20)),
+    'memory.window': (32, _descriptor(_I, 'queries scoring the cache per chunk', 1, 4096)),
+    'memory.kernel': (7, _descriptor(_I, 'odd width of the local-sum pooling', 1, 255)),
+    'memory.bias': (1.0, _descriptor(_D, 'strength of the bias toward newer tokens', 0.0,
+                                     100.0)),
+    'max_new_tokens': (64, _descriptor(_I, 'upper bound on generated tokens per answer', 1,
+                                       4096)),
+    'max_question_chars': (1000, _descriptor(_I, 'longest accepted question (characters)', 1,
+                                             100000)),
+    'query_queue_size': (8, _descriptor(_I, 'questions waiting at most', 1, MAX_QUEUE)),
+    'image_max_side': (384, _descriptor(_I, 'frames downscaled to this longer side (px)', 16,
+                                        4096)),
+}
+
+
+def validate_parameters(values: Dict[str, Any]) -> Optional[str]:
+    """Return why this complete parameter set is invalid, or None when it is valid."""
+    topics = values['image_topics']
+    if not topics or len(topics) > MAX_TOPICS:
+        return f'image_topics: give 1..{MAX_TOPICS} topics, got {len(topics)}'
+    for topic in topics:
+        if not _TOPIC_RE.match(topic) or '//' in topic or topic.endswith('/'):
+            return f'image_topics: {topic!r} is not a valid topic name'
+    if len(set(topics)) != len(topics):
+        return 'image_topics: a topic is listed twice'
+    rate = values['frame_rate']
+    if not math.isfinite(rate) or rate <= 0:
+        return f'frame_rate must be > 0 Hz, got {rate}'
+    if not str(values['model']).strip():
+        return 'model must name "default", "tiny-test", a local path or a cached model id'
+    if not _DEVICE_RE.match(values['device']):
+        return f"device must be auto, cpu, cuda or cuda:N, got {values['device']!r}"
+    if values['dtype'] not in DTYPES:
+        return f"dtype must be one of {', '.join(DTYPES)}, got {values['dtype']!r}"
+    for name in ('max_new_tokens', 'max_question_chars', 'query_queue_size', 'image_max_side',
+                 'memory.budget', 'memory.window', 'memory.kernel'):
+        if values[name] < 1:
+            return f'{name} must be >= 1, got {values[name]}'
+    if values['query_queue_size'] > MAX_QUEUE:
+        return f'query_queue_size must be <= {MAX_QUEUE}, got {values["query_queue_size"]}'
+    if values['image_max_side'] < 16:
+        return f'image_max_side must be >= 16 px, got {values["image_max_side"]}'
+    if not math.isfinite(values['memory.bias']):
+        return f"memory.bias must be finite, got {values['memory.bias']}"
+    policy = values['memory.policy']
+    if policy not in engine.POLICIES:
+        return (f'memory.policy {policy!r} is unknown; valid: '
+                f"{', '.join(sorted(engine.POLICIES))}")
+    try:
+        engine.make_policy(policy, **_policy_params(values))
+    except (TypeError, ValueError) as exc:
+        return f'memory.*: {exc}'
+    return None
+
+
+def _policy_params(values: Dict[str, Any]) -> Dict[str, Any]:
+    """Pick the memory.* parameters that the chosen policy takes."""
+    import dataclasses
+    names = {f.name for f in dataclasses.fields(engine.POLICIES[values['memory.policy']])}
+    keys = ('budget', 'n_sink', 'n_recent', 'window', 'kernel', 'bias')
+    return {k: values[f'memory.{k}'] for k in keys if k in names}
+
+
+def session_config(values: Dict[str, Any]) -> 'engine.SessionConfig':
+    """Map node parameters onto the engine's SessionConfig."""
+    return engine.SessionConfig(
+        model=values['model'], device=values['device'], dtype=values['dtype'],
+        policy=values['memory.policy'], budget=values['memory.budget'],
+        n_sink=values['memory.n_sink'], n_recent=values['memory.n_recent'],
+        window=values['memory.window'], kernel=values['memory.kernel'],
+        bias=float(values['memory.bias']), image_max_side=values['image_max_side'])
+
+
+def to_time(stamp: float) -> Time:
+    """Seconds (float) -> builtin_interfaces/Time."""
+    sec = math.floor(stamp)
+    return Time(sec=int(sec), nanosec=min(int(round((stamp - sec) * 1e9)), 999_999_999))
+
+
+def _rss_bytes() -> int:
+    try:
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+@dataclass
+class Request:
+    """One accepted question, waiting for the worker."""
+
+    question: str
+    camera: str
+    max_new_tokens: int
+    enqueued: float = field(default_factory=time.perf_counter)
+    on_token: Optional[Callable[[str], None]] = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    success: bool = False
+    answer: str = ''
+    message: str = ''
+    evidence: List[float] = field(default_factory=list)
+    latency_s: float = 0.0
+    cancelled: bool = False
+
+    def finish(self, success: bool, message: str = '', answer: str = '') -> None:
+        """Complete the request (once) and wake whoever waits on it."""
+        if self.done.is_set():
+            return
+        self.success, self.message, self.answer = success, message, answer
+        self.latency_s = time.perf_counter() - self.enqueued
+        self.done.set()
+
+
+class CameraState:
+    """Newest frame and counters of one camera topic."""
+
+    def __init__(self, topic: str) -> None:
+        """Start with no frame and zero counters."""
+        self.topic = topic
+        self.received = 0
+        self.ingested = 0
+        self.drops: Dict[str, int] = collections.defaultdict(int)
+        self.frame = None          # (rgb, stamp) not yet fed
+        self.last_stamp: Optional[float] = None
+        self.next_due = 0.0
+        self.subscription = None
+
+    @property
+    def dropped(self) -> int:
+        """All drops of this camera."""
+        return sum(self.drops.values())
+
+
+class InfMllmNode(LifecycleNode):
+    """Lifecycle node `infmllm` (a plain node where lifecycle support is missing)."""
+
+    def __init__(self, session_factory: Optional[Callable[[Any], Any]] = None,
+                 **kwargs: Any) -> None:
+        """Declare and check parameters, create the interfaces; no model is loaded yet."""
+        super().__init__(NODE_NAME, **kwargs)
+        self._session_factory = session_factory or engine.build_session
+        self._lock = threading.RLock()           # node state (not the model)
+        self._wake = threading.Condition(self._lock)
+        self._queue: collections.deque = collections.deque()
+        self._cameras: Dict[str, CameraState] = {}
+        self._frame_cameras: Dict[float, str] = {}
+        self._last_log: Dict[str, float] = {}
+        self._session = None
+        self._snapshot: Dict[str, Any] = {}
+        self._state = 'unconfigured'
+        self._stopping = threading.Event()
+        self._worker: Optional[threading.Thread] = None
+        self._rebuild = False
+        self._model_error = ''
+        self._last_latency = 0.0
+        self._questions = {'accepted': 0, 'refused': 0, 'answered': 0, 'failed': 0}
+        self._camera_group = ReentrantCallbackGroup()
+        self._service_group = ReentrantCallbackGroup()
+        self._timer_group = MutuallyExclusiveCallbackGroup()
+
+        for name, (default, desc) in PARAMETERS.items():
+            self.declare_parameter(name, default, desc)
+        self._values = {name: self.get_parameter(name).value for name in PARAMETERS}
+        reason = validate_parameters(self._values)
+        if reason:
+            raise ValueError(f'invalid parameter at start-up: {reason}')
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        for topic in self._values['image_topics']:
+            self._cameras[topic] = CameraState(topic)
+
+        self._answers_pub = self.create_publisher(AnswerMsg, '~/answers', 10)
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.create_service(Query, '~/query', self._on_query,
+                            callback_group=self._service_group)
+        self.create_service(Trigger, '~/reset', self._on_reset,
+                            callback_group=self._service_group)
+        self.create_service(DescribeMemory, '~/describe_memory', self._on_describe,
+                            callback_group=self._service_group)
+        self._action = ActionServer(
+            self, Ask, '~/ask', execute_callback=self._on_ask_execute,
+            goal_callback=lambda goal: GoalResponse.ACCEPT,
+            cancel_callback=lambda handle: CancelResponse.ACCEPT,
+            callback_group=self._service_group)
+        self.create_timer(1.0, self._publish_diagnostics, callback_group=self._timer_group)
+        if LIFECYCLE_ERROR:
+            self.get_logger().warning(
+                f'lifecycle support unavailable ({LIFECYCLE_ERROR}): running as a plain node '
+                'that configures and activates itself')
+            if not self._configure():
+                raise RuntimeError(f'model could not be loaded: {self._model_error}')
+            self._activate()
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def on_configure(self, state: Any) -> Any:
+        """Load the model and start the worker."""
+        ok = self._configure()
+        return TransitionCallbackReturn.SUCCESS if ok else TransitionCallbackReturn.FAILURE
+
+    def on_activate(self, state: Any) -> Any:
+        """Subscribe to the cameras."""
+        self._activate()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: Any) -> Any:
+        """Stop feeding frames; questions are still answered from memory."""
+        self._deactivate()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: Any) -> Any:
+        """Free the model; waiting questions are failed with the reason."""
+        self._cleanup('the node was cleaned up (model unloaded)')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: Any) -> Any:
+        """Stop everything; waiting questions are failed with the reason."""
+        self._deactivate()
+        self._cleanup('the node is shutting down')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: Any) -> Any:
+        """Free the model after an error in a transition."""
+        self._cleanup('the node hit an error and unloaded the model')
+        return TransitionCallbackReturn.SUCCESS
+
+    def _configure(self) -> bool:
+        with self._lock:
+            self._state = 'configuring'
+            values = dict(self._values)
+        self.get_logger().info(f"loading model {values['model']!r} on {values['device']} "
+                               f"(memory {values['memory.policy']}, "
+                               f"budget {values['memory.budget']})")
+        t0 = time.perf_counter()
+        try:
+            session = self._session_factory(session_config(values))
+        except Exception as exc:  # noqa: BLE001 - any load failure is reported, node stays up
+            with self._lock:
+                self._model_error = f'{type(exc).__name__}: {exc}'
+                self._state = 'unconfigured'
+            self.get_logger().error(f'model could not be loaded: {self._model_error}')
+            return False
+        with self._lock:
+            self._session, self._model_error, self._state = session, '', 'inactive'
+            self._snapshot = self._describe_session()
+            self._stopping.clear()
+            self._worker = threading.Thread(target=self._work, name='infmllm_worker',
+                                            daemon=True)
+            self._worker.start()
+        self.get_logger().info(f'model ready in {time.perf_counter() - t0:.1f} s')
+        return True
+
+    def _activate(self) -> None:
+        with self._lock:
+            self._state = 'active'
+            self._subscribe(self._values['image_topics'])
+
+    def _deactivate(self) -> None:
+        with self._lock:
+            if self._state == 'active':
+                self._state = 'inactive'
+            for cam in self._cameras.values():
+                if cam.subscription is not None:
+                    self.destroy_subscription(cam.subscription)
+                    cam.subscription = None
+                cam.frame = None
+
+    def _cleanup(self, reason: str) -> None:
+        with self._lock:
+            self._stopping.set()
+            self._wake.notify_all()
+            worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join()
+        with self._lock:
+            while self._queue:
+                self._queue.popleft().finish(False, reason)
+            self._session, self._worker, self._state = None, None, 'unconfigured'
+            self._snapshot = {}
+
+    def _subscribe(self, topics: List[str]) -> None:
+        """(Re)subscribe so that exactly ``topics`` are watched (called with the lock)."""
+        for topic in list(self._cameras):
+            if topic not in topics:
+                cam = self._cameras.pop(topic)
+                if cam.subscription is not None:
+                    self.destroy_subscription(cam.subscription)
+        for topic in topics:
+            cam = self._cameras.setdefault(topic, CameraState(topic))
+            if cam.subscription is None and self._state == 'active':
+                compressed = topic.endswith('/compressed')
+                cam.subscription = self.create_subscription(
+                    CompressedImage if compressed else Image, topic,
+                    lambda msg, c=cam, z=compressed: self._on_frame(c, msg, z),
+                    qos_profile_sensor_data, callback_group=self._camera_group)
+
+    # ---- parameters -----------------------------------------------------------------------
+    def _on_set_parameters(self, params: List[Any]) -> SetParametersResult:
+        """Validate the whole resulting set; apply all or nothing."""
+        with self._lock:
+            values = dict(self._values)
+            for p in params:
+                if p.name not in PARAMETERS:
+                    continue
+                value = p.value
+                if p.name in ('frame_rate', 'memory.bias') and isinstance(value, int):
+                    value = float(value)
+                values[p.name] = list(value) if p.name == 'image_topics' else value
+            reason = validate_parameters(values)
+            changed = {k for k in PARAMETERS if values[k] != self._values[k]}
+            if not reason and self._session is not None and changed & set(MODEL_PARAMS):
+                reason = (f"{', '.join(sorted(changed & set(MODEL_PARAMS)))} cannot change "
+                          'while the model is loaded: deactivate, clean up, set, configure')
+            if reason:
+                self.get_logger().warning(f'parameters rejected: {reason}')
+                return SetParametersResult(successful=False, reason=reason)
+            self._values = values
+            if changed & set(MEMORY_PARAMS) and self._session is not None:
+                self._rebuild = True        # the worker rebuilds the memory between steps
+            if 'image_topics' in changed:
+                self._subscribe(values['image_topics'])
+            self._wake.notify_all()
+        return SetParametersResult(successful=True)
+
+    # ---- cameras --------------------------------------------------------------------------
+    def _on_frame(self, cam: CameraState, msg: Any, compressed: bool) -> None:
+        """Decode and keep the newest frame; never inference here, never raise."""
+        with self._lock:
+            cam.received += 1
+            max_side = self._values['image_max_side']
+        try:
+            if compressed:
+                rgb = compressed_to_rgb(msg.format, msg.data, max_side=max_side)
+            else:
+                rgb = image_to_rgb(msg.encoding, msg.width, msg.height, msg.step, msg.data,
+                                   is_bigendian=bool(msg.is_bigendian), max_side=max_side)
+        except FrameError as exc:
+            self._drop(cam, exc.reason, str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - a message must never kill the node
+            self._drop(cam, 'decode_failed', f'{type(exc).__name__}: {exc}')
+            return
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        now = self.get_clock().now().nanoseconds * 1e-9
+        if stamp == 0.0:
+            stamp = now                       # unstamped sources: arrival time
+        with self._lock:
+            if now > 0 and stamp > now + STAMP_FUTURE_S:
+                self._drop(cam, 'stamp_future', f'stamp {stamp:.3f} is {stamp - now:.1f} s '
+                           'ahead of the clock')
+                return
+            if cam.last_stamp is not None and stamp <= cam.last_stamp:
+                if cam.last_stamp - stamp <= LOOP_JUMP_S:
+                    self._drop(cam, 'stamp_not_increasing',
+                               f'stamp {stamp:.3f} not after the last one {cam.last_stamp:.3f}')
+                    return
+                self._log_limited('loop', f'{cam.topic}: stamp jumped back by '
+                                  f'{cam.last_stamp - stamp:.1f} s (replay loop?); accepted')
+            if cam.frame is not None:
+                cam.drops['superseded'] += 1
+            cam.frame = (rgb, stamp)
+            cam.last_stamp = stamp
+            self._wake.notify_all()
+
+    def _drop(self, cam: CameraState, reason: str, detail: str) -> None:
+        with self._lock:
+            cam.drops[reason] += 1
+            count = cam.drops[reason]
+        self._log_limited(f'{cam.topic}:{reason}',
+                          f'{cam.topic}: frame dropped ({reason}, {count} so far): {detail}')
+
+    def _log_limited(self, key: str, text: str, error: bool = False) -> None:
+        now = time.monotonic()
+        if now - self._last_log.get(key, -1e9) >= LOG_EVERY_S:
+            self._last_log[key] = now
+            (self.get_logger().error if error else self.get_logger().warning)(text)
+
+    # ---- questions ------------------------------------------------------------------------
+    def _admit(self, question: str, camera: str, max_new_tokens: int,
+               on_token: Optional[Callable[[str], None]] = None) -> Request:
+        """Validate and enqueue; the returned request is finished at once when refused."""
+        with self._lock:
+            values = self._values
+            limit = values['max_new_tokens']
+            req = Request(question, camera, min(int(max_new_tokens) or limit, limit),
+                          on_token=on_token)
+            reason = ''
+            if not question.strip():
+                reason = 'question is empty'
+            elif len(question) > values['max_question_chars']:
+                reason = (f'question has {len(question)} characters, more than '
+                          f'max_question_chars={values["max_question_chars"]}')
+            elif camera and camera not in self._cameras:
+                reason = (f'unknown camera {camera!r}; cameras: '
+                          f"{', '.join(self._cameras) or 'none'}")
+            elif self._session is None:
+                reason = ('model not loaded (node state: '
+                          f"{self._state}{'; ' + self._model_error if self._model_error else ''})")
+            elif len(self._queue) >= values['query_queue_size']:
+                reason = (f"question queue full ({values['query_queue_size']} waiting, "
+                          'query_queue_size); try again later')
+            if reason:
+                self._questions['refused'] += 1
+                req.finish(False, reason)
+                return req
+            self._questions['accepted'] += 1
+            self._queue.append(req)
+            self._wake.notify_all()
+            return req
+
+    def _on_query(self, request: Any, response: Any) -> Any:
+        req = self._admit(request.question, request.camera, request.max_new_tokens)
+        req.done.wait()
+        response.success, response.answer, response.message = req.success, req.answer, \
+            req.message
+        response.evidence_stamps = [to_time(s) for s in req.evidence]
+        response.latency_s = float(req.latency_s)
+        return response
+
+    def _on_ask_execute(self, goal_handle: Any) -> Any:
+        goal = goal_handle.request
+        tokens = [0, '']
+
+        def on_token(piece: str) -> None:
+            tokens[0] += 1
+            tokens[1] += piece
+            goal_handle.publish_feedback(Ask.Feedback(partial_answer=tokens[1],
+                                                      tokens=tokens[0]))
+
+        req = self._admit(goal.question, goal.camera, goal.max_new_tokens, on_token)
+        while not req.done.wait(0.05):
+            if goal_handle.is_cancel_requested:
+                req.cancel.set()
+        result = Ask.Result(success=req.success, answer=req.answer, message=req.message,
+                            evidence_stamps=[to_time(s) for s in req.evidence],
+                            latency_s=float(req.latency_s))
+        if req.cancelled and goal_handle.is_cancel_requested:
+            goal_handle.canceled()
+        elif req.success:
+            goal_handle.succeed()
+        else:
+            goal_handle.abort()
+        return result
+
+    # ---- worker ---------------------------------------------------------------------------
+    def _work(self) -> None:
+        """Feed due frames and serve questions until cleanup; never dies on an error."""
+        while not self._stopping.is_set():
+            job = None
+            with self._lock:
+                if self._rebuild:
+                    self._rebuild = False
+                    job = ('rebuild', None)
+                elif self._queue:
+                    job = ('ask', self._queue.popleft())
+                else:
+                    cam, wait = self._due_camera()
+                    if cam is not None:
+                        job = ('frame', cam)
+                    else:
+                        self._wake.wait(timeout=wait)
+                        continue
+            try:
+                if job[0] == 'rebuild':
+                    self._rebuild_session()
+                elif job[0] == 'ask':
+                    self._answer(job[1])
+                else:
+                    self._feed(job[1])
+            except Exception as exc:  # noqa: BLE001 - the worker must survive anything
+                self._model_error = f'{type(exc).__name__}: {exc}'
+                self._log_limited('worker', f'worker error: {self._model_error}', error=True)
+                if job[0] == 'ask':
+                    self._questions['failed'] += 1
+                    job[1].finish(False, f'model error: {self._model_error}')
+
+    def _due_camera(self) -> tuple:
+        """Camera whose newest frame is due now, else (None, seconds to wait)."""
+        if self._state != 'active':
+            return None, 0.5
+        now = time.monotonic()
+        period = 1.0 / self._values['frame_rate']
+        best, wait = None, 0.5
+        for cam in self._cameras.values():
+            if cam.frame is None:
+                continue
+            if cam.next_due <= now and (best is None or cam.next_due < best.next_due):
+                best = cam
+            else:
+                wait = min(wait, max(0.001, cam.next_due - now))
+        if best is not None:
+            best.next_due = max(best.next_due + period, now)
+        return best, wait
+
+    def _feed(self, cam: CameraState) -> None:
+        with self._lock:
+            frame, cam.frame = cam.frame, None
+            session = self._session
+        if frame is None or session is None:
+            return
+        rgb, stamp = frame
+        try:
+            session.ingest_frame(rgb, stamp, cam.topic)
+        except Exception as exc:  # noqa: BLE001 - model failure: count, report, go on
+            self._model_error = f'{type(exc).__name__}: {exc}'
+            self._drop(cam, 'model_error', self._model_error)
+            return
+        with self._lock:
+            cam.ingested += 1
+            self._frame_cameras[stamp] = cam.topic
+            self._model_error = ''
+            self._snapshot = self._describe_session()
+
+    def _answer(self, req: Request) -> None:
+        session = self._session
+        if session is None:
+            req.finish(False, 'model not loaded')
+            return
+        try:
+            ans = session.ask(req.question, camera=req.camera or None,
+                              max_new_tokens=req.max_new_tokens, on_token=req.on_token,
+                              cancel=req.cancel, enqueue_time=req.enqueued)
+        except ValueError as exc:
+            self._questions['failed'] += 1
+            req.finish(False, f'question rejected: {exc}')
+            return
+        except Exception as exc:  # noqa: BLE001 - model failure: this question fails only
+            self._model_error = f'{type(exc).__name__}: {exc}'
+            self._questions['failed'] += 1
+            self._log_limited('ask', f'answer failed: {self._model_error}', error=True)
+            req.finish(False, f'model error: {self._model_error}')
+            with self._lock:
+                self._snapshot = self._describe_session()
+            return
+        req.evidence = list(ans.evidence_stamps)
+        req.cancelled = bool(ans.cancelled)
+        req.finish(True, 'cancelled' if ans.cancelled else '', ans.text)
+        with self._lock:
+            self._questions['answered'] += 1
+            self._last_latency = req.latency_s
+            self._model_error = ''
+            self._snapshot = self._describe_session()
+            cache_tokens = int(self._snapshot.get('cache_tokens', 0))
+        msg = AnswerMsg(question=req.question, answer=req.answer,
+                        evidence_stamps=[to_time(s) for s in req.evidence],
+                        latency_s=float(req.latency_s), cache_tokens=cache_tokens)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = req.camera
+        self._answers_pub.publish(msg)
+
+    def _rebuild_session(self) -> None:
+        """Apply changed memory.* parameters: a new session (the memory starts empty)."""
+        with self._lock:
+            values = dict(self._values)
+        session = self._session_factory(session_config(values))
+        with self._lock:
+            self._session = session
+            self._frame_cameras.clear()
+            self._snapshot = self._describe_session()
+        self.get_logger().info(f"memory rebuilt: {values['memory.policy']}, "
+                               f"budget {values['memory.budget']} (memory reset)")
+
+    def _describe_session(self) -> Dict[str, Any]:
+        """Snapshot of the session (taken by the worker, so services never wait on it)."""
+        session = self._session
+        if session is None:
+            return {}
+        try:
+            return session.describe()
+        except Exception as exc:  # noqa: BLE001 - diagnostics must not kill the worker
+            return {'error': f'{type(exc).__name__}: {exc}'}
+
+    # ---- reset / describe / diagnostics ---------------------------------------------------
+    def _on_reset(self, request: Any, response: Any) -> Any:
+        session = self._session
+        if session is None:
+            response.success = False
+            response.message = f'model not loaded (node state: {self._state})'
+            return response
+        session.reset()          # waits for the step in progress (the engine's lock)
+        with self._lock:
+            for cam in self._cameras.values():
+                cam.frame, cam.last_stamp = None, None
+            self._frame_cameras.clear()
+            self._snapshot = self._describe_session()
+        response.success, response.message = True, 'memory cleared'
+        return response
+
+    def _device_memory(self) -> int:
+        device = str(self._snapshot.get('model', {}).get('device', 'cpu'))
+        if device.startswith('cuda'):
+            import torch  # lazily, only to read the allocator of the model's GPU
+            return int(torch.cuda.memory_allocated(torch.device(device)))
+        return _rss_bytes()
+
+    def _on_describe(self, request: Any, response: Any) -> Any:
+        with self._lock:
+            snap = dict(self._snapshot)
+            mem = snap.get('memory', {})
+            response.success = bool(snap) and 'error' not in snap
+            response.message = snap.get('error', '') if snap else \
+                f'model not loaded (node state: {self._state})'
+            response.cache_tokens_per_layer = [int(t) for t in mem.get('tokens_per_layer', [])]
+            response.budget = int(snap.get('budget') or 0)
+            response.policy = str(snap.get('policy', self._values['memory.policy']))
+            response.policy_params_json = json.dumps(mem.get('params', {}), sort_keys=True,
+                                                     default=str)
+            response.model = str(self._values['model'])
+            response.device = str(snap.get('model', {}).get('device', self._values['device']))
+            response.evicted_tokens = int(mem.get('evicted_tokens', 0))
+            response.compactions = int(mem.get('compactions', 0))
+            response.cameras = []
+            for cam in self._cameras.values():
+                stats = CameraStats(camera=cam.topic, frames_received=cam.received,
+                                    frames_ingested=cam.ingested, frames_dropped=cam.dropped)
+                stats.drop_reasons = list(cam.drops)
+                stats.drop_counts = [int(v) for v in cam.drops.values()]
+                response.cameras.append(stats)
+            response.frames_ingested = sum(c.ingested for c in self._cameras.values())
+            response.frames_dropped = sum(c.dropped for c in self._cameras.values())
+            frames = sorted((float(s['stamp']), int(s['tokens_in_memory']))
+                            for s in mem.get('sources', {}).values()
+                            if s.get('kind') == 'frame' and s.get('tokens_in_memory', 0) > 0)
+            live = {s for s, _ in frames}
+            for stamp in [s for s in self._frame_cameras if s not in live]:
+                del self._frame_cameras[stamp]      # bounded by what memory holds
+            response.frame_stamps = [to_time(s) for s, _ in frames]
+            response.frame_cameras = [self._frame_cameras.get(s, '') for s, _ in frames]
+            response.frame_tokens = [n for _, n in frames]
+            response.cache_bytes = int(mem.get('bytes_allocated', 0))
+            response.queue_depth = len(self._queue)
+        try:
+            response.device_memory_bytes = self._device_memory()
+        except Exception:  # noqa: BLE001 - no device counter: report 0 rather than fail
+            response.device_memory_bytes = 0
+        return response
+
+    def _publish_diagnostics(self) -> None:
+        with self._lock:
+            snap = self._snapshot
+            mem = snap.get('memory', {})
+            bad = sum(n for c in self._cameras.values() for r, n in c.drops.items()
+                      if r != 'superseded')
+            values = {
+                'state': self._state, 'model': str(self._values['model']),
+                'policy': self._values['memory.policy'],
+                'cache_tokens': snap.get('cache_tokens', 0),
+                'budget': snap.get('budget', self._values['memory.budget']),
+                'evicted_tokens': mem.get('evicted_tokens', 0),
+                'frames_fed': sum(c.ingested for c in self._cameras.values()),
+                'frames_dropped': sum(c.dropped for c in self._cameras.values()),
+                'frames_dropped_bad': bad,
+                'queue_depth': len(self._queue),
+                'questions_answered': self._questions['answered'],
+                'questions_refused': self._questions['refused'],
+                'questions_failed': self._questions['failed'],
+                'last_latency_s': f'{self._last_latency:.3f}',
+                'model_error': self._model_error,
+            }
+            level, message = DiagnosticStatus.OK, 'ok'
+            if self._model_error:
+                level, message = DiagnosticStatus.ERROR, f'model failed: {self._model_error}'
+            elif self._session is None:
+                level, message = DiagnosticStatus.WARN, f'model not loaded ({self._state})'
+            elif bad:
+                level, message = DiagnosticStatus.WARN, f'{bad} bad frames dropped'
+        try:
+            values['device_memory_bytes'] = self._device_memory()
+        except Exception:  # noqa: BLE001
+            values['device_memory_bytes'] = 0
+        status = DiagnosticStatus(level=level, name=f'{self.get_fully_qualified_name()}: memory',
+                                  message=message, hardware_id=str(values['model']))
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(array)
+
+    def shutdown_worker(self) -> None:
+        """Stop the worker and fail waiting questions (process exit path)."""
+        self._deactivate()
+        self._cleanup('the node is shutting down')
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Console entry point `infmllm_node`."""
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    try:
+        node = InfMllmNode()
+    except Exception as exc:  # noqa: BLE001 - report bad start-up parameters and exit
+        print(f'[infmllm] cannot start: {exc}', file=sys.stderr, flush=True)
+        rclpy.try_shutdown()
+        return 2
+    executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.shutdown_worker()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
