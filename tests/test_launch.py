@@ -252,6 +252,42 @@ def test_runner_tiny_node_reaches_active_and_stops(tmp_path):
         client.close()
 
 
+def test_runner_plain_node_fallback(tmp_path):
+    """A node without lifecycle services (INFMLLM_PLAIN_NODE=1) is left running as is."""
+    _needs_node()
+    from ros2_infmllm_msgs.srv import DescribeMemory
+
+    domain_id = random.randint(1, 200)
+    namespace = f'/launch_plain_{domain_id}'
+    fqn = f'{namespace}/infmllm'
+    log = tmp_path / 'launch.log'
+    env = _ros_env(domain_id)
+    env['INFMLLM_PLAIN_NODE'] = '1'
+    cmd = [sys.executable, '-m', 'ros2_infmllm.launch', '--model', 'tiny-test',
+           '--namespace', namespace, '--ros-args', '-p', 'device:=cpu']
+    with open(log, 'w') as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    client = _Client(domain_id)
+    try:
+        deadline = time.monotonic() + 180.0
+        while 'has no lifecycle services' not in log.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, f'launcher exited:\n{log.read_text()[-4000:]}'
+            time.sleep(0.5)
+        assert 'has no lifecycle services' in log.read_text(), log.read_text()[-4000:]
+        res = client.call(DescribeMemory, f'{fqn}/describe_memory', DescribeMemory.Request(),
+                          30.0)
+        assert res is not None and res.success, 'plain node does not answer describe_memory'
+        assert client.state(fqn) == '' and proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=40) == 0, log.read_text()[-4000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        client.close()
+
+
 def test_launch_file_tiny_node_reaches_active(tmp_path):
     """ros2 launch API: node.launch.py loads and drives the tiny-test node to active."""
     # (the repository's launch/ directory imports as an empty namespace package `launch`,
