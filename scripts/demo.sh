@@ -59,7 +59,7 @@ fi
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( ( $$ % 100 ) + 100 ))}"
 PARAMS="$OUTDIR/demo_params_${POLICY}.yaml"
 cat > "$PARAMS" <<EOF
-infmllm:
+/**:
   ros__parameters:
     use_sim_time: true
     image_topics: ['/camera/image_raw']
