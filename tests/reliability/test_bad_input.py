@@ -162,43 +162,48 @@ def test_valid_compressed_frames_are_ingested(node, client, pubs):
 
 
 # ---------------------------------------------------------------- images: stamps
+# node.py: a stamp more than STAMP_FUTURE_S (60 s) ahead of the clock is dropped
+# (stamp_future); a stamp not after the camera's last one by up to 1 s is dropped
+# (stamp_not_increasing); a larger backwards jump is a replay loop: logged and accepted.
 
 
-def _stamp_reaction(node, client, pub, offsets) -> dict:
-    """Publish frames with the given stamp offsets; the node either ingests or counts them."""
-    d0 = client.describe()
-    i = [0]
-
-    def make():
-        off = offsets[min(i[0], len(offsets) - 1)]
-        i[0] += 1
-        return image_msg(scene(i[0], 64, 48), client.now_msg(off))
-
-    def moved(d):
-        drops = sum(drop_count(d, r) for r in ("stamp", "future", "past", "backwards", "old"))
-        drops0 = sum(drop_count(d0, r) for r in ("stamp", "future", "past", "backwards", "old"))
-        return i[0] >= len(offsets) and (frames_ingested(d) > frames_ingested(d0)
-                                         or drops > drops0)
-
-    d = _publish_until(client, pub, make, moved)
-    assert moved(d), f"frames with stamps {offsets} neither ingested nor counted: {d}"
-    return _alive(node, client)
+def _stamped(client, offset: float, i: int = 0):
+    return image_msg(scene(i, 64, 48), client.now_msg(offset))
 
 
-def test_stamp_in_the_future(node, client, pubs):
-    _stamp_reaction(node, client, pubs["good"], [3600.0] * 4)
+def test_stamp_in_the_future_is_counted(node, client, pubs):
+    _expect_drop(node, client, pubs["good"], lambda: _stamped(client, 3600.0), "stamp_future")
 
 
-def test_stamp_in_the_past(node, client, pubs):
-    _stamp_reaction(node, client, pubs["good"], [-86400.0 * 365] * 4)
+def test_stamp_far_in_the_past_is_accepted_as_replay(node, client, pubs):
+    _expect_ingested(node, client, pubs["good"], lambda: _stamped(client, -86400.0 * 365))
+    _expect_ingested(node, client, pubs["good"], lambda: _stamped(client, 0.0))
+
+
+def test_stamp_not_increasing_is_counted(node, client, pubs):
+    """The same stamp again (a duplicate or a tiny step back) is dropped, not fed twice."""
+    msg = _stamped(client, 20.0)  # within the 60 s future tolerance
+    before = drop_count(client.describe(), "stamp_not_increasing")
+    d = _publish_until(client, pubs["good"], lambda: msg,
+                       lambda d: drop_count(d, "stamp_not_increasing") > before)
+    assert drop_count(d, "stamp_not_increasing") > before, d
+    _alive(node, client)
 
 
 def test_stamps_jumping_backwards_replay_loop(node, client, pubs):
-    _stamp_reaction(node, client, pubs["good"], [0.0, 0.1, 0.2, -30.0, -29.9, -29.8, 0.3])
+    for off in (0.0, -30.0):
+        _expect_ingested(node, client, pubs["good"], lambda off=off: _stamped(client, off))
+    _expect_ingested(node, client, pubs["good"], lambda: _stamped(client, 0.5))
     res = client.query("What do you see?", max_new_tokens=2)
     assert res.success, res.message
-    stamps = [s.sec + s.nanosec * 1e-9 for s in res.evidence_stamps]
-    assert all(math.isfinite(s) for s in stamps)
+    assert all(math.isfinite(harness_stamp(s)) for s in res.evidence_stamps)
+
+
+def harness_stamp(t) -> float:
+    """builtin_interfaces/Time (message or dict) -> seconds."""
+    if isinstance(t, dict):
+        return t["sec"] + t["nanosec"] * 1e-9
+    return t.sec + t.nanosec * 1e-9
 
 
 # ---------------------------------------------------------------- questions
@@ -294,14 +299,13 @@ def test_huge_max_new_tokens_is_capped_or_refused(node, client):
     _alive(node, client)
 
 
-def test_queue_flood_refuses_with_reason_and_loses_nothing(node, client):
-    n = 12
+def _flood(client, n: int) -> list:
     results: list = [None] * n
 
     def ask(i: int) -> None:
         try:
             results[i] = client.query(f"Question {i}: what is visible?", max_new_tokens=2,
-                                      timeout=180)
+                                      timeout=120)
         except TimeoutError as exc:
             results[i] = exc
 
@@ -309,11 +313,32 @@ def test_queue_flood_refuses_with_reason_and_loses_nothing(node, client):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(200)
-    assert all(r is not None and not isinstance(r, Exception) for r in results), results
+        t.join(150)
+    return results
+
+
+def _check_flood(results: list) -> None:
+    lost = [(i, r) for i, r in enumerate(results) if r is None or isinstance(r, Exception)]
+    assert not lost, lost
     refused = [r for r in results if not r.success]
     assert all(r.message.strip() for r in refused)
     assert any(r.success for r in results)
+
+
+def test_queue_flood_refuses_with_reason_and_loses_nothing(node, client):
+    """10 at once (queue 4): the rest are refused at once with the reason, none unanswered."""
+    client.query("warm up", max_new_tokens=1)
+    results = _flood(client, 10)
+    _check_flood(results)
+    assert any("queue full" in r.message for r in results if not r.success)
+    _alive(node, client)
+
+
+@pytest.mark.xfail(strict=False, reason="node.py: ~/query uses the default services QoS "
+                   "(KEEP_LAST 10): a burst of more than 10 requests loses the oldest at the DDS "
+                   "reader, so those clients get no reply at all (reported to the node owner)")
+def test_burst_larger_than_service_qos_depth_loses_nothing(node, client):
+    _check_flood(_flood(client, 24))
     _alive(node, client)
 
 
@@ -388,18 +413,33 @@ def _is_lifecycle(client) -> bool:
         return False
 
 
-def test_services_after_deactivate_then_reactivate(node, client):
+def test_deactivate_stops_feeding_and_cleanup_refuses(node, client, pubs):
+    """node.py: inactive = no frames fed, questions answered from memory; after cleanup
+    (model unloaded) questions are refused with the reason; configure+activate restores."""
     if not _is_lifecycle(client):
         pytest.skip("node runs as a plain node (no lifecycle services)")
     assert client.lifecycle_state() == "active"
     assert client.lifecycle("deactivate")
     try:
         assert client.lifecycle_state() == "inactive"
-        _refused(client.query("Are you there?"), "inactive", "not active", "deactivat",
-                 "active")
+        n0 = frames_ingested(client.describe())
+        for i in range(10):
+            pubs["good"].publish(image_msg(scene(i, 64, 48), client.now_msg()))
+            time.sleep(0.1)
+        res = client.query("Are you there?", max_new_tokens=2)
+        assert res.success, res.message
+        assert frames_ingested(client.describe()) == n0, "frames fed while inactive"
+        assert client.lifecycle("cleanup")
+        _refused(client.query("Still there?"), "not loaded")
+        assert not client.describe()["success"]
         _alive(node, client)
+        assert client.lifecycle("configure")
     finally:
-        assert client.lifecycle("activate")
+        if client.lifecycle_state() == "inactive":
+            assert client.lifecycle("activate")
+    assert client.lifecycle_state() == "active"
+    _expect_ingested(node, client, pubs["good"],
+                     lambda: image_msg(scene(7, 64, 48), client.now_msg()))
     res = client.query("Are you back?", max_new_tokens=2)
     assert res.success, res.message
 

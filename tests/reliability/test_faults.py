@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import CAM_GOOD
-from counters import frames_ingested
+from counters import drop_count, frames_ingested
 from harness import REPO, image_msg, ros_env, scene, wait_until
 
 HERE = Path(__file__).resolve().parent
@@ -74,10 +74,13 @@ def test_fault_during_generation(node, client, pub, control_dir, kind, words):
 def test_fault_during_ingest(node, client, pub, control_dir, kind):
     _feed_until_ingested(client, pub)
     rss0 = node.rss_bytes()
+    errors0 = drop_count(client.describe(), "model_error")
     armed = _arm(control_dir, "ingest", kind)
     assert wait_until(lambda: (pub.publish(image_msg(scene(1, 64, 48), client.now_msg()))
                                or not armed.exists()), 30), "fault never reached"
     assert node.alive(), node.log_text()
+    assert wait_until(lambda: drop_count(client.describe(), "model_error") > errors0, 10), (
+        "failed frame not counted as model_error")
     assert node.rss_bytes() < rss0 + 64 * 2**20, "step tensors kept after the fault"
     _feed_until_ingested(client, pub)  # keeps ingesting after the failed frame
     res = client.query("What do you see?", max_new_tokens=3, timeout=60)
