@@ -63,7 +63,9 @@ def test_fault_during_generation(node, client, pub, control_dir, kind, words):
     assert not res.success, "a failed generation was reported as success"
     assert any(w in res.message.lower() for w in words), res.message
     # the step's 128 MiB tensor must be freed: no reference kept to the failed step
-    assert node.rss_bytes() < rss0 + 64 * 2**20, "step tensors kept after the fault"
+    # (polled: the reply is sent from inside the node's except block, before it unwinds)
+    assert wait_until(lambda: node.rss_bytes() < rss0 + 64 * 2**20, 10), (
+        "step tensors kept after the fault")
     res2 = client.query("And now?", max_new_tokens=3, timeout=60)
     assert res2.success, f"node did not recover: {res2.message}\n{node.log_text()}"
     assert node.alive()
@@ -81,7 +83,8 @@ def test_fault_during_ingest(node, client, pub, control_dir, kind):
     assert node.alive(), node.log_text()
     assert wait_until(lambda: drop_count(client.describe(), "model_error") > errors0, 10), (
         "failed frame not counted as model_error")
-    assert node.rss_bytes() < rss0 + 64 * 2**20, "step tensors kept after the fault"
+    assert wait_until(lambda: node.rss_bytes() < rss0 + 64 * 2**20, 10), (
+        "step tensors kept after the fault")
     _feed_until_ingested(client, pub)  # keeps ingesting after the failed frame
     res = client.query("What do you see?", max_new_tokens=3, timeout=60)
     assert res.success, res.message
@@ -94,7 +97,7 @@ def test_repeated_oom_does_not_grow_memory(node, client, pub, control_dir):
     for _ in range(4):
         _arm(control_dir, "generate", "oom")
         assert not client.query("What now?", max_new_tokens=2).success
-    assert node.rss_bytes() < rss0 + 64 * 2**20
+    assert wait_until(lambda: node.rss_bytes() < rss0 + 64 * 2**20, 10)
     assert client.query("Still there?", max_new_tokens=2).success
 
 
@@ -127,4 +130,5 @@ def test_camera_dies_and_returns_with_other_qos(node, client, domain_id):
         second.kill()
         second.wait(10)
     assert node.alive()
-    assert client.query("What do you see?", max_new_tokens=2).success
+    res = client.query("What do you see?", max_new_tokens=2)
+    assert res.success, f"{res.message}\n{node.log_text()}"
