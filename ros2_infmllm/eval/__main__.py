@@ -267,6 +267,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f'error: {args.task}: {exc}', file=sys.stderr)
         return 2
+    except RuntimeError as exc:                 # e.g. no node / no interfaces for replay
+        print(f'error: {args.task}: {exc}', file=sys.stderr)
+        return 1
     print(f'{args.task} done in {time.perf_counter() - t0:.1f} s')
     return rc
 

@@ -232,11 +232,11 @@ def run_dds(bag: Path, questions: Sequence[Question], topics: Sequence[str], *,
         if not client.wait_for_service(timeout_sec=wait_service_s):
             raise RuntimeError(f'service {srv} not available after {wait_service_s:.0f} s: '
                                'is the node running (and active)?')
-        t_wait = time.monotonic()
+        t_wait = time.monotonic()       # a lifecycle node subscribes once active (model loaded)
         while any(p.get_subscription_count() == 0 for p in pubs.values()):
-            if time.monotonic() - t_wait > 30.0:
-                raise RuntimeError(f'no subscriber on {list(pubs)} after 30 s; check the '
-                                   'node\'s image_topics parameter')
+            if time.monotonic() - t_wait > wait_service_s:
+                raise RuntimeError(f'no subscriber on {list(pubs)} after {wait_service_s:.0f} '
+                                   's; is the node active, and are these its image_topics?')
             time.sleep(0.1)
         pending = sorted(questions, key=lambda q: q.t)
         offset = None
@@ -294,6 +294,7 @@ def run_dds(bag: Path, questions: Sequence[Question], topics: Sequence[str], *,
         time.sleep(1.2)                               # one more /diagnostics period
     finally:
         executor.shutdown(timeout_sec=1.0)
+        spin.join(timeout=5.0)
         node.destroy_node()
         if own_init and rclpy.ok():
             rclpy.shutdown()
