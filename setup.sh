@@ -23,6 +23,16 @@ TORCH_VERSION=2.13.0
 say() { printf '[setup] %s\n' "$*"; }
 die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 
+apt_install() {  # apt_install package... (as root with apt-get only)
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "installing system packages: $*"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    else
+        die "missing $*: install them (e.g. sudo apt-get install $*)"
+    fi
+}
+
 # ---------------------------------------------------------------- system tools
 # msg/ is built with CMake and a C/C++ compiler (rosidl generates C type support).
 missing_apt=()
@@ -31,20 +41,23 @@ command -v make >/dev/null 2>&1 || missing_apt+=(make)
 command -v g++ >/dev/null 2>&1 || missing_apt+=(g++)
 command -v gcc >/dev/null 2>&1 || missing_apt+=(gcc)
 if ((${#missing_apt[@]})); then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        say "installing system packages: ${missing_apt[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing_apt[@]}" >/dev/null
-    else
-        die "missing ${missing_apt[*]}: install them (e.g. sudo apt-get install ${missing_apt[*]})"
-    fi
+    apt_install "${missing_apt[@]}"
+fi
+command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found (set PYTHON=...)"
+# the Python headers (Python.h): the interfaces' Python type support is a C extension
+if ! "$PYTHON" -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
+    apt_install "python3-dev"
 fi
 
 # ---------------------------------------------------------------- virtualenv
 if [ ! -x .venv/bin/python ]; then
-    command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found (set PYTHON=...)"
     say "creating .venv with $($PYTHON --version 2>&1)"
-    "$PYTHON" -m venv .venv || die "python venv failed (Debian: apt-get install python3-venv)"
+    if ! "$PYTHON" -m venv .venv; then
+        rm -rf .venv
+        apt_install python3-venv   # Debian's python3 needs it for ensurepip
+        "$PYTHON" -m venv .venv
+    fi
 fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
