@@ -359,7 +359,8 @@ def run_from_args(args) -> dict:
                   'budget': args.budget, 'model': args.model,
                   'note': 'policy/budget/model as set on the node by the caller'}
     result = {'mode': 'offline' if args.offline else 'dds', 'bag': str(bag),
-              'questions_file': str(qpath), 'topics': topics, 'config': config,
+              'questions_file': args.questions or 'ros2_infmllm/eval/data/sample_questions.yaml',
+              'topics': topics, 'config': config,
               'frame_rate': args.frame_rate, 'summary': summarise(out['records']),
               'stats': out['stats'], 'records': out['records']}
     result['meta'] = run_metadata('replay', args.seed, args.model, config.get('device', '?')
