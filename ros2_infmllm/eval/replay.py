@@ -299,12 +299,20 @@ def run_dds(bag: Path, questions: Sequence[Question], topics: Sequence[str], *,
         if own_init and rclpy.ok():
             rclpy.shutdown()
     stats['diagnostics'] = dict(diag)
-    stats['frames_dropped'] = _diag_int(diag, ('drop',))
+    stats['frames_fed'] = _diag_int(diag, ('frames_fed',))
+    stats['frames_dropped'] = _diag_int(diag, ('frames_dropped',)) if 'frames_dropped' in diag \
+        else _diag_int(diag, ('drop',))
     stats['cache_tokens_end'] = _diag_int(diag, ('cache_tokens', 'cache tokens'))
     return {'records': records, 'stats': stats}
 
 
 def _diag_int(diag: dict, needles: Sequence[str]) -> Optional[int]:
+    for n in needles:                         # an exact key wins over a sum of matches
+        if n in diag:
+            try:
+                return int(float(diag[n]))
+            except ValueError:
+                break
     total, found = 0, False
     for k, v in diag.items():
         if any(n in k.lower() for n in needles):
@@ -394,7 +402,7 @@ def _summary_line(s: dict, st: dict, result: dict) -> str:
     ep = '-' if s['evidence_precision'] is None else f"{s['evidence_precision']:.2f}"
     p50 = '-' if s['latency_p50_s'] is None else f"{s['latency_p50_s']:.2f}"
     p95 = '-' if s['latency_p95_s'] is None else f"{s['latency_p95_s']:.2f}"
-    fed = st.get('frames_fed', st.get('frames_published'))
+    fed = st.get('frames_fed')
     return (f"score {sum(r['correct'] for r in result['records'])}/{s['questions']} ({acc}; "
             f"{tags}), evidence precision {ep}, latency p50 {p50} s p95 {p95} s, frames in "
             f"bag {st.get('frames_in_bag')}, fed {fed}, dropped {st.get('frames_dropped')}, "
