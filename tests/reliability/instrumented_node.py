@@ -16,8 +16,8 @@ session_factory that builds the real session (engine.build_session) and wraps it
   raises (RuntimeError, torch.OutOfMemoryError, RuntimeError("CUDA out of memory"),
   RuntimeError("DefaultCPUAllocator: not enough memory")). So the exception really comes
   from inside the model call, the way an allocator failure would.
-* slow load: ``--load-delay S`` sleeps before building the session, so a test can
-  call services while the model is still loading.
+* slow load: ``--load-gate FILE`` holds the session build (inside on_configure) until
+  FILE exists, so a test can call services while the model is still loading.
 * records: one JSON line per ingest_frame/ask call (wall time, duration, ok, error) and,
   every 10th call, the session's cache length and the process RSS.
 """
@@ -188,8 +188,8 @@ def main(argv: Optional[list] = None) -> Any:
     parser.add_argument("--record", type=Path)
     parser.add_argument("--no-autostart", dest="autostart", action="store_false",
                         help="leave the lifecycle node unconfigured")
-    parser.add_argument("--load-delay", type=float, default=0.0,
-                        help="sleep this long before building the session (slow model load)")
+    parser.add_argument("--load-gate", type=Path,
+                        help="hold the model load until this file exists (at most 300 s)")
     opts = parser.parse_args(argv[:split])
     if opts.control is not None:
         opts.control.mkdir(parents=True, exist_ok=True)
@@ -198,7 +198,10 @@ def main(argv: Optional[list] = None) -> Any:
     from ros2_infmllm import node as node_mod
 
     def factory(config: Any) -> InstrumentedSession:
-        time.sleep(opts.load_delay)
+        deadline = time.monotonic() + 300
+        while opts.load_gate is not None and not opts.load_gate.exists() \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
         return InstrumentedSession(engine.build_session(config), opts.control, opts.record)
 
     base = node_mod.InfMllmNode

@@ -19,7 +19,6 @@ BAD_STARTUP = [
     ("max_question_chars", 0),
     ("query_queue_size", -1),
 ]
-LOAD_DELAY = 20.0
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +32,10 @@ def started(domain_id, tmp_path_factory):
         procs[name] = NodeProcess((domain_id + 1 + len(procs)) % 200 + 1, params,
                                   log=logs / f"{name}.log")
     slow_domain = (domain_id + 100) % 200 + 1
+    gate = logs / "load_gate"
     procs["slow"] = NodeProcess(slow_domain, BASE_PARAMS, log=logs / "slow.log",
-                                launcher_args=["--load-delay", str(LOAD_DELAY)])
+                                launcher_args=["--load-gate", str(gate)])
+    procs["slow"].gate = gate
     yield procs
     for p in procs.values():
         p.stop()
@@ -68,21 +69,25 @@ def test_invalid_parameter_at_start_up(started, name, value):
 
 
 def test_services_before_the_model_is_loaded(started):
+    """While on_configure is still loading the model, services answer with the reason."""
     proc = started["slow"]
     client = Client(proc.domain_id, "early_client")
     try:
-        t0 = time.monotonic()
-        early = None
-        while time.monotonic() - t0 < LOAD_DELAY - 5:
+        d = None
+        deadline = time.monotonic() + 60
+        while d is None and time.monotonic() < deadline:
             try:
-                early = client.query("Anyone there?", timeout=5)
-                break
+                d = client.describe(timeout=5)
             except TimeoutError:
-                continue  # service not offered yet: a clear failure on the client side
-        if early is not None and time.monotonic() - t0 < LOAD_DELAY - 2:
-            assert not early.success and early.message.strip(), (
-                "answered before the model was loaded")
+                continue
+        assert d is not None, proc.log_text()
+        assert not d["success"] and "not loaded" in d["message"], d
+        early = client.query("Anyone there?", timeout=20)
+        assert not early.success and "not loaded" in early.message, early
+        reset = client.reset(timeout=20)
+        assert not reset.success and reset.message.strip()
         assert proc.alive(), proc.log_text()
+        proc.gate.touch()  # let the model load
         client.wait_ready(timeout=120, proc=proc)
         res = client.query("And now?", max_new_tokens=2, timeout=60)
         assert res.success, res.message
