@@ -255,6 +255,7 @@ class InfMllmNode(LifecycleNode):
         self._state = 'unconfigured'
         self._stopping = threading.Event()
         self._worker: Optional[threading.Thread] = None
+        self._current: Optional[Request] = None   # the question being answered
         self._rebuild = False
         self._model_error = ''
         self._last_latency = 0.0
@@ -373,6 +374,8 @@ class InfMllmNode(LifecycleNode):
             self._stopping.set()
             self._wake.notify_all()
             worker = self._worker
+            if self._current is not None:     # stop a long answer within one decode step
+                self._current.cancel.set()
         if worker is not None and worker is not threading.current_thread():
             worker.join()
         with self._lock:
@@ -556,6 +559,7 @@ class InfMllmNode(LifecycleNode):
                     job = ('rebuild', None)
                 elif self._queue:
                     job = ('ask', self._queue.popleft())
+                    self._current = job[1]
                 else:
                     cam, wait = self._due_camera()
                     if cam is not None:
@@ -576,6 +580,8 @@ class InfMllmNode(LifecycleNode):
                 if job[0] == 'ask':
                     self._questions['failed'] += 1
                     job[1].finish(False, f'model error: {self._model_error}')
+            finally:
+                self._current = None
 
     def _due_camera(self) -> tuple:
         """Camera whose newest frame is due now, else (None, seconds to wait)."""
