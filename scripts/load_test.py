@@ -7,7 +7,9 @@ The node (real, with the session wrapped only to record timings) runs in a child
 on a random ROS_DOMAIN_ID; cameras and clients run here. Reports accepted / refused (with
 each reason) / lost questions, frames published / ingested / dropped per reason, node RSS
 and device-memory growth after warm-up, the node-reported camera-callback latency when
-/diagnostics carries it, and the describe_memory round trip under load (p50/p95).
+/diagnostics carries it, the camera callback's run time and delay after the frame stamp
+(timed around the node's callback by the instrumented launcher), and the describe_memory
+round trip under load (p50/p95).
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         frames = [[harness.scene(i, args.width, args.height, c) for i in range(30)]
                   for c in range(args.cameras)]
         start = time.monotonic()
+        wall_start = time.time()
 
         def camera(c: int) -> None:
             period = 1.0 / args.rate
@@ -195,6 +198,13 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
              "samples": len(cb)} if cb else "not published by the node")
         report["rss"] = _growth(rss, args.warmup_frac)
         report["device_memory"] = _growth(dev, args.warmup_frac) if dev else "not reported"
+        cbs = [r for r in _read(tmp / "record.callbacks.jsonl") if r["t"] >= wall_start]
+        report["camera_callback_ms"] = {
+            "run_p50": 1000 * harness.percentile([r["dt"] for r in cbs], 50),
+            "run_p95": 1000 * harness.percentile([r["dt"] for r in cbs], 95),
+            "delay_after_stamp_p50": 1000 * harness.percentile([r["delay"] for r in cbs], 50),
+            "delay_after_stamp_p95": 1000 * harness.percentile([r["delay"] for r in cbs], 95),
+            "callbacks": len(cbs)}
         rows = _read(tmp / "record.jsonl")
         ing = [r["dt"] for r in rows if r.get("op") == "ingest" and r.get("ok")]
         report["ingest_s"] = {"p50": harness.percentile(ing, 50),

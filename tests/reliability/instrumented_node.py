@@ -18,6 +18,8 @@ session_factory that builds the real session (engine.build_session) and wraps it
   from inside the model call, the way an allocator failure would.
 * slow load: ``--load-gate FILE`` holds the session build (inside on_configure) until
   FILE exists, so a test can call services while the model is still loading.
+* callbacks: with --record, each camera callback's run time and its delay after the
+  frame's stamp go to FILE.callbacks.jsonl (the node's _on_frame, timed from outside).
 * records: one JSON line per ingest_frame/ask call (wall time, duration, ok, error) and,
   every 10th call, the session's cache length and the process RSS.
 """
@@ -205,6 +207,8 @@ def main(argv: Optional[list] = None) -> Any:
         return InstrumentedSession(engine.build_session(config), opts.control, opts.record)
 
     base = node_mod.InfMllmNode
+    recorder = open(opts.record.with_suffix(".callbacks.jsonl"), "a", buffering=1) \
+        if opts.record else None
 
     class Node(base):  # type: ignore[misc, valid-type]
         """InfMllmNode whose default session factory is the instrumented one."""
@@ -212,6 +216,20 @@ def main(argv: Optional[list] = None) -> Any:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs.setdefault("session_factory", factory)
             super().__init__(*args, **kwargs)
+
+        def _on_frame(self, cam: Any, msg: Any, compressed: bool) -> None:
+            """Time the camera callback: its run time and its delay after the frame stamp."""
+            if recorder is None:
+                return super()._on_frame(cam, msg, compressed)
+            start = time.time()
+            t0 = time.perf_counter()
+            try:
+                return super()._on_frame(cam, msg, compressed)
+            finally:
+                stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+                recorder.write(json.dumps({"t": start, "op": "callback",
+                                           "dt": time.perf_counter() - t0,
+                                           "delay": start - stamp}) + "\n")
 
     node_mod.InfMllmNode = Node
     if opts.autostart:
