@@ -49,7 +49,7 @@ def autostart() -> bool:
 
 @pytest.fixture(scope='module')
 def node(domain, node_params, node_env, tmp_path_factory):
-    """The node process of the module."""
+    """Start the node process of the module; stop it afterwards."""
     pytest.importorskip('ros2_infmllm_msgs',
                         reason='interfaces not built: run ./setup.sh, `. install/setup.bash`')
     log = tmp_path_factory.mktemp('node') / 'node.log'

@@ -152,7 +152,7 @@ class Client:
                               timeout).success)
 
     def state(self) -> str:
-        """Current lifecycle state label."""
+        """Return the current lifecycle state label."""
         from lifecycle_msgs.srv import GetState
         return self.call(GetState, f'{NS}/get_state', GetState.Request()).current_state.label
 
@@ -166,7 +166,7 @@ class Client:
                          req).result
 
     def get_params(self, names: List[str]) -> Dict[str, Any]:
-        """Current parameter values."""
+        """Return the current values of parameters `names`."""
         from rcl_interfaces.srv import GetParameters
         from rclpy.parameter import parameter_value_to_python
         res = self.call(GetParameters, f'{NS}/get_parameters',
@@ -189,7 +189,7 @@ class Client:
         raise TimeoutError(f'node not ready:\n{proc.log_tail()}')
 
     def image_pub(self, topic: str, compressed: bool = False) -> Any:
-        """Publisher with sensor-data QoS (best effort), as a camera driver uses."""
+        """Create an image publisher with sensor-data QoS (best effort), as cameras use."""
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import CompressedImage, Image
         return self.node.create_publisher(CompressedImage if compressed else Image, topic,
@@ -205,7 +205,7 @@ class Client:
 
 
 def make_image(stamp: float, width: int = 32, height: int = 24, seed: int = 0) -> Any:
-    """A valid rgb8 sensor_msgs/Image with the given stamp."""
+    """Build a valid rgb8 sensor_msgs/Image with the given stamp."""
     from sensor_msgs.msg import Image
     rng = np.random.default_rng(seed)
     img = Image(height=height, width=width, encoding='rgb8', step=width * 3)
