@@ -11,22 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness  # noqa: E402
-
-CAM_GOOD = "/rel/cam0/image_raw"
-CAM_BAD = "/rel/cam1/image_raw"
-CAM_COMPRESSED = "/rel/cam2/image_raw/compressed"
-MAX_QUESTION_CHARS = 200
-
-BASE_PARAMS: Dict[str, Any] = {
-    "model": "tiny-test",
-    "device": "cpu",
-    "image_topics": [CAM_GOOD, CAM_BAD, CAM_COMPRESSED],
-    "frame_rate": 20.0,
-    "max_new_tokens": 4,
-    "max_question_chars": MAX_QUESTION_CHARS,
-    "query_queue_size": 4,
-    "image_max_side": 64,
-}
+from harness import BASE_PARAMS  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,24 @@ REPO = Path(__file__).resolve().parents[2]
 INSTRUMENTED = Path(__file__).resolve().parent / "instrumented_node.py"
 NODE_NAME = "infmllm"
 
+# the reliability modules' node (tests import these from here, not from conftest:
+# several test folders have a conftest.py)
+CAM_GOOD = "/rel/cam0/image_raw"
+CAM_BAD = "/rel/cam1/image_raw"
+CAM_COMPRESSED = "/rel/cam2/image_raw/compressed"
+MAX_QUESTION_CHARS = 200
+
+BASE_PARAMS: Dict[str, Any] = {
+    "model": "tiny-test",
+    "device": "cpu",
+    "image_topics": [CAM_GOOD, CAM_BAD, CAM_COMPRESSED],
+    "frame_rate": 5.0,
+    "max_new_tokens": 4,
+    "max_question_chars": MAX_QUESTION_CHARS,
+    "query_queue_size": 4,
+    "image_max_side": 64,
+}
+
 
 def random_domain_id() -> int:
     """Pick a ROS_DOMAIN_ID in 1..200 so concurrent test modules/engineers do not cross-talk."""

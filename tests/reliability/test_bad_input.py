@@ -15,9 +15,9 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 import pytest
-from conftest import CAM_BAD, CAM_COMPRESSED, CAM_GOOD, MAX_QUESTION_CHARS
 from counters import cache_tokens, drop_count, frames_ingested
-from harness import image_msg, scene, wait_until
+from harness import (CAM_BAD, CAM_COMPRESSED, CAM_GOOD, MAX_QUESTION_CHARS, image_msg, scene,
+                     wait_until)
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CAM_GOOD
 from counters import drop_count, frames_ingested
-from harness import REPO, image_msg, ros_env, scene, wait_until
+from harness import CAM_GOOD, REPO, image_msg, ros_env, scene, wait_until
 
 HERE = Path(__file__).resolve().parent
 

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import List
 
 import pytest
-from conftest import BASE_PARAMS
-from harness import Client, NodeProcess
+from harness import BASE_PARAMS, Client, NodeProcess
 
 CLIENT_TIMEOUT = 20.0
 

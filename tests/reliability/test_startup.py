@@ -8,8 +8,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import BASE_PARAMS
-from harness import Client, NodeProcess
+from harness import BASE_PARAMS, Client, NodeProcess
 
 BAD_STARTUP = [
     ("frame_rate", -1.0),
