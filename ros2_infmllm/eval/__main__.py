@@ -162,7 +162,7 @@ def cmd_perplexity(args) -> int:
     text = corpus_mod.load_corpus(path)
     model, tok = load_eval_model(args.model, device=device, dtype=args.dtype, seed=args.seed)
     meta = run_metadata('perplexity', args.seed, model_label(args.model), device,
-                        dtype=args.dtype, smoke=args.smoke)
+                        argv=args.command_argv, dtype=args.dtype, smoke=args.smoke)
     info = corpus_mod.describe_corpus(text, Path(path).name)
 
     def save(partial: dict) -> None:
@@ -191,7 +191,7 @@ def cmd_memory_qa(args) -> int:
     device = resolve_device(args.device)
     model, tok = load_eval_model(args.model, device=device, dtype=args.dtype, seed=args.seed)
     meta = run_metadata('memory-qa', args.seed, model_label(args.model), device,
-                        dtype=args.dtype, smoke=args.smoke)
+                        argv=args.command_argv, dtype=args.dtype, smoke=args.smoke)
 
     def save(partial: dict) -> None:
         write_json(args.out, dict(partial, meta=meta, complete=False))
@@ -260,6 +260,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if argv and argv[0] in FORWARDED:
         return _forward_bench(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
+    args.command_argv = ['infmllm-eval'] + argv      # recorded in every result file
     os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
     t0 = time.perf_counter()
     try:

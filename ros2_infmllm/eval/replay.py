@@ -373,6 +373,7 @@ def run_from_args(args) -> dict:
               'stats': out['stats'], 'records': out['records']}
     result['meta'] = run_metadata('replay', args.seed, args.model, config.get('device', '?')
                                   if isinstance(config.get('device'), str) else 'cpu',
+                                  argv=getattr(args, 'command_argv', None),
                                   smoke=args.smoke, policy=config.get('policy'),
                                   budget=config.get('budget'))
     return result
