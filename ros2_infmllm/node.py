@@ -38,7 +38,8 @@ from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import (HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
 from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
 
@@ -63,6 +64,10 @@ NODE_NAME = 'infmllm'
 MAX_TOPICS = 16
 MAX_QUEUE = 64
 EXECUTOR_THREADS = MAX_QUEUE + 8       # every waiting request may hold one thread
+# requests of a burst must all reach a callback (a full queue refuses them with a reason);
+# the default services QoS (keep last 10) would drop the oldest of a larger burst unanswered
+SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=4 * MAX_QUEUE,
+                         reliability=ReliabilityPolicy.RELIABLE)
 STAMP_FUTURE_S = 60.0                  # frames stamped further ahead of the clock are dropped
 LOOP_JUMP_S = 1.0                      # a backwards jump larger than this is a replay loop
 LOG_EVERY_S = 5.0                      # rate limit of drop/error logs, per reason
@@ -277,16 +282,17 @@ class InfMllmNode(LifecycleNode):
         self._answers_pub = self.create_publisher(AnswerMsg, '~/answers', 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_service(Query, '~/query', self._on_query,
-                            callback_group=self._service_group)
+                            qos_profile=SERVICE_QOS, callback_group=self._service_group)
         self.create_service(Trigger, '~/reset', self._on_reset,
-                            callback_group=self._service_group)
+                            qos_profile=SERVICE_QOS, callback_group=self._service_group)
         self.create_service(DescribeMemory, '~/describe_memory', self._on_describe,
-                            callback_group=self._service_group)
+                            qos_profile=SERVICE_QOS, callback_group=self._service_group)
         self._action = ActionServer(
             self, Ask, '~/ask', execute_callback=self._on_ask_execute,
             goal_callback=lambda goal: GoalResponse.ACCEPT,
             cancel_callback=lambda handle: CancelResponse.ACCEPT,
-            callback_group=self._service_group)
+            goal_service_qos_profile=SERVICE_QOS, result_service_qos_profile=SERVICE_QOS,
+            cancel_service_qos_profile=SERVICE_QOS, callback_group=self._service_group)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=self._timer_group)
         if LIFECYCLE_ERROR:
             self.get_logger().warning(

@@ -113,7 +113,10 @@ class Client:
         with self._lock:
             key = f'{srv_type.__name__}:{name}'
             if key not in self._clients:
-                self._clients[key] = self.node.create_client(srv_type, name)
+                from rclpy.qos import QoSProfile
+                # deep reply history: a burst of replies must not be lost on this side
+                self._clients[key] = self.node.create_client(
+                    srv_type, name, qos_profile=QoSProfile(depth=256))
             cli = self._clients[key]
         if not cli.wait_for_service(timeout_sec=timeout):
             raise TimeoutError(f'service {name} not available in {timeout} s')

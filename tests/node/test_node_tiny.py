@@ -265,6 +265,29 @@ def test_full_queue_refused_at_once_tiny(client):
     assert queued['r'].success, 'an accepted question was lost'
 
 
+def test_burst_larger_than_queue_every_request_answered_tiny(client, node):
+    """24 requests at once (queue 8, default service QoS keeps 10): each gets a reply."""
+    results: Dict[int, Any] = {}
+
+    def ask(i: int) -> None:
+        try:
+            results[i] = client.query(f'burst {i}', max_new_tokens=2, timeout=90)
+        except TimeoutError as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    lost = [i for i in range(24) if i not in results or isinstance(results[i], Exception)]
+    assert not lost, f'requests without a reply: {lost}'
+    refused = [r for r in results.values() if not r.success]
+    assert all('queue full' in r.message for r in refused)
+    assert len(refused) < 24
+    assert node.alive()
+
+
 def _jpeg() -> bytes:
     import cv2
     ok, buf = cv2.imencode('.jpg', np.full((32, 32, 3), 128, np.uint8))
