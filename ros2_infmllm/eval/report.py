@@ -190,7 +190,10 @@ def render(results: list, md_path: Path) -> str:
         items = by_task.get(task)
         if not items:
             continue
-        parts += [f"## {titles.get(task, 'Benchmarks' if task == 'bench' else task)}", '']
+        bench = task == 'bench' or all(p.name.startswith('bench') for p, _ in items)
+        title = titles.get(task) or ('Benchmarks' + ('' if task == 'bench' else f': {task}')
+                                     if bench else task)
+        parts += [f'## {title}', '']
         if task == 'perplexity' and len(items) > 1:
             parts += ['### All perplexity runs compared', '', perplexity_headline(results)]
             png = combined_perplexity_plot(items, items[0][0].parent / 'perplexity_combined.png')
