@@ -126,6 +126,10 @@ def bench_ingest(model, device: str, budget: int, fps: float, seconds: float, fr
                 mem.append({"frame": i, "stamp": r["stamp"], "tokens": (i + 1) * maker.tokens,
                             "peak_device_bytes": peak_mem(device),
                             "kv_bytes": cache.kv_nbytes()})
+            if i % 100 == 99:          # partial results survive a time limit
+                res["partial"] = {"policy": name, "frames": i + 1,
+                                  "series_ms": [round(1e3 * x["total_s"], 3) for x in per]}
+                save(res)
         steady = per[min(len(per) - 1, 2 * budget // maker.tokens + 1):]
         rec = {"frames": n, "total": _stats([r["total_s"] for r in per]),
                "steady_total": _stats([r["total_s"] for r in steady]),
@@ -138,6 +142,7 @@ def bench_ingest(model, device: str, budget: int, fps: float, seconds: float, fr
                            round(1e3 * r["forward_s"], 3), round(1e3 * r["compact_s"], 3)]
                           for r in per]}
         res["policies"][name] = rec
+        res.pop("partial", None)
         tqdm.write(f"ingest {name}: p50 {rec['steady_total']['p50_ms']:.1f} ms, "
                    f"p95 {rec['steady_total']['p95_ms']:.1f} ms")
         del cache
