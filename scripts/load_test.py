@@ -197,6 +197,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             {"p50": harness.percentile(cb, 50), "p95": harness.percentile(cb, 95),
              "samples": len(cb)} if cb else "not published by the node")
         report["rss"] = _growth(rss, args.warmup_frac)
+        step = max(1, len(rss) // 60)
+        report["rss_series_mb"] = [[round(t, 1), round(v / 2**20, 1)] for t, v in rss[::step]]
         report["device_memory"] = _growth(dev, args.warmup_frac) if dev else "not reported"
         cbs = [r for r in _read(tmp / "record.callbacks.jsonl") if r["t"] >= wall_start]
         report["camera_callback_ms"] = {
