@@ -23,9 +23,29 @@ REPO = Path(__file__).resolve().parents[2]
 NS = '/infmllm'
 
 
-def random_domain() -> int:
-    """ROS_DOMAIN_ID in 1..200, so concurrent test modules do not see each other."""
-    return random.SystemRandom().randint(1, 200)
+def random_domain(probe_s: float = 1.0) -> int:
+    """Pick a ROS_DOMAIN_ID in 1..200 on which no other `infmllm` node is seen.
+
+    Other test runs on this host use random domains too; a collision would make two nodes
+    answer one client, so a candidate domain is watched for ``probe_s`` first.
+    """
+    import rclpy
+    os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    rng = random.SystemRandom()
+    for _ in range(10):
+        domain = rng.randint(1, 200)
+        context = rclpy.Context()
+        rclpy.init(context=context, domain_id=domain)
+        try:
+            probe = rclpy.create_node('node_test_domain_probe', context=context)
+            time.sleep(probe_s)
+            names = probe.get_node_names_and_namespaces()
+            probe.destroy_node()
+        finally:
+            context.try_shutdown()
+        if not any(n == NS.strip('/') for n, _ in names):
+            return domain
+    raise RuntimeError('every probed ROS domain already has an infmllm node')
 
 
 def _param_text(value: Any) -> str:
