@@ -299,13 +299,13 @@ def test_huge_max_new_tokens_is_capped_or_refused(node, client):
     _alive(node, client)
 
 
-def _flood(client, n: int) -> list:
+def _flood(client, n: int, timeout: float = 120.0) -> list:
     results: list = [None] * n
 
     def ask(i: int) -> None:
         try:
             results[i] = client.query(f"Question {i}: what is visible?", max_new_tokens=2,
-                                      timeout=120)
+                                      timeout=timeout)
         except TimeoutError as exc:
             results[i] = exc
 
@@ -313,7 +313,7 @@ def _flood(client, n: int) -> list:
     for t in threads:
         t.start()
     for t in threads:
-        t.join(150)
+        t.join(timeout + 30)
     return results
 
 
@@ -338,7 +338,7 @@ def test_queue_flood_refuses_with_reason_and_loses_nothing(node, client):
                    "(KEEP_LAST 10): a burst of more than 10 requests loses the oldest at the DDS "
                    "reader, so those clients get no reply at all (reported to the node owner)")
 def test_burst_larger_than_service_qos_depth_loses_nothing(node, client):
-    _check_flood(_flood(client, 24))
+    _check_flood(_flood(client, 24, timeout=30))
     _alive(node, client)
 
 
