@@ -158,6 +158,7 @@ def meta(task: str, device: str, argv: list, **extra) -> dict:
     info = {"task": task, "device": device_label(device), "torch": torch.__version__,
             "transformers": transformers.__version__, "python": platform.python_version(),
             "command": "infmllm-eval bench " + " ".join(argv),
-            "argv0": os.path.basename(sys.argv[0]), "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "argv0": os.path.basename(sys.argv[0]),
+            "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     info.update(extra)
     return info
