@@ -454,14 +454,15 @@ class InfMllmNode(LifecycleNode):
             return
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         now = self.get_clock().now().nanoseconds * 1e-9
-        if stamp == 0.0:
-            stamp = now                       # unstamped sources: arrival time
+        unstamped = stamp == 0.0
+        if unstamped:
+            stamp = now                       # unstamped sources: arrival time, no ordering
         with self._lock:
             if now > 0 and stamp > now + STAMP_FUTURE_S:
                 self._drop(cam, 'stamp_future', f'stamp {stamp:.3f} is {stamp - now:.1f} s '
                            'ahead of the clock')
                 return
-            if cam.last_stamp is not None and stamp <= cam.last_stamp:
+            if not unstamped and cam.last_stamp is not None and stamp <= cam.last_stamp:
                 if cam.last_stamp - stamp <= LOOP_JUMP_S:
                     self._drop(cam, 'stamp_not_increasing',
                                f'stamp {stamp:.3f} not after the last one {cam.last_stamp:.3f}')
@@ -485,7 +486,14 @@ class InfMllmNode(LifecycleNode):
         now = time.monotonic()
         if now - self._last_log.get(key, -1e9) >= LOG_EVERY_S:
             self._last_log[key] = now
-            (self.get_logger().error if error else self.get_logger().warning)(text)
+            # one call site per severity: rclpy refuses a severity change at one call site
+            try:
+                if error:
+                    self.get_logger().error(text)
+                else:
+                    self.get_logger().warning(text)
+            except Exception:  # noqa: BLE001 - logging after shutdown must not kill a thread
+                pass
 
     # ---- questions ------------------------------------------------------------------------
     def _admit(self, question: str, camera: str, max_new_tokens: int,
