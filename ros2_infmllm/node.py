@@ -265,7 +265,6 @@ class InfMllmNode(LifecycleNode):
         self._model_error = ''
         self._last_latency = 0.0
         self._questions = {'accepted': 0, 'refused': 0, 'answered': 0, 'failed': 0}
-        self._camera_group = ReentrantCallbackGroup()
         self._service_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
 
@@ -404,7 +403,9 @@ class InfMllmNode(LifecycleNode):
                 cam.subscription = self.create_subscription(
                     CompressedImage if compressed else Image, topic,
                     lambda msg, c=cam, z=compressed: self._on_frame(c, msg, z),
-                    qos_profile_sensor_data, callback_group=self._camera_group)
+                    qos_profile_sensor_data,
+                    # one exclusive group per camera keeps its frames in order
+                    callback_group=MutuallyExclusiveCallbackGroup())
 
     # ---- parameters -----------------------------------------------------------------------
     def _on_set_parameters(self, params: List[Any]) -> SetParametersResult:
