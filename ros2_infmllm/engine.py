@@ -131,11 +131,12 @@ class StreamingSession:
     def _ensure_started(self) -> None:
         if self._started:
             return
-        prompt = self.adapter.system_prompt
-        if prompt:
-            chunk = self.adapter.text_chunk(prompt, "system")
-            self._new_source("system")
-            self._run(chunk)
+        # Always open with a system turn (empty if the adapter has no prompt), so the
+        # attention-sink tokens belong to the "system" source and never make the first
+        # frame look like evidence.
+        chunk = self.adapter.text_chunk(self.adapter.system_prompt or "", "system")
+        self._new_source("system")
+        self._run(chunk)
         self._started = True
 
     def _cache_tokens(self) -> int:

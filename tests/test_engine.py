@@ -104,3 +104,24 @@ def test_tiny_bad_inputs_raise_value_error():
         s.ingest_frame(_frame(0), float("nan"), "front")
     with pytest.raises(ValueError, match="policy"):
         build_session(SessionConfig(model="tiny-test", device="cpu", policy="nope"))
+
+
+@pytest.mark.parametrize("prompt", [None, ""])
+def test_tiny_sink_tokens_belong_to_system_source(prompt):
+    """The first n_sink cached tokens come from the system turn, even with no prompt set."""
+    import copy
+
+    from ros2_infmllm.engine import StreamingSession
+    from ros2_infmllm.memory import make_policy
+    base = _session().adapter
+    ad = copy.copy(base)
+    if prompt is not None:
+        ad.system_prompt = prompt
+    s = StreamingSession(ad, make_policy("inf_mllm", budget=96, n_sink=4, n_recent=32,
+                                         window=8))
+    for i in range(6):
+        s.ingest_frame(_frame(i), float(i + 1), "front")
+    sys_idx = s.cache.source_index[0]
+    assert s.cache.source_meta[0][1] == "system"
+    for layer in s.cache.layers:
+        assert (layer.source[:, :4] == sys_idx).all()
