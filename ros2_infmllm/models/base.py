@@ -127,9 +127,9 @@ def cache_kwarg(model: Any) -> str:
 class ModelAdapter:
     """Text-only causal LM adapter (Llama family by default); subclasses add vision.
 
-    Subclasses set the chat markers (``turn_open``/``turn_close``) or override
-    :meth:`format_turn`. The ``lock`` serialises every forward of this model across
-    sessions (the scoring attention hands scores through module state).
+    Subclasses set the chat markers (``turn_open``/``turn_close``). The ``lock`` serialises
+    every forward of this model across sessions (the scoring attention hands scores through
+    module state).
     """
 
     family = "llama"
@@ -168,16 +168,20 @@ class ModelAdapter:
         self.cache_kwarg = cache_kwarg(model)
 
     # ---- chunks ---------------------------------------------------------------------------
-    def encode(self, text: str) -> torch.Tensor:
-        """Token ids ``[1, q]`` of ``text`` without special tokens added."""
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+    def encode(self, text: str, literal: bool = False) -> torch.Tensor:
+        """Token ids ``[1, q]`` of ``text`` without special tokens added.
+
+        ``literal`` tokenises special-token strings inside ``text`` as plain text, so text a
+        message carries can never become a chat control token.
+        """
+        ids = self._ids(text, literal)
         if not ids:
             raise ValueError("text encodes to zero tokens")
         return torch.tensor([ids], dtype=torch.long, device=self.device)
 
-    def format_turn(self, text: str, role: str) -> str:
-        """Chat-template text of one complete turn."""
-        return self.turn_open.format(role=role) + text + self.turn_close
+    def _ids(self, text: str, literal: bool) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False,
+                                   split_special_tokens=literal)["input_ids"])
 
     def frame_chunk(self, image_rgb: np.ndarray, stamp: float, camera: str) -> Chunk:
         """Tag + describer line for one frame (text-only models)."""
@@ -189,8 +193,12 @@ class ModelAdapter:
         """One complete chat turn (``role`` in system/user/assistant)."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, got {role!r}")
-        t = self.format_turn(text, role)
-        return Chunk(self.encode(t), role, t)
+        opening, closing = self.turn_open.format(role=role), self.turn_close
+        ids = self._ids(opening, False) + self._ids(text, True) + self._ids(closing, False)
+        if not ids:
+            raise ValueError("text encodes to zero tokens")
+        t = opening + text + closing
+        return Chunk(torch.tensor([ids], dtype=torch.long, device=self.device), role, t)
 
     def answer_prefix(self) -> Chunk:
         """Return the chat template's opening of the assistant turn."""
