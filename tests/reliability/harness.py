@@ -186,8 +186,11 @@ class Client:
     """An rclpy client node in a private context on `domain_id`, spun in a thread."""
 
     def __init__(self, domain_id: int, name: str = "reliability_client",
-                 node_name: str = NODE_NAME) -> None:
-        """Create the context, node and executor thread; nothing is called yet."""
+                 node_name: str = NODE_NAME, service_depth: int = 10) -> None:
+        """Create the context, node and executor thread; nothing is called yet.
+
+        ``service_depth`` is the history depth of the service clients (rclpy's default 10).
+        """
         import rclpy
         from rclpy.executors import MultiThreadedExecutor
 
@@ -196,6 +199,7 @@ class Client:
         rclpy.init(context=self.context, domain_id=domain_id)
         self.node = rclpy.create_node(name, context=self.context)
         self.ns = "/" + node_name
+        self.service_depth = service_depth
         self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self._spin, daemon=True)
@@ -215,7 +219,11 @@ class Client:
     def _client(self, srv_type: Any, name: str) -> Any:
         key = f"{srv_type.__name__}:{name}"
         if key not in self._clients:
-            self._clients[key] = self.node.create_client(srv_type, name)
+            from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+            qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.service_depth,
+                             reliability=ReliabilityPolicy.RELIABLE)
+            self._clients[key] = self.node.create_client(srv_type, name, qos_profile=qos)
         return self._clients[key]
 
     def call(self, srv_type: Any, name: str, request: Any, timeout: float = 30.0) -> Any:
