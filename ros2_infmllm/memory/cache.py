@@ -5,9 +5,15 @@ key and value buffers on its first update (device and dtype of the incoming keys
 writes new tokens into them; nothing is concatenated per step. When a layer holds more
 than ``budget`` tokens after a chunk, compaction is *pending*: it runs at the start of
 that layer's next ``update`` (or on :meth:`BoundedCache.compact`), using the scores the
-scoring attention computed while that chunk was prefilled. Compaction is one gather per
-buffer (keys, values, packed metadata) into the same buffers, plus exact RoPE re-rotation
-of the kept keys.
+scoring attention computed while that chunk was prefilled. When every layer is pending
+at once (the usual case: all layers see the same chunk) the first layer's update compacts
+all of them together: the layers' buffers are views of one stacked allocation per role, so
+selection, position re-packing and RoPE re-rotation run once over all layers and the
+gathers run once per group of layers (a bounded scratch), with no host synchronisation;
+the M-RoPE next position stays on the device until :meth:`BoundedCache.next_position`
+reads all layers' values in one transfer. Otherwise a layer compacts alone: one gather
+per buffer (keys, values, packed metadata) into the same buffers, plus exact RoPE
+re-rotation of the kept keys.
 
 Positions and masks. transformers derives default position ids from ``get_seq_length``
 and the causal mask from ``get_query_offset`` / ``get_mask_sizes``. This cache answers
@@ -38,6 +44,33 @@ from .rope import RopeSpec, repack_positions
 
 _UNKNOWN_SOURCE = 0   # dense index reserved for tokens appended without begin_source
 _PRUNE_MIN = 256      # live source entries before begin_source forgets evicted sources
+_GROUP_ELEMENTS = 1 << 23   # kept key elements gathered + re-rotated per batched step
+
+
+class _Stack:
+    """One allocation per buffer role shared by the layers (layer ``i`` uses index ``i``).
+
+    Lets compaction gather every layer's kept tokens in one op. ``spec`` is what a layer
+    must match to join (heads, key/value dims, dtype, device, capacity); a layer that
+    does not match or later reallocates uses its own buffers, and the stack stops serving
+    batched compaction (``complete`` False).
+    """
+
+    def __init__(self, n_layers: int, spec: tuple, rows: int):
+        h, dk, dv, dtype, dev, cap = spec
+        self.spec = spec
+        self.k = torch.zeros((n_layers, h, cap, dk), dtype=dtype, device=dev)
+        self.v = torch.zeros((n_layers, h, cap, dv), dtype=dtype, device=dev)
+        self.meta = torch.zeros((n_layers, rows + 2, h, cap), dtype=torch.long, device=dev)
+        self.scores = torch.zeros((n_layers, h, cap), dtype=torch.float32, device=dev)
+        self.members = [False] * n_layers
+        self.complete = True
+        self.orphan_bytes = 0        # slots of layers that left (still allocated)
+
+    def slot_bytes(self) -> int:
+        """Bytes of one layer's slot (all roles)."""
+        return sum(t[0].numel() * t.element_size()
+                   for t in (self.k, self.v, self.meta, self.scores))
 
 
 class BoundedLayer(CacheLayerMixin):
@@ -62,7 +95,8 @@ class BoundedLayer(CacheLayerMixin):
         self.length = 0
         self.capacity = 0
         self.pending = False
-        self.next_pos = 0
+        self._next_pos: int | None = 0    # None: on the device, see BoundedCache._lazy_next
+        self.in_stack = False
         self.arrived = 0
         self.evicted = 0
         self.compactions = 0
@@ -85,8 +119,27 @@ class BoundedLayer(CacheLayerMixin):
         self.n_heads = key_states.shape[1]
         self.k_dim = key_states.shape[-1]
         self.v_dim = value_states.shape[-1]
-        self._allocate(self.owner.initial_capacity)
+        views = self.owner.stack_views(self)
+        if views is None:
+            self._allocate(self.owner.initial_capacity)
+        else:
+            self.key_buf, self.value_buf, self.meta, self.scores = views
+            self.capacity = self.key_buf.shape[2]
+            self.in_stack = True
+            self.keys = self.key_buf[:, :, :0]
+            self.values = self.value_buf[:, :, :0]
         self.is_initialized = True
+
+    @property
+    def next_pos(self) -> int:
+        """Position of the next implicit token (reads a pending device value once)."""
+        if self._next_pos is None:
+            self.owner.resolve_next_positions()
+        return self._next_pos
+
+    @next_pos.setter
+    def next_pos(self, value: int) -> None:
+        self._next_pos = value
 
     def _allocate(self, capacity: int) -> None:
         """(Re)allocate every buffer at ``capacity`` tokens, keeping the first ``length``."""
@@ -104,6 +157,9 @@ class BoundedLayer(CacheLayerMixin):
                 new_meta[..., :n] = self.meta[..., :n]
                 new_sc[:, :n] = self.scores[:, :n]
             self.reallocations += 1
+        if self.in_stack:
+            self.owner.leave_stack(self)
+            self.in_stack = False
         self.key_buf, self.value_buf = new_k, new_v
         self.meta, self.scores = new_meta, new_sc
         self.capacity = capacity
@@ -162,7 +218,7 @@ class BoundedLayer(CacheLayerMixin):
         """Position of the next token after any pending compaction (may compact M-RoPE)."""
         if self.pending and self.owner.policy.repositions:
             if self.owner.pos_rows > 1:
-                self.compact()       # packed M-RoPE positions depend on what is kept
+                self.owner.compact_pending(self)   # packed M-RoPE positions depend on it
             else:
                 return self.kept_length()
         return self.next_pos
@@ -187,14 +243,14 @@ class BoundedLayer(CacheLayerMixin):
         if key_states.shape[0] != 1:
             raise ValueError(f"BoundedCache supports batch size 1, got {key_states.shape[0]}")
         if self.pending:
-            self.compact()
+            self.owner.compact_pending(self)
         owner = self.owner
         policy = owner.policy
         q = key_states.shape[-2]
         n = self.length
         if owner.epoch and self.undo_epoch != owner.epoch:      # first update since mark()
             self.undo_epoch = owner.epoch
-            self.undo_state = (n, self.arrived, self.next_pos, self.pending, self.scored_len,
+            self.undo_state = (n, self.arrived, self._next_pos, self.pending, self.scored_len,
                                len(self.segments))
         end = n + q
         if end > self.capacity:
@@ -315,7 +371,7 @@ class BoundedLayer(CacheLayerMixin):
         """Drop the tokens appended since the cache's ``mark()`` of ``epoch`` (if any)."""
         if self.undo_epoch != epoch or not self.undo_state:
             return
-        n, self.arrived, self.next_pos, self.pending, self.scored_len, n_seg = self.undo_state
+        n, self.arrived, self._next_pos, self.pending, self.scored_len, n_seg = self.undo_state
         del self.segments[n_seg:]
         if self.segments and self.segments[-1][1] > n:
             self.segments[-1][1] = n
@@ -329,7 +385,7 @@ class BoundedLayer(CacheLayerMixin):
         self.undo_state = ()
         self.length = 0
         self.pending = False
-        self.next_pos = 0
+        self._next_pos = 0
         self.arrived = 0
         self.evicted = 0
         self.compactions = 0
@@ -402,6 +458,8 @@ class BoundedCache(Cache):
         layers = [BoundedLayer(self, i) for i in range(n_layers)]
         super().__init__(layers=layers)
         self._scratch: dict[tuple, torch.Tensor] = {}
+        self._stack: _Stack | None = None
+        self.batched = True      # False: every layer compacts alone (reference path)
         self._init_state()
 
     def scratch(self, role: str, like: torch.Tensor, k: int) -> torch.Tensor:
@@ -427,6 +485,8 @@ class BoundedCache(Cache):
         self._prune_at = _PRUNE_MIN
         self.current_source = _UNKNOWN_SOURCE
         self._tally: torch.Tensor | None = None
+        self._lazy_next: torch.Tensor | None = None    # [L] next positions, on the device
+        self._lazy_vals: list | None = None
 
     # ---- transformers Cache API ---------------------------------------------------------------
     def get_seq_length(self, layer_idx: int = 0) -> int:
@@ -564,7 +624,7 @@ class BoundedCache(Cache):
             if not layer.is_initialized:
                 continue
             if layer.pending:
-                layer.compact()
+                self.compact_pending(layer)
             layer.flush()
             n = layer.length
             if n == 0:
@@ -601,10 +661,175 @@ class BoundedCache(Cache):
         self._explicit_pos = None
 
     def compact(self) -> None:
-        """Run every pending compaction now."""
+        """Run every pending compaction now (all layers together when they allow it)."""
+        if self._compact_stacked():
+            return
         for layer in self.layers:
             if layer.pending:
                 layer.compact()
+
+    def compact_pending(self, layer: BoundedLayer) -> None:
+        """Compact ``layer`` (pending): with every other layer at once if they allow it.
+
+        The result is the same as each layer compacting at its own next update: a layer's
+        compaction depends only on its own tokens and scores, fixed since its last chunk.
+        """
+        if not self._compact_stacked():
+            layer.compact()
+
+    # ---- stacked storage and batched compaction ---------------------------------------------
+    def stack_views(self, layer: BoundedLayer) -> tuple | None:
+        """Buffers for ``layer`` as views of the shared stack, or None (own buffers)."""
+        if not self.policy.compacts or not self.batched:
+            return None
+        spec = (layer.n_heads, layer.k_dim, layer.v_dim, layer.dtype, str(layer.device),
+                self.initial_capacity)
+        st = self._stack
+        if st is None:
+            st = self._stack = _Stack(len(self.layers), spec[:4] + (layer.device,) + spec[5:],
+                                      self.pos_rows)
+            st.spec = spec
+        if st.spec != spec:
+            st.complete = False
+            return None
+        i = layer.layer_idx
+        st.members[i] = True
+        return st.k[i:i + 1], st.v[i:i + 1], st.meta[i], st.scores[i]
+
+    def leave_stack(self, layer: BoundedLayer) -> None:
+        """``layer`` reallocated its own buffers: its stack slot is no longer used."""
+        st = self._stack
+        if st is not None and st.members[layer.layer_idx]:
+            st.members[layer.layer_idx] = False
+            st.complete = False
+            st.orphan_bytes += st.slot_bytes()
+
+    def resolve_next_positions(self) -> None:
+        """Read the device-side next positions of the last batched compaction (one sync)."""
+        if self._lazy_vals is None:
+            if self._lazy_next is None:
+                raise RuntimeError("internal: next position pending without a device value")
+            self._lazy_vals = self._lazy_next.tolist()
+        for layer, v in zip(self.layers, self._lazy_vals):
+            if layer._next_pos is None:
+                layer._next_pos = int(v)
+
+    def _stack_ready(self) -> bool:
+        """Tell whether every layer is pending in the complete stack with the same state."""
+        st = self._stack
+        if st is None or not st.complete or not self.batched:
+            return False
+        first = self.layers[0]
+        budget = self.policy.capacity
+        if budget is None or not first.pending or first.length <= budget:
+            return False
+        n, arrived = first.length, first.arrived
+        need = self.policy.score_mode is not None
+        for layer in self.layers:
+            if not (layer.in_stack and layer.pending and layer.length == n
+                    and layer.arrived == arrived) or (need and layer.scored_len < n):
+                return False
+        return True
+
+    def _flush_all(self) -> None:
+        """Write every layer's implicit-position metadata (once for all if they agree)."""
+        first = self.layers[0].segments
+        if any(layer.segments != first for layer in self.layers):
+            for layer in self.layers:
+                layer.flush()
+            return
+        meta, rows = self._stack.meta, self.pos_rows
+        dev = meta.device
+        for start, end, pos0, arr0, src in first:
+            ramp = torch.arange(end - start, device=dev)
+            meta[:, :rows, :, start:end] = (ramp + pos0).expand(rows, meta.shape[2], -1)
+            meta[:, rows, :, start:end] = ramp + arr0
+            meta[:, rows + 1, :, start:end] = src
+        for layer in self.layers:
+            layer.segments.clear()
+
+    def _stack_scratch(self, role: str, shape: tuple, like: torch.Tensor) -> torch.Tensor:
+        """Batched-compaction scratch (made once per shape, counted in :meth:`nbytes`)."""
+        key = (role, shape, like.dtype, str(like.device))
+        buf = self._scratch.get(key)
+        if buf is None:
+            buf = self._scratch[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return buf
+
+    def _compact_stacked(self) -> bool:
+        """Compact every layer together; False (nothing done) if they are not all ready.
+
+        Selection, M-RoPE re-packing and the metadata gather run once over all layers;
+        keys and values are gathered and re-rotated per group of layers (bounded scratch).
+        No host synchronisation: the M-RoPE next position stays on the device.
+        """
+        if not self._stack_ready():
+            return False
+        st, policy, layers = self._stack, self.policy, self.layers
+        first = layers[0]
+        n, arrived = first.length, first.arrived
+        n_layers, h, rows = len(layers), first.n_heads, self.pos_rows
+        self._flush_all()
+        meta = st.meta[..., :n]                                          # [L, R+2, H, n]
+        age = ((arrived - 1) - meta[:, rows]).reshape(n_layers * h, n)
+        scores = None
+        if policy.score_mode is not None:
+            scores = st.scores[:, :, :n].reshape(n_layers * h, n)
+        idx = policy.select(SelectionInput(scores=scores, age=age, length=n))
+        k = idx.shape[-1]
+        idx = idx.view(n_layers, h, k)
+        kept_meta = torch.gather(meta, 3, idx.unsqueeze(1).expand(-1, rows + 2, -1, -1))
+        if policy.score_mode == "all":
+            st.scores[:, :, :k] = st.scores[:, :, :n].gather(2, idx)
+        delta = None
+        if policy.repositions:
+            old_pos = kept_meta[:, :rows]                                # [L, R, H, k]
+            if rows == 1:
+                new_pos = torch.arange(k, device=meta.device).expand(n_layers, 1, h, k)
+                next_pos: int | None = k
+            else:
+                src = kept_meta[:, rows + 1]
+                run_start = torch.ones_like(src, dtype=torch.bool)
+                run_start[..., 1:] = src[..., 1:] != src[..., :-1]
+                flat_pos = old_pos.transpose(0, 1).reshape(rows, n_layers * h, k)
+                new_pos = repack_positions(flat_pos, run_start.reshape(n_layers * h, k))
+                new_pos = new_pos.view(rows, n_layers, h, k).transpose(0, 1)
+                if k:
+                    self._lazy_next = new_pos.amax(dim=(1, 2, 3)) + 1    # [L], on device
+                    self._lazy_vals = None
+                    next_pos = None
+                else:
+                    next_pos = 0
+            delta = new_pos - old_pos
+            kept_meta[:, :rows] = new_pos
+        st.meta[..., :k] = kept_meta
+        per_layer = max(1, h * k * max(first.k_dim, first.v_dim))
+        group = max(1, min(n_layers, _GROUP_ELEMENTS // per_layer))
+        for g0 in range(0, n_layers, group):
+            g1 = min(n_layers, g0 + group)
+            g = g1 - g0
+            gidx = idx[g0:g1].unsqueeze(-1)
+            kk = self._stack_scratch("sk", (group, h, k, first.k_dim), st.k)[:g]
+            torch.gather(st.k[g0:g1, :, :n], 2, gidx.expand(-1, -1, -1, first.k_dim), out=kk)
+            if delta is not None:
+                d = delta[g0:g1].transpose(0, 1).reshape(rows, g * h, k)
+                self.rope.rotate_(kk.view(g * h, k, first.k_dim), d)
+            st.k[g0:g1, :, :k] = kk
+            vv = self._stack_scratch("sv", (group, h, k, first.v_dim), st.v)[:g]
+            torch.gather(st.v[g0:g1, :, :n], 2, gidx.expand(-1, -1, -1, first.v_dim), out=vv)
+            st.v[g0:g1, :, :k] = vv
+        scored = k if policy.score_mode == "all" else 0
+        for layer in layers:
+            layer.pending = False
+            if policy.repositions:
+                layer._next_pos = next_pos
+            layer.evicted += n - k
+            layer.compactions += 1
+            layer.length = k
+            layer.scored_len = scored
+            layer.keys = layer.key_buf[:, :, :k]
+            layer.values = layer.value_buf[:, :, :k]
+        return True
 
     def reset(self) -> None:
         """Forget all tokens and sources; keep the buffers."""
@@ -615,7 +840,8 @@ class BoundedCache(Cache):
 
     def nbytes(self) -> int:
         """Bytes allocated by all layers (keys, values, metadata) and the compaction scratch."""
-        return sum(layer.nbytes() for layer in self.layers) + sum(
+        orphans = self._stack.orphan_bytes if self._stack is not None else 0
+        return sum(layer.nbytes() for layer in self.layers) + orphans + sum(
             t.numel() * t.element_size() for t in self._scratch.values())
 
     def kv_nbytes(self) -> int:

@@ -438,3 +438,53 @@ def test_tiny_deepcopy_probes_memory_without_touching_the_original(models):
     ref = forward(model, _ids(7, seed=50), twin).logits
     torch.testing.assert_close(got, ref)
     assert "q" not in cache.sources_in_memory() and "q" in probe.sources_in_memory()
+
+
+def _stream_with(model, policy, batched, frames=False):
+    """Stream chunks + decode steps through a cache; return logits, kept metadata, stats."""
+    cache = BoundedCache(make_policy(policy, **dict(POLICY_PARAMS[policy], budget=64,
+                                                    **({"n_recent": 16} if "n_recent" in
+                                                       POLICY_PARAMS[policy] else {}))),
+                         model.config, max_chunk=40, decode_slack=4)
+    cache.batched = batched
+    stacked = []
+    real = cache._compact_stacked
+    cache._compact_stacked = lambda: stacked.append(real()) or stacked[-1]
+    out = []
+    ids = _ids(400, seed=21)
+    for c in range(6):
+        cache.begin_source(c, stamp=float(c), kind="frame")
+        kw = {}
+        if frames:
+            pos, _ = _frame_positions(cache.next_position())
+            cache.set_next_positions(pos)
+            kw = dict(position_ids=pos)
+        out.append(forward(model, ids[:, 40 * c:40 * c + 40], cache, **kw).logits)
+        if not frames:
+            for t in range(6):
+                out.append(forward(model, torch.full((1, 1), t + c), cache).logits)
+    cache.compact()
+    metas = []
+    for layer in cache.layers:
+        layer.flush()
+        metas.append((layer.length, layer.meta[..., :layer.length].clone(),
+                      layer.keys.clone(), layer.values.clone()))
+    return torch.cat(out, dim=1), metas, cache.next_position(), stacked
+
+
+@pytest.mark.parametrize("family,frames", [("llama", False), ("qwen2_vl", True)])
+@pytest.mark.parametrize("policy", ["inf_mllm", "h2o", "snapkv", "streaming_llm"])
+def test_tiny_batched_compaction_equals_per_layer_compaction(models, family, frames, policy):
+    """All layers compacted in one batched step give the same memory as layer by layer."""
+    model = models[family]
+    got, got_meta, got_next, stacked = _stream_with(model, policy, True, frames)
+    ref, ref_meta, ref_next, ref_stacked = _stream_with(model, policy, False, frames)
+    assert any(stacked), "the batched path never ran"
+    assert not any(ref_stacked)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    assert got_next == ref_next
+    for (n, meta, k, v), (rn, rmeta, rk, rv) in zip(got_meta, ref_meta):
+        assert n == rn
+        assert torch.equal(meta, rmeta)
+        torch.testing.assert_close(k, rk, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(v, rv)
