@@ -102,6 +102,7 @@ class BoundedLayer(CacheLayerMixin):
         self.compactions = 0
         self.reallocations = 0
         self.scored_len = 0
+        self.scored_arrival = 0     # stream arrival count at the last received scores
         self.tally_now = False
         self.undo_epoch = 0
         self.undo_state: tuple = ()
@@ -284,14 +285,15 @@ class BoundedLayer(CacheLayerMixin):
 
         budget = policy.capacity
         mode = policy.score_mode
-        if mode == "all":
+        if policy.keeps_scores:
             self.scores[:, n:end] = 0.0
         over = budget is not None and end > budget
         self.pending = over and (q > 1 or end >= budget + owner.decode_slack)
         self.tally_now = owner.take_score_request(self.layer_idx)
         if mode == "all":
             scoring.set_awaiting(self, None)
-        elif (mode == "window" and self.pending) or self.tally_now:
+        elif (mode == "window" and (self.pending or (q > 1 and policy.keeps_scores))) \
+                or self.tally_now:
             scoring.set_awaiting(self, policy.scoring_window)
         else:
             scoring.clear_awaiting()
@@ -300,8 +302,13 @@ class BoundedLayer(CacheLayerMixin):
     def receive_scores(self, scores: torch.Tensor) -> None:
         """Take ``[H_kv, T]`` scores from the attention function."""
         t = scores.shape[-1]
-        if self.owner.policy.score_mode == "all":
+        policy = self.owner.policy
+        if policy.keeps_scores:
+            factor = policy.carry_factor(self.arrived - self.scored_arrival)
+            if factor != 1.0:
+                self.scores[:, :t] *= factor
             self.scores[:, :t] += scores
+            self.scored_arrival = self.arrived
         else:
             self.scores[:, :t] = scores
         self.scored_len = t
@@ -342,7 +349,7 @@ class BoundedLayer(CacheLayerMixin):
         kept_meta = torch.gather(self.meta[..., :n], 2,
                                  idx.unsqueeze(0).expand(rows + 2, -1, -1),
                                  out=self.owner.scratch("meta", self.meta, k))
-        if policy.score_mode == "all":
+        if policy.keeps_scores:
             self.scores[:, :k] = self.scores[:, :n].gather(1, idx)
         if policy.repositions:
             old_pos = kept_meta[:rows]
@@ -363,7 +370,7 @@ class BoundedLayer(CacheLayerMixin):
         self.evicted += n - k
         self.compactions += 1
         self.length = k
-        self.scored_len = k if policy.score_mode == "all" else 0
+        self.scored_len = k if policy.keeps_scores else 0
         self.keys = self.key_buf[:, :, :k]
         self.values = self.value_buf[:, :, :k]
 
@@ -390,6 +397,7 @@ class BoundedLayer(CacheLayerMixin):
         self.evicted = 0
         self.compactions = 0
         self.scored_len = 0
+        self.scored_arrival = 0
         self.tally_now = False
         self.segments.clear()
         if self.key_buf is not None:
@@ -779,7 +787,7 @@ class BoundedCache(Cache):
         k = idx.shape[-1]
         idx = idx.view(n_layers, h, k)
         kept_meta = torch.gather(meta, 3, idx.unsqueeze(1).expand(-1, rows + 2, -1, -1))
-        if policy.score_mode == "all":
+        if policy.keeps_scores:
             st.scores[:, :, :k] = st.scores[:, :, :n].gather(2, idx)
         delta = None
         if policy.repositions:
@@ -818,7 +826,7 @@ class BoundedCache(Cache):
             vv = self._stack_scratch("sv", (group, h, k, first.v_dim), st.v)[:g]
             torch.gather(st.v[g0:g1, :, :n], 2, gidx.expand(-1, -1, -1, first.v_dim), out=vv)
             st.v[g0:g1, :, :k] = vv
-        scored = k if policy.score_mode == "all" else 0
+        scored = k if policy.keeps_scores else 0
         for layer in layers:
             layer.pending = False
             if policy.repositions:

@@ -488,3 +488,45 @@ def test_tiny_batched_compaction_equals_per_layer_compaction(models, family, fra
         assert torch.equal(meta, rmeta)
         torch.testing.assert_close(k, rk, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(v, rv)
+
+
+def test_tiny_carry_adds_each_chunk_score_to_decayed_relevance(models, monkeypatch):
+    """inf_mllm with carry scores every chunk and keeps carry**(tokens/budget) of the past."""
+    from ros2_infmllm.memory import scoring
+    got = []
+    real = scoring.window_scores
+
+    def spy(*args):
+        out = real(*args)
+        got.append(out.clone())
+        return out
+
+    monkeypatch.setattr(scoring, "window_scores", spy)
+    model = models["llama"]
+    n_layers = model.config.num_hidden_layers
+    pol = make_policy("inf_mllm", budget=64, n_sink=4, n_recent=16, window=4, kernel=3,
+                      carry=0.5)
+    cache = BoundedCache(pol, model.config, max_chunk=40, decode_slack=4)
+    forward(model, _ids(20), cache)                 # under budget, but scored (carry)
+    forward(model, _ids(30, seed=5), cache)         # under budget, scored
+    assert len(got) == 2 * n_layers
+    first, second = got[0], got[n_layers]
+    want = first * 0.5 ** (30 / 64)
+    want = torch.cat([want, torch.zeros(first.shape[0], 30)], dim=1) + second
+    torch.testing.assert_close(cache.layers[0].scores[:, :50], want)
+    forward(model, _ids(30, seed=6), cache)         # 80 > 64: compaction keeps the scores
+    cache.compact()
+    layer = cache.layers[0]
+    assert layer.length == 64 and layer.scored_len == 64
+    assert torch.all(layer.scores[:, :64] >= 0)
+
+
+def test_carry_factor_and_validation():
+    """carry 0 replaces scores (the paper's rule); carry c keeps c per budget tokens; c < 1."""
+    pol0 = make_policy("inf_mllm", budget=8, n_sink=1, n_recent=2, window=4, kernel=1, bias=0.0)
+    pol1 = make_policy("inf_mllm", budget=8, n_sink=1, n_recent=2, window=4, kernel=1, bias=0.0,
+                       carry=0.9)
+    assert pol0.carry_factor(100) == 1.0 and not pol0.keeps_scores
+    assert pol1.keeps_scores and pol1.carry_factor(8) == pytest.approx(0.9)
+    with pytest.raises(ValueError, match="carry"):
+        make_policy("inf_mllm", budget=8, n_sink=1, n_recent=2, carry=1.0)

@@ -20,8 +20,9 @@ class SelectionInput:
     ----------
     scores : torch.Tensor or None
         ``[H_kv, T]`` float32: window scores of the last scored chunk (``score_mode ==
-        "window"``) or attention accumulated over every step (``"all"``); None for
-        policies that need no scores.
+        "window"``), those scores plus the decayed relevance carried from earlier chunks
+        (``"window"`` with ``carry > 0``), or attention accumulated over every step
+        (``"all"``); None for policies that need no scores.
     age : torch.Tensor
         ``[H_kv, T]`` int64: tokens between each cached token and the newest one (0 = newest).
     length : int
@@ -90,6 +91,22 @@ class Policy:
         return int(getattr(self, "window", 1))
 
     @property
+    def keeps_scores(self) -> bool:
+        """Whether scores persist through compactions (accumulated, not replaced)."""
+        return self.score_mode == "all" or float(getattr(self, "carry", 0.0)) > 0.0
+
+    def carry_factor(self, tokens: int) -> float:
+        """Share of the carried scores kept after ``tokens`` more tokens of stream.
+
+        1 for H2O's plain sum; ``carry ** (tokens / budget)`` for a window policy with
+        ``carry``, so relevance fades per token streamed, whatever the chunk sizes.
+        """
+        if self.score_mode == "all":
+            return 1.0
+        carry = float(getattr(self, "carry", 0.0))
+        return carry ** (tokens / float(self.capacity)) if carry > 0 and tokens > 0 else 1.0
+
+    @property
     def repositions(self) -> bool:
         """Whether kept tokens get contiguous positions after compaction."""
         return bool(getattr(self, "reposition", False)) and self.compacts
@@ -110,6 +127,10 @@ class Policy:
                 raise ValueError(f"kernel must be odd (centred pooling), got {self.kernel}")
         if "bias" in fields:
             _check_float("bias", self.bias, 0.0)
+        if "carry" in fields:
+            _check_float("carry", self.carry, 0.0)
+            if self.carry >= 1.0:
+                raise ValueError(f"carry must be < 1 (1 would never forget), got {self.carry}")
         if "reposition" in fields and not isinstance(self.reposition, bool):
             raise TypeError(f"reposition must be a bool, got {self.reposition!r}")
         if "budget" in fields:

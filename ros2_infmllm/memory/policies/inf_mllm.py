@@ -40,6 +40,12 @@ class InfMLLMPolicy(Policy):
         has its score multiplied by ``exp(-bias)``; 0 disables it.
     reposition : bool
         Re-assign contiguous positions 0..n-1 to kept tokens (the paper's length extrapolation).
+    carry : float
+        In [0, 1): share of a token's relevance that survives ``budget`` more tokens of
+        stream. 0 scores each compaction by the newest chunk alone (the paper's retrieval
+        window); above 0 each chunk's window score is added to the decayed relevance of
+        the earlier ones (every chunk is then scored), so a token that an earlier chunk
+        found relevant is not evicted as soon as one chunk ignores it.
     """
 
     budget: int = 1024
@@ -49,6 +55,7 @@ class InfMLLMPolicy(Policy):
     kernel: int = 7
     bias: float = 1.0
     reposition: bool = True
+    carry: float = 0.0
 
     name: ClassVar[str] = "inf_mllm"
     score_mode: ClassVar[str | None] = "window"
