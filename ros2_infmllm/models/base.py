@@ -147,8 +147,9 @@ class ModelAdapter:
         self.describer = describer if describer is not None else FrameDescriber()
         self.system_prompt = system_prompt if system_prompt is not None else (
             "You watch camera frames. Each line starting with [cam NAME HH:MM:SS.s] describes "
-            "one frame: its colours, light, motion and ArUco marker ids. Answer questions "
-            "about them briefly.")
+            "one frame: what is in view (coloured boxes, ArUco markers, QR codes), the light "
+            "and the motion; \"no change.\" means the frame looked like the one before. "
+            "Answer questions about them briefly.")
         self.lock = threading.RLock()
         self.device = next(model.parameters()).device
         eos = getattr(model.generation_config, "eos_token_id", None) \

@@ -1,10 +1,12 @@
 """OpenCV frame describer: the eyes of text-only language models.
 
-Turns one RGB frame into a short deterministic line of text (dominant colours by name,
-brightness, motion against the previous frame of the same camera, ArUco markers, QR codes,
-faces), so a text LLM receives frames through exactly the same bounded-memory path as
-vision tokens would take. Everything is computed on a downscaled copy (<= 160 px) except
-marker/QR/face detection, which uses the frame at ``image_max_side``.
+Turns one RGB frame into a short deterministic line of text (coloured boxes and patches
+with their place, ArUco markers, QR codes, faces, light level, motion against the previous
+frame of the same camera), so a text LLM receives frames through exactly the same
+bounded-memory path as vision tokens would take. The words are coarse on purpose (no
+percentages), so a scene that does not change reads the same and is reported as "no
+change." in a few tokens. Colours, light and motion use a 96 px copy; marker, QR and
+face detection use the frame at ``image_max_side``.
 """
 
 from __future__ import annotations
@@ -62,52 +64,66 @@ def downscale(image: np.ndarray, max_side: int) -> np.ndarray:
                       interpolation=cv2.INTER_AREA)
 
 
+def _where(x: float, width: int) -> str:
+    """Horizontal place of a centre ``x`` in a frame ``width`` wide."""
+    third = x / max(1, width)
+    return "on the left" if third < 1 / 3 else "on the right" if third > 2 / 3 else \
+        "in the centre"
+
+
 @dataclass
 class FrameDescription:
     """What the describer saw in one frame.
 
     Parameters
     ----------
-    colours : list of (str, float)
-        Dominant colour names with their share of the frame (largest first).
+    objects : list of (str, str, str)
+        Saturated colour regions as ``(colour, "box" | "patch", place)``, largest first;
+        a region is a box when it fills at least 80% of its bounding rectangle.
     brightness : float
         Mean luma in 0..1.
     motion : float or None
         Share of pixels that changed against the previous frame of the camera
         (None for the first frame).
-    markers : list of int
-        ArUco (4x4_50 dictionary) marker ids, sorted.
+    markers : list of (int, str)
+        ArUco (4x4_50 dictionary) marker ids with their place, by id.
     qr : list of str
         Decoded QR code texts.
     faces : int
         Number of frontal faces (Haar cascade).
     """
 
-    colours: list[tuple[str, float]] = field(default_factory=list)
+    objects: list[tuple[str, str, str]] = field(default_factory=list)
     brightness: float = 0.0
     motion: float | None = None
-    markers: list[int] = field(default_factory=list)
+    markers: list[tuple[int, str]] = field(default_factory=list)
     qr: list[str] = field(default_factory=list)
     faces: int = 0
 
+    def light(self) -> str:
+        """Light level in words."""
+        b = self.brightness
+        return "dark" if b < 0.25 else "dim light" if b < 0.45 else \
+            "bright light" if b > 0.75 else "normal light"
+
+    def movement(self) -> str:
+        """Motion in words (coarse, so that sensor noise does not change the text)."""
+        m = self.motion
+        return "first frame" if m is None else "still" if m < 0.01 else \
+            "some motion" if m < 0.15 else "much motion"
+
+    def content(self) -> str:
+        """Return what is in view, without light and motion (what questions ask about)."""
+        seen = [f"{c} {shape} {where}" for c, shape, where in self.objects]
+        seen += [f"ArUco marker {i} {where}" for i, where in self.markers]
+        seen += [f"QR code '{t}'" for t in self.qr]
+        if self.faces:
+            seen.append(f"{self.faces} face{'s' if self.faces > 1 else ''}")
+        return ", ".join(seen) if seen else "nothing in view"
+
     def text(self) -> str:
         """One short line for the language model."""
-        parts = []
-        cols = ", ".join(f"{n} {round(100 * s)}%" for n, s in self.colours)
-        parts.append(f"colours: {cols}")
-        b = self.brightness
-        parts.append("dark" if b < 0.25 else "dim" if b < 0.45 else
-                     "bright" if b > 0.75 else "normal light")
-        if self.motion is not None:
-            m = self.motion
-            parts.append("no motion" if m < 0.01 else f"motion {round(100 * m)}%")
-        if self.markers:
-            parts.append("aruco markers " + " ".join(str(i) for i in self.markers))
-        if self.qr:
-            parts.append("qr " + " ".join(repr(t) for t in self.qr))
-        if self.faces:
-            parts.append(f"{self.faces} face{'s' if self.faces > 1 else ''}")
-        return "; ".join(parts)
+        return f"{self.content()}; {self.light()}; {self.movement()}."
 
 
 def load_face_cascade():
@@ -134,10 +150,12 @@ class FrameDescriber:
     """
 
     def __init__(self, max_colours: int = 3, detect_faces: bool = True, detect_qr: bool = True,
-                 min_share: float = 0.05):
+                 min_share: float = 0.03, report_unchanged: bool = True):
         """Build the detectors once (ArUco 4x4_50, QR, the shipped frontal-face cascade)."""
         self.max_colours = max_colours
         self.min_share = min_share
+        self.report_unchanged = report_unchanged
+        self._last_line: dict[str, str] = {}
         self._lock = threading.Lock()
         self._prev: dict[str, np.ndarray] = {}
         aruco = cv2.aruco
@@ -152,19 +170,13 @@ class FrameDescriber:
         """Forget previous frames (motion starts over)."""
         with self._lock:
             self._prev.clear()
+            self._last_line.clear()
 
     def analyse(self, image: np.ndarray, camera: str = "") -> FrameDescription:
         """Describe ``image`` (HxWx3 uint8 RGB); updates the camera's previous frame."""
         image = check_image(image)
         small = cv2.resize(image, (_SMALL, _SMALL), interpolation=cv2.INTER_AREA)
-        desc = FrameDescription()
-        # dominant colours: nearest named reference per pixel, shares over the frame
-        px = small.reshape(-1, 3).astype(np.float32)
-        d = ((px[:, None, :] - _REF[None, :, :]) ** 2).sum(-1)
-        counts = np.bincount(d.argmin(1), minlength=len(_NAMES)) / px.shape[0]
-        order = np.argsort(-counts, kind="stable")
-        desc.colours = [(_NAMES[i], float(counts[i])) for i in order[:self.max_colours]
-                        if counts[i] >= self.min_share]
+        desc = FrameDescription(objects=self._objects(small))
         grey_small = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
         desc.brightness = float(grey_small.mean()) / 255.0
         with self._lock:
@@ -174,9 +186,12 @@ class FrameDescriber:
             diff = cv2.absdiff(prev, grey_small)
             desc.motion = float((diff > 25).mean())
         grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        _, ids, _ = self._aruco.detectMarkers(grey)
+        corners, ids, _ = self._aruco.detectMarkers(grey)
         if ids is not None:
-            desc.markers = sorted({int(i) for i in np.asarray(ids).reshape(-1)})
+            width = grey.shape[1]
+            found = {int(i): _where(float(np.asarray(c).reshape(-1, 2)[:, 0].mean()), width)
+                     for i, c in zip(np.asarray(ids).reshape(-1), corners)}
+            desc.markers = sorted(found.items())
         if self._qr is not None:
             found, _pts = self._qr.detect(grey)
             if found:
@@ -189,6 +204,41 @@ class FrameDescriber:
             desc.faces = int(len(faces))
         return desc
 
+    def _objects(self, small: np.ndarray) -> list[tuple[str, str, str]]:
+        """Saturated colour regions of ``small`` (RGB) as (colour, shape, place)."""
+        hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)
+        vivid = (hsv[..., 1] >= 90) & (hsv[..., 2] >= 50)
+        if vivid.mean() < self.min_share:
+            return []
+        px = small.reshape(-1, 3).astype(np.float32)
+        nearest = ((px[:, None, :] - _REF[None, :, :]) ** 2).sum(-1).argmin(1)
+        nearest = nearest.reshape(small.shape[:2])
+        found = []
+        for ci in np.unique(nearest[vivid]):
+            mask = (vivid & (nearest == ci)).astype(np.uint8)
+            n, labels, stats, cents = cv2.connectedComponentsWithStats(mask, connectivity=8)
+            for k in range(1, n):
+                area = stats[k, cv2.CC_STAT_AREA]
+                if area < self.min_share * mask.size:
+                    continue
+                box = stats[k, cv2.CC_STAT_WIDTH] * stats[k, cv2.CC_STAT_HEIGHT]
+                shape = "box" if area >= 0.8 * box else "patch"
+                found.append((area, _NAMES[ci], shape, _where(cents[k][0], small.shape[1])))
+        found.sort(key=lambda f: -f[0])
+        return [f[1:] for f in found[:self.max_colours]]
+
     def describe(self, image: np.ndarray, stamp: float, camera: str) -> str:
-        """Return ``"[cam NAME HH:MM:SS.s] colours: ...; bright; ..."`` for one frame."""
-        return f"{frame_tag(stamp, camera)} {self.analyse(image, camera).text()}"
+        """Return ``"[cam NAME HH:MM:SS.s] red box on the left, ...; dim light; still."``.
+
+        With ``report_unchanged`` a frame whose content, light and motion read the same
+        as the previous frame of its camera becomes ``"[cam ...] no change."``: repeated
+        lines would spend the bounded memory on nothing new.
+        """
+        desc = self.analyse(image, camera)
+        line = desc.text()
+        with self._lock:
+            same = self._last_line.get(camera) == line
+            self._last_line[camera] = line
+        if same and self.report_unchanged:
+            line = "no change."
+        return f"{frame_tag(stamp, camera)} {line}"
