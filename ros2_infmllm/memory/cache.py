@@ -24,10 +24,18 @@ re-positioning (``snapkv``) positions keep growing while the mask covers the kep
 
 Decode steps (one token) that push a layer over budget do not compact at once: tokens
 accumulate for up to ``decode_slack`` steps and are compacted together, so an answer costs
-no per-token gather. The decode path does no host synchronisation: per-token metadata is
-recorded as Python segments and written to the device tensors only when needed
-(compaction, evidence tally, :meth:`BoundedCache.sources_in_memory`). Batch size 1 only
-(one stream per cache).
+no per-token gather. A one-token step requests no new window scores (for ``"window"``
+policies): the compaction reuses the scores of the last scored multi-token chunk (the
+question's window, a better relevance estimate than one query). Window-mode compaction
+therefore gathers the kept tokens' scores too, so they stay valid after it, and the
+tokens appended by unscored one-token steps since those scores (``BoundedLayer.unscored``,
+always the newest ones) are forced kept like recent tokens. Only when no scored chunk
+covers the older tokens (a multi-token chunk was appended without scores, e.g. under
+budget) does the step that leaves the layer pending score its one query, as before; H2O
+(``"all"``) scores every step anyway. The decode path does no host synchronisation:
+per-token metadata is recorded as Python segments and written to the device tensors only
+when needed (compaction, evidence tally, :meth:`BoundedCache.sources_in_memory`). Batch
+size 1 only (one stream per cache).
 """
 
 from __future__ import annotations
@@ -41,10 +49,41 @@ from . import scoring
 from .policies import Policy
 from .policies.base import SelectionInput
 from .rope import RopeSpec, repack_positions
+from .selection import top_k_per_head
 
 _UNKNOWN_SOURCE = 0   # dense index reserved for tokens appended without begin_source
 _PRUNE_MIN = 256      # live source entries before begin_source forgets evicted sources
 _GROUP_ELEMENTS = 1 << 23   # kept key elements gathered + re-rotated per batched step
+
+
+def select_kept(policy: Policy, inp: SelectionInput, unscored: int) -> torch.Tensor:
+    """``policy.select(inp)`` with the ``unscored`` newest tokens forced kept as well.
+
+    Those tokens came after the scores in ``inp`` (one-token decode steps, no window
+    scored): like recent tokens they are kept, at most ``budget - n_sink`` of them (then
+    the selection is the sinks plus the newest tokens).
+    """
+    n_sink, n_recent = policy.forced()
+    if unscored <= n_recent:
+        return policy.select(inp)
+    recent = min(unscored, policy.capacity - n_sink)
+    return top_k_per_head(policy.priority(inp), policy.capacity, n_sink, recent)
+
+
+def scored_after_compaction(policy: Policy, scored: int, unscored: int,
+                            kept: int) -> tuple[int, int]:
+    """``(scored_len, unscored)`` of a layer after :func:`select_kept` kept ``kept`` tokens.
+
+    Kept indices are ascending, so the kept unscored tokens (all of them, or the newest
+    ``budget - n_sink`` and any unscored sinks) end the buffer.
+    """
+    if policy.score_mode is None:
+        return 0, 0
+    n_sink = policy.forced()[0]
+    if unscored <= policy.capacity - n_sink:
+        return kept - unscored, unscored
+    left = min(n_sink, scored)
+    return left, kept - left
 
 
 class _Stack:
@@ -101,7 +140,8 @@ class BoundedLayer(CacheLayerMixin):
         self.evicted = 0
         self.compactions = 0
         self.reallocations = 0
-        self.scored_len = 0
+        self.scored_len = 0         # leading tokens whose scores are valid
+        self.unscored = 0           # newest tokens appended by unscored one-token steps
         self.scored_arrival = 0     # stream arrival count at the last received scores
         self.tally_now = False
         self.undo_epoch = 0
@@ -252,7 +292,7 @@ class BoundedLayer(CacheLayerMixin):
         if owner.epoch and self.undo_epoch != owner.epoch:      # first update since mark()
             self.undo_epoch = owner.epoch
             self.undo_state = (n, self.arrived, self._next_pos, self.pending, self.scored_len,
-                               len(self.segments))
+                               self.unscored, len(self.segments))
         end = n + q
         if end > self.capacity:
             grow = max(end, 2 * self.capacity) if not policy.compacts else end + owner.slack
@@ -287,17 +327,36 @@ class BoundedLayer(CacheLayerMixin):
         mode = policy.score_mode
         if policy.keeps_scores:
             self.scores[:, n:end] = 0.0
+        self.unscored = self.unscored + 1 if q == 1 else 0   # receive_scores resets it
         over = budget is not None and end > budget
         self.pending = over and (q > 1 or end >= budget + owner.decode_slack)
         self.tally_now = owner.take_score_request(self.layer_idx)
         if mode == "all":
             scoring.set_awaiting(self, None)
-        elif (mode == "window" and (self.pending or (q > 1 and policy.keeps_scores))) \
-                or self.tally_now:
+        elif (mode == "window" and ((self.pending and (q > 1 or not self.scores_carried()))
+                                    or (q > 1 and policy.keeps_scores))) or self.tally_now:
             scoring.set_awaiting(self, policy.scoring_window)
         else:
             scoring.clear_awaiting()
         return self.keys, self.values
+
+    def scores_carried(self) -> bool:
+        """Whether the held scores cover every token but the unscored one-token appends.
+
+        True when a scored chunk (or a compaction that kept its scores) left valid scores
+        for the first ``scored_len`` tokens and only one-token steps came after them: a
+        window-mode compaction can then run on those scores without a new window.
+        """
+        return self.scored_len > 0 and self.scored_len + self.unscored >= self.length
+
+    def scores_ready(self) -> bool:
+        """Whether a compaction now has the scores its policy needs."""
+        mode = self.owner.policy.score_mode
+        if mode is None:
+            return True
+        if mode == "all":
+            return self.scored_len >= self.length
+        return self.scores_carried()
 
     def receive_scores(self, scores: torch.Tensor) -> None:
         """Take ``[H_kv, T]`` scores from the attention function."""
@@ -312,6 +371,7 @@ class BoundedLayer(CacheLayerMixin):
         else:
             self.scores[:, :t] = scores
         self.scored_len = t
+        self.unscored = 0
         if self.tally_now:
             self.flush()
             self.owner.tally(self, scores)
@@ -327,17 +387,22 @@ class BoundedLayer(CacheLayerMixin):
             return
         n = self.length
         scores = None
+        unscored = 0
         if policy.score_mode is not None:
-            if self.scored_len < n:
+            if not self.scores_ready():
                 raise RuntimeError(
                     f"policy {policy.name!r} needs attention scores but layer {self.layer_idx} "
                     f"got none for its last chunk: call use_scoring_attention(model) before "
                     f"running the model with this cache")
+            unscored = n - self.scored_len
+            if unscored and not policy.keeps_scores:
+                self.scores[:, self.scored_len:n] = 0.0     # slots of earlier tokens
             scores = self.scores[:, :n]
         self.flush()
         rows = self.owner.pos_rows
         age = (self.arrived - 1) - self.meta[rows, :, :n]
-        idx = policy.select(SelectionInput(scores=scores, age=age, length=n))   # [H, budget]
+        idx = select_kept(policy, SelectionInput(scores=scores, age=age, length=n),
+                          unscored)                                        # [H, budget]
         k = idx.shape[-1]
         kidx = idx.unsqueeze(0).unsqueeze(-1)
         # gather into the cache's scratch (shared by the layers, allocated once), then copy
@@ -349,7 +414,7 @@ class BoundedLayer(CacheLayerMixin):
         kept_meta = torch.gather(self.meta[..., :n], 2,
                                  idx.unsqueeze(0).expand(rows + 2, -1, -1),
                                  out=self.owner.scratch("meta", self.meta, k))
-        if policy.keeps_scores:
+        if scores is not None:          # kept scores stay valid for the next compaction
             self.scores[:, :k] = self.scores[:, :n].gather(1, idx)
         if policy.repositions:
             old_pos = kept_meta[:rows]
@@ -370,7 +435,8 @@ class BoundedLayer(CacheLayerMixin):
         self.evicted += n - k
         self.compactions += 1
         self.length = k
-        self.scored_len = k if policy.keeps_scores else 0
+        self.scored_len, self.unscored = scored_after_compaction(policy, self.scored_len,
+                                                                 unscored, k)
         self.keys = self.key_buf[:, :, :k]
         self.values = self.value_buf[:, :, :k]
 
@@ -378,7 +444,8 @@ class BoundedLayer(CacheLayerMixin):
         """Drop the tokens appended since the cache's ``mark()`` of ``epoch`` (if any)."""
         if self.undo_epoch != epoch or not self.undo_state:
             return
-        n, self.arrived, self._next_pos, self.pending, self.scored_len, n_seg = self.undo_state
+        n, self.arrived, self._next_pos, self.pending, self.scored_len, self.unscored, \
+            n_seg = self.undo_state
         del self.segments[n_seg:]
         if self.segments and self.segments[-1][1] > n:
             self.segments[-1][1] = n
@@ -397,6 +464,7 @@ class BoundedLayer(CacheLayerMixin):
         self.evicted = 0
         self.compactions = 0
         self.scored_len = 0
+        self.unscored = 0
         self.scored_arrival = 0
         self.tally_now = False
         self.segments.clear()
@@ -731,11 +799,12 @@ class BoundedCache(Cache):
         budget = self.policy.capacity
         if budget is None or not first.pending or first.length <= budget:
             return False
-        n, arrived = first.length, first.arrived
+        n, arrived, scored = first.length, first.arrived, first.scored_len
         need = self.policy.score_mode is not None
         for layer in self.layers:
             if not (layer.in_stack and layer.pending and layer.length == n
-                    and layer.arrived == arrived) or (need and layer.scored_len < n):
+                    and layer.arrived == arrived) \
+                    or (need and (layer.scored_len != scored or not layer.scores_ready())):
                 return False
         return True
 
@@ -781,13 +850,17 @@ class BoundedCache(Cache):
         meta = st.meta[..., :n]                                          # [L, R+2, H, n]
         age = ((arrived - 1) - meta[:, rows]).reshape(n_layers * h, n)
         scores = None
+        unscored = 0
         if policy.score_mode is not None:
+            unscored = n - first.scored_len
+            if unscored and not policy.keeps_scores:
+                st.scores[:, :, first.scored_len:n] = 0.0       # slots of earlier tokens
             scores = st.scores[:, :, :n].reshape(n_layers * h, n)
-        idx = policy.select(SelectionInput(scores=scores, age=age, length=n))
+        idx = select_kept(policy, SelectionInput(scores=scores, age=age, length=n), unscored)
         k = idx.shape[-1]
         idx = idx.view(n_layers, h, k)
         kept_meta = torch.gather(meta, 3, idx.unsqueeze(1).expand(-1, rows + 2, -1, -1))
-        if policy.keeps_scores:
+        if scores is not None:          # kept scores stay valid for the next compaction
             st.scores[:, :, :k] = st.scores[:, :, :n].gather(2, idx)
         delta = None
         if policy.repositions:
@@ -826,7 +899,7 @@ class BoundedCache(Cache):
             vv = self._stack_scratch("sv", (group, h, k, first.v_dim), st.v)[:g]
             torch.gather(st.v[g0:g1, :, :n], 2, gidx.expand(-1, -1, -1, first.v_dim), out=vv)
             st.v[g0:g1, :, :k] = vv
-        scored = k if policy.keeps_scores else 0
+        scored, unscored = scored_after_compaction(policy, first.scored_len, unscored, k)
         for layer in layers:
             layer.pending = False
             if policy.repositions:
@@ -834,7 +907,7 @@ class BoundedCache(Cache):
             layer.evicted += n - k
             layer.compactions += 1
             layer.length = k
-            layer.scored_len = scored
+            layer.scored_len, layer.unscored = scored, unscored
             layer.keys = layer.key_buf[:, :, :k]
             layer.values = layer.value_buf[:, :, :k]
         return True

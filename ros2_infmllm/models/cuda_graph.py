@@ -10,11 +10,18 @@ ordinary step is a graph replay.
 
 What the replay cannot do is the cache's host-side bookkeeping (its Python integers and
 metadata segments). :func:`advance_layer` repeats exactly what ``BoundedLayer.update``
-does on the host for a one-token step with implicit positions; steps that compact, that
-would leave a layer pending, or that ask for evidence scores always run eagerly
-(``cache.mark()`` state is kept as ``update`` keeps it). The ``full`` policy grows and
-reallocates, so it never repeats a length and always runs eagerly. A graph capture error
-switches every runner of the process to eager for good (``runner.disabled`` says why).
+does on the host for a one-token step with implicit positions, including leaving the
+layers pending when the step reaches ``budget + decode_slack`` (a one-token step needs
+no new window scores while the scores of the last scored chunk cover the older tokens;
+H2O's every-step scores are computed inside the graph). When every layer is pending,
+:meth:`GraphDecodeRunner.step` first runs the cache's batched compaction eagerly (a few
+kernels over all layers, no host synchronisation) and then replays the graph of the
+compacted length, so in steady state no step runs a whole eager forward. Steps that ask
+for new scores (evidence, or a pending step whose older tokens were never scored) run
+eagerly (``cache.mark()`` state is kept as ``update`` keeps it). The ``full`` policy
+grows and reallocates, so it never repeats a length and always runs eagerly. A graph
+capture error switches every runner of the process to eager for good
+(``runner.disabled`` says why).
 """
 from __future__ import annotations
 
@@ -32,14 +39,19 @@ def _cache_kw(model) -> str:
 
 
 def advance_layer(layer: Any) -> None:
-    """Host-side effect of one implicit-position decode token on a ``BoundedLayer``."""
+    """Host-side effect of one implicit-position decode token on a ``BoundedLayer``.
+
+    The step must be one ``update`` would run without compacting first and without
+    requesting window scores (see :meth:`GraphDecodeRunner._signature`).
+    """
     owner = layer.owner
+    policy = owner.policy
     n = layer.length
     end = n + 1
     if owner.epoch and layer.undo_epoch != owner.epoch:      # first update since mark()
         layer.undo_epoch = owner.epoch
         layer.undo_state = (n, layer.arrived, layer.next_pos, layer.pending, layer.scored_len,
-                            len(layer.segments))
+                            layer.unscored, len(layer.segments))
     seg = layer.segments[-1] if layer.segments else None
     if seg is not None and seg[1] == n and seg[4] == owner.current_source \
             and seg[2] + (n - seg[0]) == layer.next_pos \
@@ -52,9 +64,59 @@ def advance_layer(layer: Any) -> None:
     layer.length = end
     layer.keys = layer.key_buf[:, :, :end]
     layer.values = layer.value_buf[:, :, :end]
-    layer.pending = False
-    if owner.policy.score_mode == "all":
+    budget = policy.capacity
+    layer.pending = budget is not None and end > budget and end >= budget + owner.decode_slack
+    if policy.score_mode == "all":         # scored inside the graph (every query)
         layer.scored_len = end
+        layer.unscored = 0
+    else:
+        layer.unscored += 1
+
+
+def graph_signature(cache: Any) -> Optional[tuple]:
+    """Key of ``cache``'s state if a graph may serve its next decode step, else None.
+
+    None when the step must run eagerly: no budget, M-RoPE rows, evidence scores or
+    explicit positions asked for, layers pending or out of step, the buffers would
+    grow, or the step leaves a window-mode policy pending without scores that cover
+    its older tokens (``update`` then scores the step's query).
+    """
+    policy = cache.policy
+    if policy.capacity is None or cache.pos_rows != 1:
+        return None
+    if cache._score_layers or cache._explicit_pos is not None:
+        return None
+    layers = cache.layers
+    first = layers[0]
+    if first.key_buf is None:
+        return None
+    n = first.length
+    for layer in layers:
+        if layer.pending or layer.length != n or layer.tally_now:
+            return None
+    end = n + 1
+    if end > first.capacity:
+        return None
+    if policy.score_mode == "window" and end >= policy.capacity + cache.decode_slack:
+        if not all(layer.scores_carried() for layer in layers):
+            return None
+    return (n, first.key_buf.data_ptr())
+
+
+def compact_if_all_pending(cache: Any) -> bool:
+    """Run the compaction a step would start with, now, if every layer is pending.
+
+    The batched compaction is a few kernels over all layers with no host
+    synchronisation; the step can then replay the graph of the compacted length. The
+    result is what the step's first ``update`` would do.
+    """
+    if cache.policy.capacity is None or cache.pos_rows != 1 or cache._score_layers:
+        return False
+    layers = cache.layers
+    if not layers or not all(layer.pending for layer in layers):
+        return False
+    cache.compact()
+    return True
 
 
 class GraphDecodeRunner:
@@ -90,29 +152,11 @@ class GraphDecodeRunner:
         self.replays = 0
         self.eager_steps = 0
         self.captures = 0
+        self.compactions = 0
 
     def _signature(self) -> Optional[tuple]:
         """Key of the current cache state if a graph may serve the next step, else None."""
-        cache = self.cache
-        policy = cache.policy
-        if policy.capacity is None or cache.pos_rows != 1:
-            return None
-        if cache._score_layers or cache._explicit_pos is not None:
-            return None
-        layers = cache.layers
-        first = layers[0]
-        if first.key_buf is None:
-            return None
-        n = first.length
-        for layer in layers:
-            if layer.pending or layer.length != n or layer.tally_now:
-                return None
-        end = n + 1
-        if end > policy.capacity and end >= policy.capacity + cache.decode_slack:
-            return None                      # this step leaves the layers pending: eager
-        if end > first.capacity:
-            return None
-        return (n, first.key_buf.data_ptr())
+        return graph_signature(self.cache)
 
     def _forward(self) -> torch.Tensor:
         out = self.model(input_ids=self.ids, position_ids=self.pos, use_cache=True,
@@ -123,6 +167,8 @@ class GraphDecodeRunner:
         """Feed ``token`` ([1, 1] long, on the device) at ``position``; return [1, 1, V] logits."""
         self.ids.copy_(token.view(1, 1))
         self.pos.fill_(position)
+        if not self.disabled and compact_if_all_pending(self.cache):
+            self.compactions += 1
         sig = None if self.disabled else self._signature()
         if sig is not None and sig in self.graphs:
             graph, logits = self.graphs[sig]
@@ -162,5 +208,5 @@ class GraphDecodeRunner:
     def stats(self) -> dict:
         """Return the counts of replays, captures and eager steps."""
         return {"replays": self.replays, "captures": self.captures,
-                "eager_steps": self.eager_steps, "graphs": len(self.graphs),
-                "disabled": self.disabled}
+                "eager_steps": self.eager_steps, "compactions": self.compactions,
+                "graphs": len(self.graphs), "disabled": self.disabled}

@@ -11,7 +11,7 @@ from ros2_infmllm.eval.bench import main
 from ros2_infmllm.eval.bench.common import llama_model
 from ros2_infmllm.eval.bench.runs import policy_for, prefill_to
 from ros2_infmllm.memory import BoundedCache, use_scoring_attention
-from ros2_infmllm.models.cuda_graph import advance_layer
+from ros2_infmllm.models.cuda_graph import advance_layer, compact_if_all_pending, graph_signature
 
 
 def _load(tmp_path, what):
@@ -60,24 +60,38 @@ def test_bench_rejects_unknown_policy(capsys):
     assert "unknown policies" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["inf_mllm", "h2o", "snapkv"])
+@pytest.mark.parametrize("name", ["inf_mllm", "h2o", "snapkv", "inf_mllm_carry"])
 def test_tiny_graph_runner_bookkeeping_equals_cache_update(name):
-    """advance_layer (used after a graph replay) must leave the host state update() leaves."""
+    """advance_layer (used after a graph replay) must leave the host state update() leaves,
+    through the step that leaves the layers pending and the compaction the runner runs
+    before the next replay: in steady state every step is graph-eligible."""
     model = llama_model("tiny", "cpu", torch.float32)
     use_scoring_attention(model)
-    cache = BoundedCache(policy_for(name, 64), model.config, max_chunk=32, decode_slack=8)
+    over = {"carry": 0.5} if name.endswith("_carry") else {}
+    cache = BoundedCache(policy_for(name.replace("_carry", ""), 64, **over), model.config,
+                         max_chunk=32, decode_slack=8)
     prefill_to(model, cache, 100, 32, "cpu")
     cache.begin_source(5, stamp=1.0, kind="answer")
     cache.mark()
     twin = copy.deepcopy(cache)
-    for step in range(5):
+    window = cache.policy.score_mode == "window"
+    compactions = 0
+    for step in range(20):                          # two slack cycles: compacts at 9 and 17
         pos = cache.next_position()
         with torch.no_grad():
             model(input_ids=torch.tensor([[7]]), position_ids=torch.tensor([[pos]]),
                   use_cache=True, past_key_values=cache)
+        compactions += compact_if_all_pending(twin)
+        assert graph_signature(twin) is not None, step
         for layer in twin.layers:
             advance_layer(layer)
         for a, b in zip(cache.layers, twin.layers):
-            assert (a.length, a.next_pos, a.arrived, a.pending, a.scored_len) == \
-                (b.length, b.next_pos, b.arrived, b.pending, b.scored_len), step
+            assert (a.length, a.next_pos, a.arrived, a.pending, a.scored_len, a.unscored) == \
+                (b.length, b.next_pos, b.arrived, b.pending, b.scored_len, b.unscored), step
             assert a.segments == b.segments and a.undo_state == b.undo_state
+            if window:                              # no decode scores: the same selection
+                a.flush()
+                b.flush()
+                assert torch.equal(a.meta[..., :a.length], b.meta[..., :b.length])
+    assert compactions == 2
+    assert sum(layer.pending for layer in cache.layers) == 0

@@ -197,6 +197,17 @@ def test_tiny_policy_needing_scores_without_scoring_attention_raises():
     forward(model, _ids(50), cache)
     with pytest.raises(RuntimeError, match="use_scoring_attention"):
         forward(model, _ids(5), cache)
+    # decode steps do not hide an unscored chunk: the step that reaches the slack asks for
+    # scores of its query (none come), so the compaction after it still fails
+    for policy in ("inf_mllm", "h2o"):
+        cache = BoundedCache(make_policy(policy, budget=32, n_sink=2, n_recent=8),
+                             model.config, max_chunk=64, decode_slack=4)
+        forward(model, _ids(30), cache)
+        for _ in range(6):                          # 31 .. 36 = budget + slack: pending
+            forward(model, _ids(1), cache)
+        assert cache.layers[0].pending
+        with pytest.raises(RuntimeError, match="use_scoring_attention"):
+            forward(model, _ids(1), cache)
 
 
 def test_tiny_sources_evidence_describe_and_reset(models):
@@ -318,7 +329,20 @@ def test_tiny_scoring_runs_only_before_compaction_except_h2o(models, monkeypatch
     for _ in range(3):                              # decode within slack: none
         forward(model, _ids(1), cache)
     assert calls == []
-    forward(model, _ids(1), cache)                  # slack reached: scored
+    forward(model, _ids(1), cache)                  # slack reached: pending, not scored
+    assert all(layer.pending and layer.unscored == 4 for layer in cache.layers)
+    forward(model, _ids(1), cache)                  # compacts on the 81-token chunk's scores
+    assert calls == []
+    assert cache.layers[0].length == 65 and cache.describe()["compactions"] == 2 * n_layers
+    # no scored chunk covers the older tokens (60 tokens prefilled under budget): the step
+    # that leaves the layers pending scores its one query, as before
+    cache = BoundedCache(make_policy("inf_mllm", budget=64, n_sink=4, n_recent=16, window=4,
+                                     kernel=3), model.config, max_chunk=64, decode_slack=4)
+    forward(model, _ids(60), cache)
+    for _ in range(7):
+        forward(model, _ids(1), cache)
+    assert calls == []
+    forward(model, _ids(1), cache)                  # 68 = budget + slack: scored
     assert calls == [(1, 68, 4)] * n_layers
     calls.clear()
     cache = BoundedCache(make_policy("h2o", budget=64, n_recent=16), model.config, max_chunk=40)
@@ -530,3 +554,60 @@ def test_carry_factor_and_validation():
     assert pol1.keeps_scores and pol1.carry_factor(8) == pytest.approx(0.9)
     with pytest.raises(ValueError, match="carry"):
         make_policy("inf_mllm", budget=8, n_sink=1, n_recent=2, carry=1.0)
+
+
+@pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("policy,carry", [("inf_mllm", 0.0), ("inf_mllm", 0.5), ("snapkv", None)])
+def test_tiny_decode_compaction_keeps_unscored_newest_and_uses_carried_scores(
+        models, monkeypatch, policy, carry, batched):
+    """Decode compactions score nothing new: they rank the older tokens by the last scored
+    chunk's scores (gathered through every compaction) and keep every token the unscored
+    one-token steps appended (here 8 > n_recent = 4, so plain recency would not keep them)."""
+    from ros2_infmllm.memory import scoring
+    calls = []
+    real = scoring.window_scores
+
+    def spy(query, key, *args):
+        calls.append((query.shape[2], key.shape[2]))
+        return real(query, key, *args)
+
+    monkeypatch.setattr(scoring, "window_scores", spy)
+    model = models["llama"]
+    params = dict(budget=64, n_sink=4, n_recent=4, window=4, kernel=1)
+    if policy == "inf_mllm":
+        params.update(bias=0.0, carry=carry)        # priority = the scores themselves
+    cache = BoundedCache(make_policy(policy, **params), model.config, max_chunk=40,
+                         decode_slack=8)
+    cache.batched = batched
+    forward(model, _ids(40, seed=2), cache)
+    forward(model, _ids(40, seed=3), cache)         # 80 > 64: scored, pending
+    scores0 = [layer.scores[:, :80].clone() for layer in cache.layers]
+    calls.clear()
+
+    def kept(layer, n):
+        layer.flush()
+        return layer.arrival[:, :n].clone()
+
+    forward(model, _ids(1, seed=4), cache)          # compacts on the chunk's scores
+    first = []
+    for layer, s0 in zip(cache.layers, scores0):
+        arr = kept(layer, 64)
+        assert layer.length == 65 and (layer.scored_len, layer.unscored) == (64, 1)
+        # the kept tokens' scores were gathered with them (arrival = index in the stream)
+        torch.testing.assert_close(layer.scores[:, :64], s0.gather(1, arr))
+        first.append((arr, layer.scores[:, :64].clone()))
+    for t in range(7):                              # 66 .. 72 = budget + slack
+        forward(model, _ids(1, seed=5 + t), cache)
+    assert all(layer.pending and layer.unscored == 8 for layer in cache.layers)
+    forward(model, _ids(1, seed=20), cache)         # second compaction: carried scores
+    assert calls == [], "a decode step asked for new scores"
+    for layer, (arr, sc) in zip(cache.layers, first):
+        pri = sc[:, 4:].clone()                      # scored, not sinks: best 52 of 60 win
+        best = torch.topk(pri, 64 - 4 - 8, dim=-1).indices + 4
+        want = torch.cat([arr[:, :4], arr.gather(1, best).sort(dim=-1).values,
+                          torch.arange(80, 88).expand(arr.shape[0], -1)], dim=1)
+        assert torch.equal(kept(layer, 64), want)
+        assert layer.arrival[0, 64] == 88
+        assert (layer.scored_len, layer.unscored) == (56, 9)
+        carried = torch.cat([sc[:, :4], sc.gather(1, best.sort(dim=-1).values)], dim=1)
+        torch.testing.assert_close(layer.scores[:, :56], carried)
