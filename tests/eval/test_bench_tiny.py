@@ -12,6 +12,7 @@ from ros2_infmllm.eval.bench.common import llama_model
 from ros2_infmllm.eval.bench.runs import policy_for, prefill_to
 from ros2_infmllm.memory import BoundedCache, use_scoring_attention
 from ros2_infmllm.models.cuda_graph import advance_layer, compact_if_all_pending, graph_signature
+from ros2_infmllm.models.fused_linear import FusedPart, fuse_projections
 
 
 def _load(tmp_path, what):
@@ -52,6 +53,62 @@ def test_bench_ingest_smoke_tiny_vlm_frames_stay_bounded(tmp_path):
     stamps = [s[0] for s in inf["series"]]
     assert stamps == sorted(stamps) and stamps[-1] > 3000         # spans the hour
     assert inf["compact"]["n"] > 0 and data["policies"]["full"]["compact"]["n"] == 0
+
+
+def test_bench_decode_smoke_fused_rows_and_profile(tmp_path):
+    assert main(["decode", "--smoke", "--out-dir", str(tmp_path), "--policies", "inf_mllm",
+                 "--fused-policies", "inf_mllm", "--profile"]) == 0
+    data = _load(tmp_path, "decode")
+    assert [r["policy"] for r in data["rows"]] == ["inf_mllm", "inf_mllm+fused"]
+    assert data["fused_groups"] == 2 * 2                    # 2 layers x (qkv, gate-up)
+    assert data["weight_bytes_read"] < data["weight_bytes"]   # no embedding table
+    assert all("profile" in r for r in data["rows"])
+    assert (tmp_path / "bench_decode_profile.txt").read_text().count("==") >= 2
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_tiny_fused_projections_leave_logits_unchanged(family):
+    """q/k/v and gate/up fused into one weight each: same logits (prefill chunks, decode
+    steps, compactions) on a bounded cache, no extra parameters, every part served once."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "memory"))
+    from memory_tiny_models import forward, tiny_model
+    ref_model = use_scoring_attention(tiny_model(family, seed=11))
+    model = use_scoring_attention(copy.deepcopy(ref_model))
+    n_params = sum(p.numel() for p in model.parameters())
+    assert fuse_projections(model) == 2 * model.config.num_hidden_layers
+    assert fuse_projections(model) == 0                      # idempotent
+    assert sum(p.numel() for p in model.parameters()) == n_params
+    attn = model.model.layers[0].self_attn
+    assert isinstance(attn.k_proj, FusedPart)
+    torch.testing.assert_close(attn.k_proj.weight, ref_model.model.layers[0].self_attn
+                               .k_proj.weight, rtol=0, atol=0)
+    calls = []
+    real = torch.nn.functional.linear
+    try:
+        torch.nn.functional.linear = lambda *a, **k: calls.append(1) or real(*a, **k)
+        caches = [BoundedCache(policy_for("inf_mllm", 48), m.config, max_chunk=32,
+                               decode_slack=4) for m in (ref_model, model)]
+        g = torch.Generator().manual_seed(3)
+        for step in range(14):
+            ids = torch.randint(0, 100, (1, 30 if step < 3 else 1), generator=g)
+            calls.clear()
+            ref = forward(ref_model, ids, caches[0]).logits
+            n_ref = len(calls)
+            calls.clear()
+            got = forward(model, ids, caches[1]).logits
+            torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+            # per layer 7 projections -> 4 (qkv, o, gate-up, down); lm_head unchanged
+            assert n_ref - len(calls) == 3 * model.config.num_hidden_layers
+    finally:
+        torch.nn.functional.linear = real
+    assert caches[0].describe()["compactions"] == caches[1].describe()["compactions"] > 0
+    mlp = model.model.layers[0].mlp
+    x = torch.randn(1, 3, model.config.hidden_size)
+    ref_mlp = ref_model.model.layers[0].mlp
+    torch.testing.assert_close(mlp.up_proj(x), ref_mlp.up_proj(x))   # out of order: own slice
+    torch.testing.assert_close(mlp.gate_proj(x), ref_mlp.gate_proj(x))
 
 
 def test_bench_rejects_unknown_policy(capsys):

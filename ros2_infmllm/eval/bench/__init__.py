@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-graphs", action="store_true")
     p.add_argument("--assumed-peak-gbs", type=float, default=3350.0,
                    help="datasheet HBM bandwidth stated beside the measured copy bandwidth")
+    p.add_argument("--fused-policies", type=_policies, default=[],
+                   help="run these again with q/k/v and gate/up weights fused (<name>+fused)")
+    p.add_argument("--profile", action="store_true",
+                   help="torch.profiler kernel summary of eager inf_mllm steps (first budget)")
 
     p = sub.add_parser("ingest", help="VLM frame ingest over a time-compressed hour")
     common(p, "2b")
@@ -167,15 +171,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                               save)
         else:
             info["assumed_peak_gbs"] = args.assumed_peak_gbs
+            prof = None
+            if args.profile:
+                prof = str(out.with_name(out.stem + "_profile.txt"))
+                out.parent.mkdir(parents=True, exist_ok=True)
+                Path(prof).write_text("")
             runs.bench_decode(model, device, args.policies, args.budgets, args.steps, graphs,
-                              args.chunk, save)
+                              args.chunk, save, fused_policies=args.fused_policies,
+                              profile_path=prof)
     else:
         from ros2_infmllm.eval.bench.ingest import bench_ingest
         model = common.vl_model(args.shape, device, dtype)
         info["params"] = common.n_params(model)
         bench_ingest(model, device, args.budget, args.fps, args.seconds, args.frames,
                      args.compare, args.compare_frames, args.grid,
-                     None if args.no_profile else str(out.parent), save)
+                     None if args.no_profile else str(out.with_name(out.stem + "_profile.txt")),
+                     save)
     _show(out)
     return 0
 

@@ -89,6 +89,21 @@ def weight_bytes(model) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
+def weight_bytes_read(model) -> int:
+    """Weight bytes one decode step reads: every parameter but the input embedding table.
+
+    The embedding lookup reads one row, not the table (unless it is tied to the output
+    projection, which reads it all).
+    """
+    total = weight_bytes(model)
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if emb is not None and getattr(emb, "weight", None) is not None and (
+            out is None or out.weight is not emb.weight):
+        total -= emb.weight.numel() * emb.weight.element_size()
+    return total
+
+
 def sync(device: str) -> None:
     """Wait for the device (host clocks then measure finished work)."""
     if str(device).startswith("cuda"):

@@ -82,21 +82,47 @@ def _memory(d: dict, png: Path) -> str:
 def _decode(d: dict, png: Path) -> str:
     bw = d.get("copy_bandwidth") or {}
     m = d.get("meta", {})
-    lines = [f"weights {d['weight_bytes'] / 1e9:.2f} GB; measured copy bandwidth "
-             f"{_f(bw.get('gb_per_s'), 0)} GB/s (read + write); datasheet peak assumed "
-             f"{_f(m.get('assumed_peak_gbs'), 0)} GB/s. Roofline fraction = tokens/s x "
-             "(weight bytes + KV bytes read per token) / measured copy bandwidth.", "",
-             "| policy | budget | context | eager tok/s | graph tok/s | eager roofline | "
-             "graph roofline |", "|---|---|---|---|---|---|---|"]
+    read = d.get("weight_bytes_read")
+    lines = [f"weights {d['weight_bytes'] / 1e9:.2f} GB"
+             + (f" ({read / 1e9:.2f} GB read per token: no embedding table)" if read else "")
+             + f"; measured copy bandwidth {_f(bw.get('gb_per_s'), 0)} GB/s (read + write); "
+             f"datasheet peak assumed {_f(m.get('assumed_peak_gbs'), 0)} GB/s. Roofline "
+             f"fraction = tokens/s x ({'weight bytes read' if read else 'all weight bytes'} "
+             "+ KV bytes read per token) / measured copy bandwidth. Graph = every step of the "
+             "timed window (compaction steps included); replay = median device time of the "
+             "steps that only replay a graph.",
+             "", "| policy | budget | context | eager tok/s | graph tok/s | replay tok/s | "
+             "eager roofline | graph roofline | replay roofline | steps in graph window |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in d["rows"]:
         g = r.get("graph") or {}
+        kinds = g.get("steps_by_kind") or {}
+        mix = ", ".join(f"{k} {v['n']} ({_f(v['median_ms'], 1)} ms)"
+                        for k, v in sorted(kinds.items()))
         lines.append(f"| {r['policy']} | {r['budget']} | {r['context']} | "
                      f"{_f(r['eager']['tokens_per_s'], 1)} | "
                      f"{_f(g.get('tokens_per_s'), 1) if 'error' not in g else 'error'} | "
+                     f"{_f(r.get('replay_tokens_per_s'), 1)} | "
                      f"{_f(r.get('eager_roofline_fraction'), 3)} | "
-                     f"{_f(r.get('graph_roofline_fraction'), 3)} |")
+                     f"{_f(r.get('graph_roofline_fraction'), 3)} | "
+                     f"{_f(r.get('replay_roofline_fraction'), 3)} | {mix or '-'} |")
     lines += ["", "Ratios (one run): " + "; ".join(
         f"{k} = {_f(v, 3)}" for k, v in d.get("ratios", {}).items())]
+    for r in d["rows"]:
+        p = r.get("profile")
+        if p and "error" not in p:
+            lines += ["", f"profile {r['policy']} @ {r['budget']} (eager steps, device time "
+                      f"per step): {_f(p.get('device_ms_per_step'), 2)} ms in "
+                      f"{_f(p.get('kernels_per_step'), 0)} kernels; matmul "
+                      f"{_f(p.get('matmul_ms_per_step'), 2)} ms / "
+                      f"{_f(p.get('matmul_kernels_per_step'), 0)} kernels "
+                      f"({_f(p.get('matmul_gb_per_s'), 0)} GB/s of weights); attention "
+                      f"{_f(p.get('attention_ms_per_step'), 2)} ms / "
+                      f"{_f(p.get('attention_kernels_per_step'), 0)}; other "
+                      f"{_f(p.get('other_ms_per_step'), 2)} ms / "
+                      f"{_f(p.get('other_kernels_per_step'), 0)} kernels"]
+        elif p:
+            lines += ["", f"profile {r['policy']} @ {r['budget']}: {p['error']}"]
     errs = [f"{r['policy']}@{r['budget']}: {r['graph']['error']}" for r in d["rows"]
             if isinstance(r.get("graph"), dict) and "error" in r["graph"]]
     if errs:

@@ -9,7 +9,8 @@ import torch
 from tqdm import tqdm
 
 from ros2_infmllm.eval.bench.common import (cache_kw, copy_bandwidth, peak_mem, percentile,
-                                            reset_peak, sync, timed, weight_bytes)
+                                            reset_peak, sync, timed, weight_bytes,
+                                            weight_bytes_read)
 from ros2_infmllm.memory import BoundedCache, make_policy, use_scoring_attention
 from ros2_infmllm.memory.policies import POLICIES
 
@@ -37,7 +38,10 @@ def decode_rate(model, cache, steps: int, device: str, graphs: bool = False,
     The next token stays on the device (argmax, no host sync per step); the host reads
     only the cache's own integers. With ``graphs`` the CUDA-graph runner replays captured
     steps (``models/cuda_graph.py``); its first ``decode_slack`` steps capture, so
-    ``warmup`` should cover one compaction cycle.
+    ``warmup`` should cover one compaction cycle. With graphs on cuda every timed step is
+    also bracketed by device events and classified by what the runner did (``replay``,
+    ``compact+replay``, ``eager``, ``capture``): ``steps_by_kind`` gives count and median
+    device milliseconds of each, ``window`` the runner's counts over the timed steps.
     """
     kw = cache_kw(model)
     token = torch.ones((1, 1), dtype=torch.long, device=device)
@@ -46,13 +50,28 @@ def decode_rate(model, cache, steps: int, device: str, graphs: bool = False,
     if graphs:
         from ros2_infmllm.models.cuda_graph import GraphDecodeRunner
         runner = GraphDecodeRunner(model, cache)
+    events = graphs and str(device).startswith("cuda")
+    log: list = []
 
-    def one() -> None:
+    def counts() -> tuple:
+        return (runner.replays, runner.eager_steps, runner.captures, runner.compactions)
+
+    def one(timed_step: bool = False) -> None:
         nonlocal token
         with torch.no_grad():
             pos = cache.next_position()
             if runner is not None:
+                before = counts()
+                if timed_step and events:
+                    e0, e1 = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+                    e0.record()
                 logits = runner.step(token, pos)
+                if timed_step and events:
+                    e1.record()
+                    d = [a - b for a, b in zip(counts(), before)]
+                    kind = "replay" if d[0] else "eager" if d[1] else "capture"
+                    log.append(("compact+" if d[3] else "") + kind)
+                    log.append((e0, e1))
             else:
                 pos_buf.fill_(pos)
                 logits = model(input_ids=token, position_ids=pos_buf, use_cache=True,
@@ -62,15 +81,82 @@ def decode_rate(model, cache, steps: int, device: str, graphs: bool = False,
     for _ in range(warmup):
         one()
     sync(device)
+    start = counts() if runner is not None else None
     t0 = time.perf_counter()
     for _ in range(steps):
-        one()
+        one(True)
     sync(device)
     dt = time.perf_counter() - t0
     out = {"steps": steps, "seconds": dt, "tokens_per_s": steps / dt,
            "kept_tokens_after": cache.layers[0].length}
     if runner is not None:
         out["graph"] = runner.stats()
+        out["window"] = dict(zip(("replays", "eager_steps", "captures", "compactions"),
+                                 [a - b for a, b in zip(counts(), start)]))
+    if log:
+        kinds: dict = {}
+        for kind, (e0, e1) in zip(log[0::2], log[1::2]):
+            kinds.setdefault(kind, []).append(e0.elapsed_time(e1))
+        out["steps_by_kind"] = {k: {"n": len(v), "median_ms": percentile(v, 50),
+                                    "max_ms": max(v), "total_ms": sum(v)}
+                                for k, v in kinds.items()}
+    return out
+
+
+def profile_decode(model, cache, device: str, steps: int = 4) -> dict:
+    """torch.profiler over ``steps`` eager decode steps (no compaction): kernels per step.
+
+    Kernels are grouped as matmul (GEMV/GEMM), attention and other (norms, RoPE,
+    elementwise, copies); the device time of each group per step, kernel counts and the
+    top kernels table (``table``). Device time per kernel is what a graph replay of the
+    same step runs; the replay only removes the launch gaps between them.
+    """
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+    kw = cache_kw(model)
+    token = torch.ones((1, 1), dtype=torch.long, device=device)
+    pos = torch.zeros((1, 1), dtype=torch.long, device=device)
+
+    def step() -> None:
+        pos.fill_(cache.next_position())
+        with torch.no_grad():
+            model(input_ids=token, position_ids=pos, use_cache=True, **{kw: cache})
+
+    budget = cache.policy.capacity
+    for _ in range(2 * cache.decode_slack):       # pass the next compaction if it is near
+        if budget is None or cache.layers[0].length + steps + 1 < budget + \
+                cache.decode_slack and not cache.layers[0].pending:
+            break
+        step()
+    step()
+    sync(device)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        sync(device)
+    groups = {"matmul": ("gemm", "gemv", "nvjet", "cutlass", "xmma", "splitk", "sm90_"),
+              "attention": ("flash", "fmha", "attention", "sdpa", "efficient_attention")}
+    out: dict = {"steps": steps, "kernels_per_step": 0.0}
+    per: dict = {}
+    for e in prof.events():
+        if e.device_type != DeviceType.CUDA:
+            continue
+        name = e.name.lower()
+        us = float(e.time_range.elapsed_us())
+        grp = next((g for g, keys in groups.items() if any(k in name for k in keys)),
+                   "other")
+        cnt, tot = per.get(grp, (0, 0.0))
+        per[grp] = (cnt + 1, tot + us)
+    total_us = sum(v[1] for v in per.values())
+    out["kernels_per_step"] = sum(v[0] for v in per.values()) / steps
+    out["device_ms_per_step"] = total_us / steps / 1e3
+    for grp, (cnt, tot) in per.items():
+        out[f"{grp}_kernels_per_step"] = cnt / steps
+        out[f"{grp}_ms_per_step"] = tot / steps / 1e3
+    mm = out.get("matmul_ms_per_step")
+    if mm:
+        out["matmul_gb_per_s"] = weight_bytes_read(model) / (mm / 1e3) / 1e9
+    out["table"] = prof.key_averages().table(sort_by="device_time_total", row_limit=40)
     return out
 
 
@@ -187,49 +273,84 @@ def prefill_to(model, cache, tokens: int, chunk: int, device: str) -> None:
 
 
 def bench_decode(model, device: str, policies: list, budgets: list, steps: int,
-                 graphs: bool, chunk: int, save: Callable[[dict], None]) -> dict:
-    """Decode tokens/s per policy and budget, eager and CUDA-graph, with the HBM roofline."""
+                 graphs: bool, chunk: int, save: Callable[[dict], None],
+                 fused_policies: Optional[list] = None,
+                 profile_path: Optional[str] = None) -> dict:
+    """Decode tokens/s per policy and budget, eager and CUDA-graph, with the HBM roofline.
+
+    The roofline counts the bytes a step must read: weights without the input embedding
+    table (one row of it is read) plus the kept KV. ``fused_policies`` are run again
+    after the others with q/k/v and gate/up weights fused (``models/fused_linear.py``),
+    as rows named ``<policy>+fused``. ``profile_path``: a torch.profiler kernel summary of
+    eager steps of ``inf_mllm`` (and ``inf_mllm+fused``) at the first budget in the rows,
+    the kernel tables written to that file.
+    """
     use_scoring_attention(model)
     bw = copy_bandwidth(device) if str(device).startswith("cuda") else None
     wbytes = weight_bytes(model)
-    res: dict = {"weight_bytes": wbytes, "copy_bandwidth": bw, "rows": []}
-    for budget in budgets:
-        for name in policies:
-            base, _, slack = name.partition("@")       # "h2o@1": evict every decode step
-            cache = BoundedCache(policy_for(base, budget), model.config, max_chunk=chunk,
-                                 decode_slack=int(slack) if slack else 64)
-            # bounded policies: stream past the budget so they run in steady state; full at
-            # the same context (budget tokens)
-            prefill_to(model, cache, budget if name == "full" else budget + 3 * chunk, chunk,
-                       device)
-            row: dict = {"policy": name, "budget": budget,
-                         "context": cache.layers[0].length}
-            row["eager"] = decode_rate(model, cache, steps, device)
-            from ros2_infmllm.models.cuda_graph import _BROKEN
-            if graphs and name != "full" and _BROKEN:
-                row["graph"] = {"error": f"skipped, capture failed earlier: {_BROKEN[0]}"}
-            elif graphs and name != "full":
-                try:
-                    row["graph"] = decode_rate(model, cache, 2 * steps, device, graphs=True,
-                                               warmup=2 * (cache.decode_slack + 2) + 4)
-                except RuntimeError as exc:
-                    row["graph"] = {"error": str(exc)[:300]}
-            kv_read = _kv_read_bytes(cache)
-            row["kv_bytes_read_per_token"] = kv_read
-            for mode in ("eager", "graph"):
-                tps = (row.get(mode) or {}).get("tokens_per_s")
-                if tps and bw:
-                    row[f"{mode}_roofline_fraction"] = tps * (wbytes + kv_read) / (
-                        bw["gb_per_s"] * 1e9)
-            res["rows"].append(row)
-            tqdm.write(f"decode {name} budget {budget}: eager "
-                       f"{row['eager']['tokens_per_s']:.1f} tok/s"
-                       + (f", graph {row['graph'].get('tokens_per_s', 0):.1f} tok/s"
-                          if 'graph' in row else ""))
-            del cache
-            if str(device).startswith("cuda"):
-                torch.cuda.empty_cache()
-            save(res)
+    rbytes = weight_bytes_read(model)
+    res: dict = {"weight_bytes": wbytes, "weight_bytes_read": rbytes, "copy_bandwidth": bw,
+                 "rows": []}
+    plan = [(b, n, False) for b in budgets for n in policies]
+    plan += [(b, n, True) for b in budgets for n in (fused_policies or [])]
+    fused_now = False
+    for budget, name, fused in plan:
+        if fused and not fused_now:
+            from ros2_infmllm.models.fused_linear import fuse_projections
+            res["fused_groups"] = fuse_projections(model)
+            fused_now = True
+        label = name + ("+fused" if fused else "")
+        base, _, slack = name.partition("@")       # "h2o@1": evict every decode step
+        cache = BoundedCache(policy_for(base, budget), model.config, max_chunk=chunk,
+                             decode_slack=int(slack) if slack else 64)
+        # bounded policies: stream past the budget so they run in steady state; full at
+        # the same context (budget tokens)
+        prefill_to(model, cache, budget if name == "full" else budget + 3 * chunk, chunk,
+                   device)
+        row: dict = {"policy": label, "budget": budget,
+                     "context": cache.layers[0].length}
+        row["eager"] = decode_rate(model, cache, steps, device)
+        from ros2_infmllm.models.cuda_graph import _BROKEN
+        if graphs and name != "full" and _BROKEN:
+            row["graph"] = {"error": f"skipped, capture failed earlier: {_BROKEN[0]}"}
+        elif graphs and name != "full":
+            try:
+                row["graph"] = decode_rate(model, cache, 2 * steps, device, graphs=True,
+                                           warmup=2 * (cache.decode_slack + 2) + 4)
+            except RuntimeError as exc:
+                row["graph"] = {"error": str(exc)[:300]}
+        kv_read = _kv_read_bytes(cache)
+        row["kv_bytes_read_per_token"] = kv_read
+        per_token = rbytes + kv_read
+        for mode in ("eager", "graph"):
+            tps = (row.get(mode) or {}).get("tokens_per_s")
+            if tps and bw:
+                row[f"{mode}_roofline_fraction"] = tps * per_token / (bw["gb_per_s"] * 1e9)
+        rep_ms = (((row.get("graph") or {}).get("steps_by_kind") or {}).get("replay")
+                  or {}).get("median_ms")
+        if rep_ms and bw:
+            row["replay_tokens_per_s"] = 1e3 / rep_ms
+            row["replay_roofline_fraction"] = 1e3 / rep_ms * per_token / (
+                bw["gb_per_s"] * 1e9)
+        if profile_path and base == "inf_mllm" and not slack and budget == budgets[0]:
+            try:
+                prof = profile_decode(model, cache, device)
+                table = prof.pop("table", "")
+                with open(profile_path, "a") as fh:
+                    fh.write(f"== {label}, budget {budget}: {prof.get('steps')} eager decode "
+                             f"steps ==\n{table}\n")
+                row["profile"] = prof
+            except Exception as exc:               # noqa: BLE001 - report, go on
+                row["profile"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+        res["rows"].append(row)
+        tqdm.write(f"decode {label} budget {budget}: eager "
+                   f"{row['eager']['tokens_per_s']:.1f} tok/s"
+                   + (f", graph {row['graph'].get('tokens_per_s', 0):.1f} tok/s"
+                      if 'graph' in row else ""))
+        del cache
+        if str(device).startswith("cuda"):
+            torch.cuda.empty_cache()
+        save(res)
     res["ratios"] = decode_ratios(res)
     save(res)
     return res
@@ -252,9 +373,12 @@ def decode_ratios(res: dict) -> dict:
     by = {(r["policy"], r["budget"]): r for r in res["rows"]}
     for budget in sorted({r["budget"] for r in res["rows"]}):
         for mode in ("eager", "graph"):
-            inf = (by.get(("inf_mllm", budget), {}).get(mode) or {}).get("tokens_per_s")
-            for other in ("h2o", "h2o@1", "streaming_llm", "full"):
-                o = (by.get((other, budget), {}).get(mode) or {}).get("tokens_per_s")
-                if inf and o:
-                    out[f"b{budget}_{mode}_inf_mllm_over_{other}"] = inf / o
+            for sfx in ("", "+fused"):
+                inf = (by.get(("inf_mllm" + sfx, budget), {}).get(mode) or {}).get(
+                    "tokens_per_s")
+                for other in ("h2o", "h2o@1", "streaming_llm", "full"):
+                    o = (by.get((other + sfx, budget), {}).get(mode) or {}).get(
+                        "tokens_per_s")
+                    if inf and o:
+                        out[f"b{budget}_{mode}_inf_mllm{sfx}_over_{other}{sfx}"] = inf / o
     return out
