@@ -11,6 +11,7 @@ from ros2_infmllm.eval.bench import main
 from ros2_infmllm.eval.bench.common import llama_model
 from ros2_infmllm.eval.bench.runs import policy_for, prefill_to
 from ros2_infmllm.memory import BoundedCache, use_scoring_attention
+from ros2_infmllm.models.compiled_decode import FAILED, compile_decode
 from ros2_infmllm.models.cuda_graph import advance_layer, compact_if_all_pending, graph_signature
 from ros2_infmllm.models.fused_linear import FusedPart, fuse_projections
 
@@ -66,6 +67,19 @@ def test_bench_decode_smoke_fused_rows_and_profile(tmp_path):
     assert (tmp_path / "bench_decode_profile.txt").read_text().count("==") >= 2
 
 
+def test_bench_decode_smoke_compiled_rows(tmp_path):
+    assert main(["decode", "--smoke", "--out-dir", str(tmp_path), "--policies", "",
+                 "--fused-policies", "inf_mllm", "--compile-policies", "inf_mllm,h2o@1"]) == 0
+    data = _load(tmp_path, "decode")
+    assert [r["policy"] for r in data["rows"]] == [
+        "inf_mllm+fused", "inf_mllm+fused+compiled", "h2o@1+fused+compiled"]
+    c = data["compile"]
+    assert c["modules"] == {"norms": 5, "mlps": 2, "rotary": 1} and c["graph_breaks"] == 0
+    assert c["failed"] == []
+    assert max(c["logits_max_abs_diff"]) < 1e-4 and all(c["same_argmax"])
+    assert "compile (mode default" in (tmp_path / "bench_decode.md").read_text()
+
+
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
 def test_tiny_fused_projections_leave_logits_unchanged(family):
     """q/k/v and gate/up fused into one weight each: same logits (prefill chunks, decode
@@ -109,6 +123,43 @@ def test_tiny_fused_projections_leave_logits_unchanged(family):
     ref_mlp = ref_model.model.layers[0].mlp
     torch.testing.assert_close(mlp.up_proj(x), ref_mlp.up_proj(x))   # out of order: own slice
     torch.testing.assert_close(mlp.gate_proj(x), ref_mlp.gate_proj(x))
+
+
+@pytest.mark.parametrize("family,fused", [("llama", True), ("qwen2", False)])
+def test_tiny_compiled_decode_equals_eager_through_compactions(family, fused):
+    """Inductor-compiled one-token norms / MLP / rotary embedding (CPU): the same logits as
+    the eager model over prefill chunks (not compiled) and decode steps (compiled) through
+    compactions; one graph per function for all layers, no graph break."""
+    import sys
+    from pathlib import Path
+
+    from torch._dynamo.utils import counters
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "memory"))
+    from memory_tiny_models import forward, tiny_model
+    ref_model = use_scoring_attention(tiny_model(family, seed=11))
+    model = use_scoring_attention(copy.deepcopy(ref_model))
+    if fused:
+        fuse_projections(model)
+    layers = model.config.num_hidden_layers
+    assert compile_decode(model) == {"norms": 2 * layers + 1, "mlps": layers, "rotary": 1}
+    assert compile_decode(model) == {"norms": 0, "mlps": 0, "rotary": 0}     # idempotent
+    twin = copy.deepcopy(model)
+    assert twin.model.norm.forward.__self__ is twin.model.norm         # rebound to the copy
+    with pytest.raises(ValueError, match="CUDA graphs of its own"):
+        compile_decode(model, mode="reduce-overhead")
+    counters.clear()
+    caches = [BoundedCache(policy_for(name, 48), m.config, max_chunk=32, decode_slack=4)
+              for name in ("inf_mllm", "h2o") for m in (ref_model, model)]
+    g = torch.Generator().manual_seed(3)
+    for step in range(16):
+        ids = torch.randint(0, 100, (1, 30 if step < 3 else 1), generator=g)
+        for ref_cache, cache in (caches[:2], caches[2:]):
+            ref = forward(ref_model, ids, ref_cache).logits
+            got = forward(model, ids, cache).logits
+            torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5, msg=f"step {step}")
+    assert all(c.describe()["compactions"] > 2 for c in caches)
+    assert counters["stats"]["unique_graphs"] <= 3            # norm, MLP, rotary: once each
+    assert not counters["graph_break"] and not FAILED
 
 
 def test_bench_rejects_unknown_policy(capsys):

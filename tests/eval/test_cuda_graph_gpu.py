@@ -11,21 +11,34 @@ from ros2_infmllm.memory import BoundedCache, use_scoring_attention
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
-@pytest.mark.parametrize("name,slack,carry", [("inf_mllm", 8, 0.0), ("inf_mllm", 8, 0.5),
-                                              ("h2o", 8, None), ("h2o", 1, None),
-                                              ("snapkv", 8, None), ("streaming_llm", 8, None)])
-def test_gpu_graph_decode_equals_eager_through_compactions(name, slack, carry):
+@pytest.mark.parametrize("name,slack,carry,compiled", [
+    ("inf_mllm", 8, 0.0, False), ("inf_mllm", 8, 0.5, False), ("h2o", 8, None, False),
+    ("h2o", 1, None, False), ("snapkv", 8, None, False), ("streaming_llm", 8, None, False),
+    ("inf_mllm", 8, 0.0, True), ("h2o", 1, None, True)])
+def test_gpu_graph_decode_equals_eager_through_compactions(name, slack, carry, compiled):
     """Same tokens fed to an eager cache and to the graph runner: same logits at every
-    step and the same kept memory, across several compactions (run before each replay)."""
+    step and the same kept memory, across several compactions (run before each replay).
+    ``compiled``: the runner's model has fused projections and inductor-compiled norms /
+    MLPs / rotary embedding (``compiled_decode``), captured in the runner's graphs; the
+    reference stays the plain eager model."""
+    import copy
+
     from ros2_infmllm.models.cuda_graph import GraphDecodeRunner
-    model = llama_model("tiny", "cuda", torch.float32)
-    use_scoring_attention(model)
+    ref_model = llama_model("tiny", "cuda", torch.float32)
+    use_scoring_attention(ref_model)
+    model = ref_model
+    if compiled:
+        from ros2_infmllm.models.compiled_decode import compile_decode
+        from ros2_infmllm.models.fused_linear import fuse_projections
+        model = copy.deepcopy(ref_model)
+        fuse_projections(model)
+        assert compile_decode(model)["mlps"] == model.config.num_hidden_layers
     kw = cache_kw(model)
     over = {} if carry is None else {"carry": carry}
     caches = [BoundedCache(policy_for(name, 64, **over), model.config, max_chunk=32,
                            decode_slack=slack) for _ in range(2)]
-    for c in caches:
-        prefill_to(model, c, 100, 32, "cuda")
+    for m, c in zip((ref_model, model), caches):
+        prefill_to(m, c, 100, 32, "cuda")
     runner = GraphDecodeRunner(model, caches[1])
     g = torch.Generator().manual_seed(5)
     tokens = torch.randint(3, 500, (120,), generator=g).cuda()
@@ -34,8 +47,8 @@ def test_gpu_graph_decode_equals_eager_through_compactions(name, slack, carry):
         for t in range(120):
             tok = tokens[t].view(1, 1)
             pos_buf.fill_(caches[0].next_position())
-            ref = model(input_ids=tok, position_ids=pos_buf, use_cache=True,
-                        **{kw: caches[0]}).logits
+            ref = ref_model(input_ids=tok, position_ids=pos_buf, use_cache=True,
+                            **{kw: caches[0]}).logits
             got = runner.step(tok, caches[1].next_position())
             torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4, msg=f"step {t}")
     stats = runner.stats()

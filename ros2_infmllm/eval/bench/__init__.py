@@ -82,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="datasheet HBM bandwidth stated beside the measured copy bandwidth")
     p.add_argument("--fused-policies", type=_policies, default=[],
                    help="run these again with q/k/v and gate/up weights fused (<name>+fused)")
+    p.add_argument("--compile-policies", type=_policies, default=[],
+                   help="run these last with the one-token norms, MLPs and rotary embedding "
+                   "compiled by inductor, on the fused weights if --fused-policies ran "
+                   "(<name>[+fused]+compiled)")
+    p.add_argument("--compile-mode", default="default",
+                   choices=["default", "max-autotune-no-cudagraphs"],
+                   help="torch.compile mode of --compile-policies")
     p.add_argument("--profile", action="store_true",
                    help="torch.profiler kernel summary of eager inf_mllm steps (first budget)")
 
@@ -178,7 +185,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 Path(prof).write_text("")
             runs.bench_decode(model, device, args.policies, args.budgets, args.steps, graphs,
                               args.chunk, save, fused_policies=args.fused_policies,
-                              profile_path=prof)
+                              profile_path=prof, compile_policies=args.compile_policies,
+                              compile_mode=args.compile_mode)
     else:
         from ros2_infmllm.eval.bench.ingest import bench_ingest
         model = common.vl_model(args.shape, device, dtype)

@@ -275,15 +275,21 @@ def prefill_to(model, cache, tokens: int, chunk: int, device: str) -> None:
 def bench_decode(model, device: str, policies: list, budgets: list, steps: int,
                  graphs: bool, chunk: int, save: Callable[[dict], None],
                  fused_policies: Optional[list] = None,
-                 profile_path: Optional[str] = None) -> dict:
+                 profile_path: Optional[str] = None,
+                 compile_policies: Optional[list] = None,
+                 compile_mode: Optional[str] = None) -> dict:
     """Decode tokens/s per policy and budget, eager and CUDA-graph, with the HBM roofline.
 
     The roofline counts the bytes a step must read: weights without the input embedding
     table (one row of it is read) plus the kept KV. ``fused_policies`` are run again
     after the others with q/k/v and gate/up weights fused (``models/fused_linear.py``),
-    as rows named ``<policy>+fused``. ``profile_path``: a torch.profiler kernel summary of
-    eager steps of ``inf_mllm`` (and ``inf_mllm+fused``) at the first budget in the rows,
-    the kernel tables written to that file.
+    as rows named ``<policy>+fused``. ``compile_policies`` are run last with the one-token
+    norms, MLPs and rotary embedding compiled by inductor (``models/compiled_decode.py``,
+    ``compile_mode``), on top of the fused weights when fused rows ran: rows
+    ``<policy>[+fused]+compiled``; ``res["compile"]`` has the compile time and the logit
+    difference compiled vs eager on two decode steps. ``profile_path``: a torch.profiler
+    kernel summary of eager steps of ``inf_mllm`` (and its fused / compiled rows) at the
+    first budget in the rows, the kernel tables written to that file.
     """
     use_scoring_attention(model)
     bw = copy_bandwidth(device) if str(device).startswith("cuda") else None
@@ -293,13 +299,22 @@ def bench_decode(model, device: str, policies: list, budgets: list, steps: int,
                  "rows": []}
     plan = [(b, n, False) for b in budgets for n in policies]
     plan += [(b, n, True) for b in budgets for n in (fused_policies or [])]
+    plan += [(b, n, "compiled") for b in budgets for n in (compile_policies or [])]
     fused_now = False
     for budget, name, fused in plan:
-        if fused and not fused_now:
+        if fused is True and not fused_now:
             from ros2_infmllm.models.fused_linear import fuse_projections
             res["fused_groups"] = fuse_projections(model)
             fused_now = True
-        label = name + ("+fused" if fused else "")
+        if fused == "compiled" and "compile" not in res:
+            try:
+                res["compile"] = compile_model(model, device, chunk, compile_mode)
+            except Exception as exc:               # noqa: BLE001 - report, skip those rows
+                res["compile"] = {"error": f"{type(exc).__name__}: {exc}"[:600]}
+                break
+            tqdm.write(f"compile: {res['compile']}")
+        label = name + ("+fused" if fused_now else "") + (
+            "+compiled" if fused == "compiled" else "")
         base, _, slack = name.partition("@")       # "h2o@1": evict every decode step
         cache = BoundedCache(policy_for(base, budget), model.config, max_chunk=chunk,
                              decode_slack=int(slack) if slack else 64)
@@ -356,6 +371,50 @@ def bench_decode(model, device: str, policies: list, budgets: list, steps: int,
     return res
 
 
+def compile_model(model, device: str, chunk: int, mode: Optional[str]) -> dict:
+    """``compile_decode(model)``; compile time and logits compiled vs eager on two steps.
+
+    Two fresh caches get the same 16-token prefill and two greedy decode steps, the first
+    before the change (eager reference), the second after it. Inductor compiles in the
+    first compiled decode step: ``compile_s`` = its wall time minus the second's. The
+    compiled functions serve every layer (the weights are graph inputs), so this is the
+    whole compile cost of the run.
+    """
+    from torch._dynamo.utils import counters
+
+    from ros2_infmllm.models.compiled_decode import FAILED, compile_decode
+    kw = cache_kw(model)
+    vocab = model.config.get_text_config().vocab_size
+    ids = _random_ids(17, vocab, device, torch.Generator().manual_seed(4))
+
+    def run() -> tuple[list, list]:
+        cache = BoundedCache(policy_for("streaming_llm", 64), model.config, max_chunk=chunk)
+        _forward(model, kw, ids[:, :16], cache)
+        tok, out, times = ids[:, 16:17], [], []
+        for pos in (16, 17):
+            logits, dt = timed(lambda: _forward(model, kw, tok, cache, position=pos), device)
+            tok = logits[:, -1:].argmax(-1)
+            out.append(logits)
+            times.append(dt)
+        return out, times
+
+    ref, eager_s = run()
+    graphs0 = counters["stats"]["unique_graphs"]
+    modules = compile_decode(model, mode)
+    got, times = run()
+    return {"mode": mode or "default", "modules": modules,
+            "compile_s": times[0] - times[1], "first_step_s": times[0],
+            "second_step_s": times[1], "eager_step_s": eager_s[1],
+            "graphs": counters["stats"]["unique_graphs"] - graphs0,
+            "graph_breaks": sum(counters["graph_break"].values()),
+            "failed": sorted(FAILED.values()),
+            "logits_max_abs_diff": [float((a.float() - b.float()).abs().max())
+                                    for a, b in zip(ref, got)],
+            "logits_abs_max": float(ref[0].float().abs().max()),
+            "same_argmax": [bool(torch.equal(a.argmax(-1), b.argmax(-1)))
+                            for a, b in zip(ref, got)]}
+
+
 def _kv_read_bytes(cache) -> int:
     """Key + value bytes one decode step reads at the current kept length (all layers)."""
     total = 0
@@ -373,7 +432,7 @@ def decode_ratios(res: dict) -> dict:
     by = {(r["policy"], r["budget"]): r for r in res["rows"]}
     for budget in sorted({r["budget"] for r in res["rows"]}):
         for mode in ("eager", "graph"):
-            for sfx in ("", "+fused"):
+            for sfx in ("", "+fused", "+compiled", "+fused+compiled"):
                 inf = (by.get(("inf_mllm" + sfx, budget), {}).get(mode) or {}).get(
                     "tokens_per_s")
                 for other in ("h2o", "h2o@1", "streaming_llm", "full"):
