@@ -25,6 +25,9 @@ from .memory import BoundedCache, POLICIES, make_policy
 from .models.base import Chunk, ModelAdapter
 
 
+_PRUNE_FRAMES = 256     # frames remembered before ingest forgets those no longer in memory
+
+
 class EngineError(RuntimeError):
     """A model failure during ingest/ask; the session stays usable (memory rolled back)."""
 
@@ -105,6 +108,7 @@ class StreamingSession:
     def _reset_state(self) -> None:
         self._next_id = 0
         self._frame_meta: dict[int, tuple[float, str]] = {}
+        self._prune_at = _PRUNE_FRAMES
         self._started = False
         self.frames_ingested = 0
         self.questions_answered = 0
@@ -161,6 +165,9 @@ class StreamingSession:
             self._frame_meta[sid] = (float(stamp), camera)
             self._run(chunk)
             self.frames_ingested += 1
+            if len(self._frame_meta) >= self._prune_at:
+                self._prune_frames(self.cache.sources_in_memory())
+                self._prune_at = max(_PRUNE_FRAMES, 2 * len(self._frame_meta))
             n = self._cache_tokens()
         return FrameResult(float(stamp), camera, chunk.n_tokens, time.perf_counter() - t0, n,
                            chunk.text)
@@ -273,10 +280,13 @@ class StreamingSession:
         frames = [(w, sid) for sid, w in att.items()
                   if sid in self._frame_meta and live.get(sid, 0) > 0]
         frames.sort(key=lambda x: (-x[0], -self._frame_meta[x[1]][0]))
-        # forget metadata of frames no longer in memory (bounded on an endless stream)
+        self._prune_frames(live)
+        return [self._frame_meta[sid][0] for _, sid in frames[:self.evidence_k]]
+
+    def _prune_frames(self, live: dict) -> None:
+        """Forget frames no longer in memory (bounded on an endless stream)."""
         for sid in [s for s in self._frame_meta if live.get(s, 0) == 0]:
             del self._frame_meta[sid]
-        return [self._frame_meta[sid][0] for _, sid in frames[:self.evidence_k]]
 
     def reset(self) -> None:
         """Forget every frame and turn (buffers kept)."""
@@ -290,14 +300,18 @@ class StreamingSession:
         with self._lock:
             mem = self.cache.describe()
             per = mem.get("tokens_per_layer") or [0]
-            frames_in_memory = sum(1 for s in mem.get("sources", {}).values()
-                                   if s["kind"] == "frame" and s["tokens_in_memory"] > 0)
+            sources = mem.get("sources", {})
+            live = {sid: sources[str(sid)]["tokens_in_memory"] for sid in self._frame_meta
+                    if str(sid) in sources}
+            self._prune_frames(live)
+            frames = sorted((stamp, camera, int(live[sid]))
+                            for sid, (stamp, camera) in self._frame_meta.items())
             return {"model": self.adapter.describe(), "policy": self.policy.name,
                     "budget": self.policy.capacity, "multi_round": self.multi_round,
                     "frames_ingested": self.frames_ingested,
                     "questions_answered": self.questions_answered, "errors": self.errors,
-                    "frames_in_memory": frames_in_memory, "cache_tokens": int(max(per)),
-                    "memory": mem}
+                    "frames_in_memory": len(frames), "frames": frames,
+                    "cache_tokens": int(max(per)), "memory": mem}
 
 
 # ---- configuration -----------------------------------------------------------------------

@@ -125,3 +125,17 @@ def test_tiny_sink_tokens_belong_to_system_source(prompt):
     assert s.cache.source_meta[0][1] == "system"
     for layer in s.cache.layers:
         assert (layer.source[:, :4] == sys_idx).all()
+
+
+def test_tiny_frame_bookkeeping_stays_bounded_without_questions():
+    """An endless stream with no question and no describe() keeps bounded frame metadata."""
+    from ros2_infmllm import engine
+    s = _session(budget=64, n_recent=16)
+    for i in range(3 * engine._PRUNE_FRAMES):
+        s.ingest_frame(_frame(i), 1000.0 + i, "front" if i % 2 else "rear")
+    assert len(s._frame_meta) < 2 * engine._PRUNE_FRAMES
+    d = s.describe()
+    assert d["frames_in_memory"] == len(d["frames"]) == len(s._frame_meta)
+    assert all(n > 0 for _, _, n in d["frames"])
+    assert {cam for _, cam, _ in d["frames"]} <= {"front", "rear"}
+    assert d["frames"][-1][0] == 1000.0 + 3 * engine._PRUNE_FRAMES - 1   # newest is kept
