@@ -87,6 +87,16 @@ def summarize(rows: List[Dict[str, Any]], meta: Dict[str, Any]) -> Dict[str, Any
                 out["ingest_latency_steady_first10_mean_s"] = statistics.fmean(steady)
                 out["ingest_latency_ratio_last_vs_steady_first"] = (
                     statistics.fmean(last) / statistics.fmean(steady))
+            # CPU seconds of the process per ingest: the same ratio without the wall-clock
+            # noise of other jobs sharing the cores (engine modes record it)
+            cpu_steady = [r["cpu"] for r in ingest
+                          if "cpu" in r and full_t <= r["t"] <= full_t + 0.1 * span]
+            cpu_last = [r["cpu"] for r in ingest if "cpu" in r and r["t"] >= t1 - 0.1 * span]
+            if cpu_steady and cpu_last:
+                out["ingest_cpu_steady_first10_mean_s"] = statistics.fmean(cpu_steady)
+                out["ingest_cpu_last10_mean_s"] = statistics.fmean(cpu_last)
+                out["ingest_cpu_ratio_last_vs_steady_first"] = (
+                    statistics.fmean(cpu_last) / statistics.fmean(cpu_steady))
     if len(rss) >= 4:
         t0, t1 = rss[0][0], rss[-1][0]
         span = max(t1 - t0, 1e-9)
@@ -182,12 +192,14 @@ def run_engine(args: argparse.Namespace, meta: Dict[str, Any]) -> List[Dict[str,
             tick = time.monotonic()
             img = harness.scene(i)
             t0 = time.perf_counter()
+            c0 = time.process_time()
             ok, err = True, ""
             try:
                 session.ingest_frame(img, time.time(), "/camera/image_raw")
             except Exception as exc:  # counted, the soak goes on
                 ok, err = False, repr(exc)
-            row = {"t": time.time(), "op": "ingest", "dt": time.perf_counter() - t0, "ok": ok}
+            row = {"t": time.time(), "op": "ingest", "dt": time.perf_counter() - t0,
+                   "cpu": time.process_time() - c0, "ok": ok}
             if err:
                 row["error"] = err[:200]
             if i % 10 == 0:

@@ -139,7 +139,8 @@ def perplexity_headline(results: list) -> str:
     if not allruns:
         return ''
     lines = ['| tokens | budget | policy | perplexity | vs full_in_window | worst/median block '
-             '| from |', '|---:|---:|---|---:|---:|---:|---|']
+             '| worst block / same block of full_in_window | from |',
+             '|---:|---:|---|---:|---:|---:|---:|---|']
     seen = set()
     for r in sorted(allruns, key=lambda r: (-r['tokens'], r['budget'], r['prefix'],
                                             r['policy'])):
@@ -152,9 +153,15 @@ def perplexity_headline(results: list) -> str:
                     and o['chunk'] == r['chunk']), None)
         vs = '' if ref is None or ref is r else f"{100 * (r['ppl'] / ref['ppl'] - 1):+.2f}%"
         wm = '' if r['worst_over_median'] is None else f"{r['worst_over_median']:.3f}"
+        wr = ''
+        if ref is not None and ref is not r and r['block'] == ref['block']:
+            n = r['tokens'] // r['block'] if r['block'] else 0
+            pairs = list(zip(r['block_ppl'][:n], ref['block_ppl'][:n]))
+            if pairs:
+                wr = f"{max(a / b for a, b in pairs):.3f}"
         src = f"{r['file']}" + (' (prefix of a longer run)' if r['prefix'] else '')
         lines.append(f"| {r['tokens']:,} | {r['budget']} | {r['policy']} | {r['ppl']:.3f} | "
-                     f"{vs} | {wm} | {src} |")
+                     f"{vs} | {wm} | {wr} | {src} |")
     return '\n'.join(lines) + '\n'
 
 
@@ -195,7 +202,11 @@ def render(results: list, md_path: Path) -> str:
                                      if bench else task)
         parts += [f'## {title}', '']
         if task == 'perplexity' and len(items) > 1:
-            parts += ['### All perplexity runs compared', '', perplexity_headline(results)]
+            parts += ['### All perplexity runs compared', '', perplexity_headline(results),
+                      'Worst/median block compares the blocks of one run with each other, so '
+                      'it mostly measures how different the corpus files are (the full cache '
+                      'has it too); the worst block against the same block of full_in_window '
+                      'measures what the bounded memory loses, block by block.', '']
             png = combined_perplexity_plot(items, items[0][0].parent / 'perplexity_combined.png')
             if png is not None:
                 parts += [f'![longest runs together]({_rel(png, docs)})', '']
