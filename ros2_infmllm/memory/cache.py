@@ -49,30 +49,17 @@ from . import scoring
 from .policies import Policy
 from .policies.base import SelectionInput
 from .rope import RopeSpec, repack_positions
-from .selection import top_k_per_head
 
 _UNKNOWN_SOURCE = 0   # dense index reserved for tokens appended without begin_source
 _PRUNE_MIN = 256      # live source entries before begin_source forgets evicted sources
 _GROUP_ELEMENTS = 1 << 23   # kept key elements gathered + re-rotated per batched step
 
 
-def select_kept(policy: Policy, inp: SelectionInput, unscored: int) -> torch.Tensor:
-    """``policy.select(inp)`` with the ``unscored`` newest tokens forced kept as well.
-
-    Those tokens came after the scores in ``inp`` (one-token decode steps, no window
-    scored): like recent tokens they are kept, at most ``budget - n_sink`` of them (then
-    the selection is the sinks plus the newest tokens).
-    """
-    n_sink, n_recent = policy.forced()
-    if unscored <= n_recent:
-        return policy.select(inp)
-    recent = min(unscored, policy.capacity - n_sink)
-    return top_k_per_head(policy.priority(inp), policy.capacity, n_sink, recent)
-
-
 def scored_after_compaction(policy: Policy, scored: int, unscored: int,
                             kept: int) -> tuple[int, int]:
-    """``(scored_len, unscored)`` of a layer after :func:`select_kept` kept ``kept`` tokens.
+    """``(scored_len, unscored)`` of a layer after a compaction kept ``kept`` tokens.
+
+    The compaction is ``policy.select(inp, min_recent=unscored)``.
 
     Kept indices are ascending, so the kept unscored tokens (all of them, or the newest
     ``budget - n_sink`` and any unscored sinks) end the buffer.
@@ -401,8 +388,10 @@ class BoundedLayer(CacheLayerMixin):
         self.flush()
         rows = self.owner.pos_rows
         age = (self.arrived - 1) - self.meta[rows, :, :n]
-        idx = select_kept(policy, SelectionInput(scores=scores, age=age, length=n),
-                          unscored)                                        # [H, budget]
+        inp = SelectionInput(scores=scores, age=age, length=n,
+                             source=self.meta[rows + 1, :, :n],
+                             n_sources=len(self.owner.source_ids))
+        idx = policy.select(inp, min_recent=unscored)                      # [H, budget]
         k = idx.shape[-1]
         kidx = idx.unsqueeze(0).unsqueeze(-1)
         # gather into the cache's scratch (shared by the layers, allocated once), then copy
@@ -856,7 +845,10 @@ class BoundedCache(Cache):
             if unscored and not policy.keeps_scores:
                 st.scores[:, :, first.scored_len:n] = 0.0       # slots of earlier tokens
             scores = st.scores[:, :, :n].reshape(n_layers * h, n)
-        idx = select_kept(policy, SelectionInput(scores=scores, age=age, length=n), unscored)
+        inp = SelectionInput(scores=scores, age=age, length=n,
+                             source=meta[:, rows + 1].reshape(n_layers * h, n),
+                             n_sources=len(self.source_ids))
+        idx = policy.select(inp, min_recent=unscored)
         k = idx.shape[-1]
         idx = idx.view(n_layers, h, k)
         kept_meta = torch.gather(meta, 3, idx.unsqueeze(1).expand(-1, rows + 2, -1, -1))

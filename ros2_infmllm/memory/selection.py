@@ -55,3 +55,33 @@ def top_k_per_head(priority: torch.Tensor, n_keep: int, n_sink: int = 0,
         pri[:, max(length - n_recent, 0):] = float("inf")
     idx = torch.topk(pri, n_keep, dim=-1, sorted=False).indices
     return torch.sort(idx, dim=-1).values
+
+
+def source_mean(scores: torch.Tensor, source: torch.Tensor, n_sources: int) -> torch.Tensor:
+    """Replace each token's score by the mean score of its source's tokens in the same row.
+
+    ``scores`` and ``source`` are ``[H, T]``; sources are dense indices below ``n_sources``.
+    Whole chunks (a frame, a sentence) then rank together, so a chunk whose subject was
+    attended keeps its other words too, and the structural tokens every chunk has (periods,
+    newlines) no longer outrank content. No host synchronisation.
+    """
+    rows = scores.shape[0]
+    total = scores.new_zeros(rows, n_sources).scatter_add_(1, source, scores)
+    count = scores.new_zeros(rows, n_sources).scatter_add_(1, source, torch.ones_like(scores))
+    return (total / count.clamp(min=1.0)).gather(1, source)
+
+
+def shared_top_k(priority: torch.Tensor, n_keep: int, n_sink: int = 0,
+                 n_recent: int = 0) -> torch.Tensor:
+    """Like :func:`top_k_per_head`, but every row keeps the same tokens.
+
+    Each row (a KV head of a layer) is normalised to sum 1, so every head has an equal
+    vote, and the mean over rows ranks the tokens. A token is then in memory everywhere or
+    nowhere: the layers that copy a fact out of the context find all of it, where
+    independent per-head choices keep scattered fragments of it.
+    """
+    rows = priority.shape[0]
+    pri = torch.nan_to_num(priority.float(), nan=0.0).clamp(min=0.0)
+    pri = pri / pri.sum(dim=-1, keepdim=True).clamp(min=1e-30)
+    idx = top_k_per_head(pri.mean(dim=0, keepdim=True), n_keep, n_sink, n_recent)
+    return idx.expand(rows, -1).contiguous()

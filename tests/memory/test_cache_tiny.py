@@ -611,3 +611,27 @@ def test_tiny_decode_compaction_keeps_unscored_newest_and_uses_carried_scores(
         assert (layer.scored_len, layer.unscored) == (56, 9)
         carried = torch.cat([sc[:, :4], sc.gather(1, best.sort(dim=-1).values)], dim=1)
         torch.testing.assert_close(layer.scores[:, :56], carried)
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_tiny_shared_selection_keeps_the_same_tokens_in_every_layer_and_head(models, batched):
+    """selection="shared": one token set everywhere (per layer when layers compact alone)."""
+    model = models["llama"]
+    pol = make_policy("inf_mllm", budget=64, n_sink=4, n_recent=16, window=8, kernel=3,
+                      carry=0.5, selection="shared")
+    cache = BoundedCache(pol, model.config, max_chunk=40, decode_slack=4)
+    cache.batched = batched
+    for c in range(5):
+        cache.begin_source(c, float(c), "frame")
+        forward(model, _ids(40, seed=60 + c), cache)
+        for t in range(5):
+            forward(model, torch.full((1, 1), t), cache)
+    cache.compact()
+    kept = []
+    for layer in cache.layers:
+        layer.flush()
+        arrival = layer.arrival[:, :layer.length]
+        assert torch.equal(arrival, arrival[:1].expand_as(arrival))     # same in every head
+        kept.append(arrival[0])
+    if batched:
+        assert all(torch.equal(k, kept[0]) for k in kept)                # and every layer

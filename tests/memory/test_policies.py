@@ -52,6 +52,38 @@ def test_inf_mllm_keeps_sinks_recent_and_planted_cluster_per_head():
     assert set(range(200, 210)) <= kept[1] and not (set(range(100, 110)) & kept[1])
 
 
+def test_inf_mllm_shared_selection_keeps_one_token_set_with_equal_votes():
+    """Shared: every row keeps the same tokens; a head with huge scores gets one vote."""
+    rows = 6
+    scores = torch.rand(rows, T) * 1e-3
+    scores[0, 100:110] = 50.0         # one loud head
+    scores[1:, 200:210] = 0.05        # five quiet heads agree on another cluster
+    scores[1:, 300:304] = 0.04
+    pol = make_policy("inf_mllm", budget=56, n_sink=4, n_recent=32, window=8, kernel=1,
+                      bias=0.0, selection="shared")
+    kept = _kept(pol, _inp(scores, heads=rows))          # 20 free slots
+    assert all(k == kept[0] for k in kept)
+    forced = set(range(4)) | set(range(T - 32, T))
+    assert forced <= kept[0]
+    assert set(range(200, 210)) | set(range(300, 304)) <= kept[0]   # the majority first
+    assert len(set(range(100, 110)) & kept[0]) == 6      # the loud head only gets the rest
+    per_head = _kept(make_policy("inf_mllm", budget=56, n_sink=4, n_recent=32, window=8,
+                                 kernel=1, bias=0.0), _inp(scores, heads=rows))
+    assert per_head[0] != per_head[1]
+
+
+def test_select_min_recent_forces_the_newest_unscored_tokens():
+    scores = _base_scores()
+    scores[:, 10:20] = 1.0
+    pol = make_policy("inf_mllm", budget=48, n_sink=4, n_recent=8, kernel=1, bias=0.0)
+    for selection in ("per_head", "shared"):
+        pol.selection = selection
+        kept = [set(r.tolist()) for r in pol.select(_inp(scores), 30)]
+        assert all(set(range(T - 30, T)) <= k and set(range(4)) <= k for k in kept)
+        capped = pol.select(_inp(scores), 1000)          # at most budget - n_sink of them
+        assert all(set(r.tolist()) == set(range(4)) | set(range(T - 44, T)) for r in capped)
+
+
 def test_inf_mllm_pooling_prefers_cluster_over_lone_spike():
     scores = torch.zeros(1, T)
     scores[0, 50] = 1.0                # lone spike
@@ -119,6 +151,8 @@ def test_local_sum_and_age_decay_values():
     ("inf_mllm", dict(kernel=4), "kernel must be odd"),
     ("inf_mllm", dict(bias=-1.0), "bias"),
     ("inf_mllm", dict(bias=float("nan")), "bias"),
+    ("inf_mllm", dict(selection="random"), "selection"),
+    ("inf_mllm", dict(carry=1.0), "carry"),
     ("streaming_llm", dict(budget=0), "budget"),
     ("h2o", dict(n_recent=-1), "n_recent"),
     ("snapkv", dict(kernel=0), "kernel"),

@@ -9,7 +9,10 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..selection import top_k_per_head
+from ..selection import shared_top_k, top_k_per_head
+
+
+SELECTIONS = ("per_head", "shared")
 
 
 @dataclass
@@ -27,11 +30,18 @@ class SelectionInput:
         ``[H_kv, T]`` int64: tokens between each cached token and the newest one (0 = newest).
     length : int
         Number of cached tokens ``T``.
+    source : torch.Tensor or None
+        ``[H_kv, T]`` int64 dense source index of each token (which frame, question or
+        answer produced it), values below ``n_sources``.
+    n_sources : int
+        Bound on the dense source indices.
     """
 
     scores: torch.Tensor | None
     age: torch.Tensor
     length: int
+    source: torch.Tensor | None = None
+    n_sources: int = 0
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
@@ -131,6 +141,9 @@ class Policy:
             _check_float("carry", self.carry, 0.0)
             if self.carry >= 1.0:
                 raise ValueError(f"carry must be < 1 (1 would never forget), got {self.carry}")
+        if "selection" in fields and self.selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got "
+                             f"{self.selection!r}")
         if "reposition" in fields and not isinstance(self.reposition, bool):
             raise TypeError(f"reposition must be a bool, got {self.reposition!r}")
         if "budget" in fields:
@@ -148,7 +161,17 @@ class Policy:
         """Return ``[H_kv, T]`` priorities, higher is kept. The one hook a policy overrides."""
         raise NotImplementedError
 
-    def select(self, inp: SelectionInput) -> torch.Tensor:
-        """Return the indices ``[H_kv, budget]`` (ascending per head) of the tokens to keep."""
+    def select(self, inp: SelectionInput, min_recent: int = 0) -> torch.Tensor:
+        """Return the indices ``[rows, budget]`` (ascending per row) of the tokens to keep.
+
+        Rows are KV heads (of one layer, or of every layer when the cache compacts them
+        together). ``min_recent`` newest tokens are kept too (tokens no scores have judged
+        yet), at most ``budget - n_sink``. With ``selection == "shared"`` every row keeps
+        the same tokens, chosen by the mean of the rows' normalised priorities.
+        """
         n_sink, n_recent = self.forced()
-        return top_k_per_head(self.priority(inp), self.capacity, n_sink, n_recent)
+        n_recent = max(n_recent, min(int(min_recent), self.capacity - n_sink))
+        priority = self.priority(inp)
+        if getattr(self, "selection", "per_head") == "shared":
+            return shared_top_k(priority, self.capacity, n_sink, n_recent)
+        return top_k_per_head(priority, self.capacity, n_sink, n_recent)

@@ -46,6 +46,10 @@ class InfMLLMPolicy(Policy):
         window); above 0 each chunk's window score is added to the decayed relevance of
         the earlier ones (every chunk is then scored), so a token that an earlier chunk
         found relevant is not evicted as soon as one chunk ignores it.
+    selection : {"per_head", "shared"}
+        ``per_head``: every KV head of every layer keeps its own best tokens (equal
+        counts). ``shared``: one token set for all layers and heads, ranked by the mean of
+        their normalised priorities, so a kept token is whole (every layer can use it).
     """
 
     budget: int = 1024
@@ -56,6 +60,7 @@ class InfMLLMPolicy(Policy):
     bias: float = 1.0
     reposition: bool = True
     carry: float = 0.0
+    selection: str = "per_head"
 
     name: ClassVar[str] = "inf_mllm"
     score_mode: ClassVar[str | None] = "window"
