@@ -77,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='questions per distance in each conversation')
     p.add_argument('--mention-every', type=int, default=25,
                    help='rounds between passing mentions of a fact\'s subject (0 = never)')
-    p.add_argument('--rounds-per-chunk', type=int, default=4,
+    p.add_argument('--warmup', type=int, default=60,
+                   help='distractor rounds before the first fact (the memory is full by then)')
+    p.add_argument('--rounds-per-chunk', type=int, default=1,
                    help='consecutive non-question rounds prefilled as one chunk')
     p.add_argument('--questions-in-stream', action='store_true',
                    help='append questions and answers to the stream (default: each question '
@@ -187,6 +189,7 @@ def cmd_memory_qa(args) -> int:
     if args.smoke:
         args.model = 'tiny-random' if args.model == 'default' else args.model
         args.distances, args.streams, args.per_distance, args.budget = [3, 30], 1, 1, 96
+        args.warmup = 10
         args.device = 'cpu' if args.device == 'auto' else args.device
     device = resolve_device(args.device)
     model, tok = load_eval_model(args.model, device=device, dtype=args.dtype, seed=args.seed)
@@ -199,7 +202,8 @@ def cmd_memory_qa(args) -> int:
     res = memory_qa.run(model, tok, policies=args.policies, budget=args.budget,
                         distances=args.distances, streams=args.streams,
                         per_distance=args.per_distance, mention_every=args.mention_every,
-                        seed=args.seed, device=device, overrides=parse_kv(args.param),
+                        warmup=args.warmup, seed=args.seed, device=device,
+                        overrides=parse_kv(args.param),
                         progress=not args.no_progress, on_run=save,
                         in_stream=args.questions_in_stream,
                         rounds_per_chunk=args.rounds_per_chunk)

@@ -107,6 +107,15 @@ def write_json(path: Path | str, data: dict) -> Path:
     return path
 
 
+def split_policy_spec(spec: str) -> tuple:
+    """``"inf_mllm:carry=0.9:bias=0.25"`` -> ``("inf_mllm", {"carry": 0.9, "bias": 0.25})``.
+
+    Lets one run compare a policy under several settings; the spec is the run's label.
+    """
+    name, *rest = spec.split(':')
+    return name, parse_kv([kv for kv in rest if kv])
+
+
 def parse_kv(items: Optional[list]) -> dict:
     """Parse ``key=value`` strings (numbers converted) into a dict of policy overrides."""
     out = {}

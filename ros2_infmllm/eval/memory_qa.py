@@ -1,16 +1,18 @@
 """Long-memory QA: facts stated early in a streamed conversation, asked many rounds later.
 
 Why this design: the question must test *memory*, not the model's skill, so that a 135M
-instruct model answers correctly whenever the fact is still in its cache. Each fact is a
-short line ("The password of the locker is tiger."); its question is a cloze that repeats
-the fact's wording ("... Answer: the password of the locker is") so that the first
-generated tokens copy the word out of the context when it is there; an answer is correct
-if it contains the word. Between facts and questions the stream carries distractor lines
-and, every ``mention_every`` rounds, a passing mention of a pending fact's subject
-("Someone walked past the locker.") -- the way subjects recur in a real long
-conversation or scene, and what gives the attention-based memory something to follow.
-Every round is one chunk prefilled against the bounded cache (then compacted); questions
-and the generated answers enter the same stream (multi-round, as in the paper).
+instruct model answers correctly whenever the fact is still in its cache. Each fact has a
+lead-in of its own ("The spare key is hidden under the maple."), so no two facts of a
+conversation share a pattern a small model could confuse (with one shared pattern, "The
+password of the X is Y", the 135M model copies the most recent Y whatever X is, even with
+the whole conversation in its cache); its question is the lead-in as a cloze ("The spare
+key is hidden under the"), so the first generated token copies the word out of the context
+when it is there; an answer is correct if it contains the word. Between facts and
+questions the stream carries distractor lines and, every ``mention_every`` rounds, a
+passing mention of a pending fact's subject in varied words ("A worker talked about the
+spare key.") -- the way subjects recur in a real long conversation or scene, and what
+gives the attention-based memory something to follow. Every round is one chunk
+prefilled against the bounded cache (then compacted).
 """
 from __future__ import annotations
 
@@ -25,13 +27,30 @@ import numpy as np
 from ros2_infmllm.eval.common import policy_params
 from ros2_infmllm.eval.scoring import match_answer
 
-#: Subjects of facts; each conversation uses each at most once, so the words right before
-#: an answer ("... the ladder is") identify one fact.
-NOUNS = ('locker', 'crate', 'door', 'cabinet', 'drawer', 'safe', 'gate', 'trolley', 'shelf',
-         'panel', 'tank', 'ladder', 'pallet', 'printer', 'forklift', 'elevator', 'freezer',
-         'toolbox', 'workbench', 'generator', 'conveyor', 'scanner', 'charger', 'barrel',
-         'mailbox', 'hatch', 'valve', 'pump', 'boiler', 'fridge', 'desk', 'garage', 'tent',
-         'bicycle', 'kiosk', 'piano')
+#: (subject, lead-in): each fact is "<lead-in> <answer word>."; each subject and lead-in is
+#: used at most once per conversation, and no lead-in is a prefix of another.
+FACTS = (
+    ('the locker', 'The password of the locker is'),
+    ("the guard's dog", "The name of the guard's dog is"),
+    ('the delivery truck', 'The delivery truck will bring a crate of'),
+    ('the visitor', 'The visitor from the north office was called'),
+    ('the cafeteria', 'Tomorrow the cafeteria serves soup with'),
+    ('the spare key', 'The spare key is hidden under the'),
+    ('the boiler room', 'The emergency code for the boiler room is'),
+    ('the new robot', 'The new robot in the lab is nicknamed'),
+    ("the manager's umbrella", "The manager's umbrella is next to the"),
+    ('the blue forklift', 'The sticker on the blue forklift shows a'),
+    ('the chess game', 'The winner of the chess game was'),
+    ('pallet nine', 'The shipment on pallet nine contains'),
+    ('the night shift', 'The night shift supervisor is called'),
+    ('the printer', 'The printer on the second floor is labelled'),
+    ('the parking lot', 'In the parking lot the red car has a sticker of a'),
+    ('the training session', 'The training session next week is about'),
+)
+#: Passing mentions of a subject, chosen at random each time (never a verbatim repeat chain).
+MENTIONS = ('Someone asked about {s}.', 'A worker talked about {s}.',
+            'The camera saw {s} again.', 'Somebody walked past {s}.',
+            'There was a note about {s}.', 'The robot passed {s}.')
 #: Answers: one common word each, never used elsewhere in the stream; a word is copied
 #: more reliably by a small model than a digit string.
 ANSWERS = ('tiger', 'falcon', 'otter', 'maple', 'cobalt', 'violet', 'copper', 'walnut',
@@ -48,8 +67,8 @@ DISTRACTORS = (
     'Someone closed a window upstairs.', 'The robot waited for the elevator.',
     'A dog barked outside the building.', 'The camera saw an empty aisle.',
     'The battery level dropped a little.', 'A phone rang in the office.')
-PREAMBLE = ('This is a robot\'s log. It notes the passwords of objects it sees and later '
-            'answers questions about them.\n')
+PREAMBLE = ('This is a robot\'s log. It notes what it hears and sees, and later recalls '
+            'it.\n')
 
 
 @dataclass
@@ -91,47 +110,53 @@ class Conversation:
 
 
 def make_conversation(seed: int, distances: Sequence[int], per_distance: int = 2,
-                      mention_every: int = 25) -> Conversation:
-    """Generate a conversation with ``per_distance`` questions at each distance (rounds)."""
+                      mention_every: int = 25, warmup: int = 0) -> Conversation:
+    """Generate a conversation with ``per_distance`` questions at each distance (rounds).
+
+    The first ``warmup`` rounds are distractors only, so that no fact is stated while a
+    bounded memory is still filling (as in a node that has been running for hours); a fact
+    stated into an almost empty memory would otherwise be kept for its earliness.
+    """
     if not distances or min(distances) < 1:
         raise ValueError(f'distances must be >= 1, got {list(distances)}')
     if per_distance < 1:
         raise ValueError(f'per_distance must be >= 1, got {per_distance}')
-    if mention_every < 0:
-        raise ValueError(f'mention_every must be >= 0, got {mention_every}')
+    if mention_every < 0 or warmup < 0:
+        raise ValueError(f'mention_every and warmup must be >= 0, got {mention_every}, '
+                         f'{warmup}')
     n_q = len(distances) * per_distance
-    subjects = list(NOUNS)
-    if n_q > len(subjects):
-        raise ValueError(f'{n_q} questions exceed the {len(subjects)} distinct subjects')
+    if n_q > len(FACTS):
+        raise ValueError(f'{n_q} questions exceed the {len(FACTS)} distinct facts')
     rng = random.Random(seed)
-    rng.shuffle(subjects)
+    facts = list(FACTS)
+    rng.shuffle(facts)
     words = list(ANSWERS)
     rng.shuffle(words)
-    total = max(distances) + 1 + 3 * n_q
+    total = warmup + max(distances) + 1 + 3 * n_q
     kinds: dict = {}
     pairs = []
     want = sorted([d for d in distances for _ in range(per_distance)], reverse=True)
     for d in want:
         for _ in range(10_000):
-            q = rng.randrange(d + 1, total)
+            q = rng.randrange(warmup + d + 1, total)
             f = q - d
             if q not in kinds and f not in kinds:
                 break
         else:
             raise ValueError(f'cannot place a question at distance {d} in {total} rounds')
-        subj = subjects[len(pairs)]
-        code = words[len(pairs)]
-        kinds[f] = ('fact', subj, code, d)
-        kinds[q] = ('question', subj, code, d)
-        pairs.append((f, q, subj))
+        subject, lead = facts[len(pairs)]
+        word = words[len(pairs)]
+        kinds[f] = ('fact', subject, lead, word, d)
+        kinds[q] = ('question', subject, lead, word, d)
+        pairs.append((f, q, subject, lead))
     if mention_every:
-        for f, q, subj in pairs:
+        for f, q, subject, lead in pairs:
             r = f + mention_every
             while r < q:
                 while r < q and r in kinds:
                     r += 1
                 if r < q:
-                    kinds[r] = ('mention', subj, None, None)
+                    kinds[r] = ('mention', subject, lead, None, None)
                 r += mention_every
     conv = Conversation(seed=seed)
     for r in range(total):
@@ -139,14 +164,13 @@ def make_conversation(seed: int, distances: Sequence[int], per_distance: int = 2
         if kind is None:
             conv.rounds.append(Round('distractor', rng.choice(DISTRACTORS) + '\n'))
             continue
-        k, noun, code, d = kind
+        k, subject, lead, word, d = kind
         if k == 'fact':
-            conv.rounds.append(Round('fact', f'The password of the {noun} is {code}.\n'))
+            conv.rounds.append(Round('fact', f'{lead} {word}.\n'))
         elif k == 'mention':
-            conv.rounds.append(Round('mention', f'Someone walked past the {noun}.\n'))
+            conv.rounds.append(Round('mention', rng.choice(MENTIONS).format(s=subject) + '\n'))
         else:
-            conv.rounds.append(Round('question', f'The password of the {noun} is',
-                                     answer=code, distance=d))
+            conv.rounds.append(Round('question', lead, answer=word, distance=d))
     return conv
 
 
@@ -220,6 +244,7 @@ def play(model, tokenizer, conv: Conversation, policy, device: str,
 
 def run(model, tokenizer, *, policies: Sequence[str], budget: int, distances: Sequence[int],
         streams: int, per_distance: int, mention_every: int, seed: int, device: str,
+        warmup: int = 0,
         overrides: Optional[dict] = None, progress: bool = True, on_run=None,
         in_stream: bool = False, rounds_per_chunk: int = 1) -> dict:
     """Accuracy per policy and distance over ``streams`` seeded conversations.
@@ -233,14 +258,14 @@ def run(model, tokenizer, *, policies: Sequence[str], budget: int, distances: Se
         raise ValueError(f'streams and rounds_per_chunk must be >= 1, got {streams}, '
                          f'{rounds_per_chunk}')
     use_scoring_attention(model)
-    convs = [make_conversation(seed + s, distances, per_distance, mention_every)
+    convs = [make_conversation(seed + s, distances, per_distance, mention_every, warmup)
              for s in range(streams)]
     total = sum(len(c.rounds) + 1 for c in convs) * len(policies)
     bar = tqdm(total=total, desc='memory-qa', unit='round', disable=not progress,
                mininterval=2.0)
     tokens = [sum(len(_encode(tokenizer, r.text)) for r in c.rounds) for c in convs]
     head = {'budget': budget, 'distances': list(distances), 'streams': streams,
-            'per_distance': per_distance, 'mention_every': mention_every,
+            'per_distance': per_distance, 'mention_every': mention_every, 'warmup': warmup,
             'questions_in_stream': in_stream, 'rounds_per_chunk': rounds_per_chunk,
             'rounds_per_stream': [len(c.rounds) for c in convs], 'tokens_per_stream': tokens}
     runs = []
@@ -311,7 +336,8 @@ def markdown(result: dict, png_name: Optional[str] = None) -> str:
              f"{max(result.get('rounds_per_stream') or [0])} rounds "
              f"(~{int(np.mean(toks)):,} tokens each), {result['per_distance']} questions per "
              f"distance per conversation, passing mention every {result['mention_every']} "
-             f"rounds; seed {meta.get('seed')}.", '',
+             f"rounds, first fact after {result.get('warmup', 0)} distractor rounds; "
+             f"seed {meta.get('seed')}.", '',
              '| policy | all | ' + ' | '.join(f'd={d}' for d in ds) + ' |',
              '|---|---:|' + '---:|' * len(ds)]
     for r in result['runs']:

@@ -32,9 +32,13 @@ DEFAULT_BUDGETS = (256, 512, 1024, 2048)
 def build_policy(name: str, budget: int, overrides: Optional[dict] = None):
     """Make policy ``name`` at ``budget``; ``n_recent`` scales as min(default, budget // 4).
 
-    Overrides (``key=value``) apply only to the policies that have that parameter.
+    Overrides (``key=value``) apply only to the policies that have that parameter;
+    ``name`` may carry its own, which win: ``inf_mllm:carry=0.9:selection=shared``.
     """
+    from ros2_infmllm.eval.common import split_policy_spec
     from ros2_infmllm.memory import POLICIES, make_policy
+    name, own = split_policy_spec(name)
+    overrides = dict(overrides or {}, **own)
     if name not in POLICIES:
         raise ValueError(f'unknown policy {name!r}; valid: {sorted(POLICIES)} or {REFERENCE}')
     fields = {f.name: f.default for f in dataclasses.fields(POLICIES[name])}

@@ -1,11 +1,10 @@
 """Long-memory QA: seeded conversations place facts at the stated distances; CLI smoke."""
 import json
-import re
 
 import pytest
 
 from ros2_infmllm.eval.__main__ import main
-from ros2_infmllm.eval.memory_qa import make_conversation
+from ros2_infmllm.eval.memory_qa import FACTS, make_conversation
 
 
 def test_conversation_places_facts_at_distances():
@@ -16,13 +15,17 @@ def test_conversation_places_facts_at_distances():
         r.text for r in make_conversation(4, [5, 40, 120], 2, 10).rounds]
     qs = [(i, r) for i, r in enumerate(conv.rounds) if r.kind == 'question']
     assert sorted(r.distance for _, r in qs) == [5, 5, 40, 40, 120, 120]
+    leads = [lead for _, lead in FACTS]
+    assert not any(a != b and b.startswith(a) for a in leads for b in leads)
+    assert len({q.text for _, q in qs}) == len(qs)          # one lead-in per fact
     for i, q in qs:
-        subject = re.fullmatch(r'The password of the (\w+) is', q.text).group(1)
+        subject = dict((lead, subj) for subj, lead in FACTS)[q.text]
         fact = conv.rounds[i - q.distance]
         assert fact.kind == 'fact'
-        assert fact.text == f'The password of the {subject} is {q.answer}.\n'
+        assert fact.text == f'{q.text} {q.answer}.\n'
         between = conv.rounds[i - q.distance + 1:i]
         assert all(q.answer not in r.text for r in between)
+        assert all(r.kind != 'fact' or not r.text.startswith(q.text) for r in between)
         if q.distance > 20:
             assert any(r.kind == 'mention' and subject in r.text for r in between)
     quiet = make_conversation(3, [40], per_distance=1, mention_every=0)
@@ -35,7 +38,7 @@ def test_conversation_rejects_bad_input():
     with pytest.raises(ValueError):
         make_conversation(0, [5], per_distance=0)
     with pytest.raises(ValueError):
-        make_conversation(0, list(range(1, 30)), per_distance=2)
+        make_conversation(0, list(range(1, 10)), per_distance=2)
 
 
 def test_memory_qa_cli_smoke_tiny(tmp_path):
@@ -51,3 +54,18 @@ def test_memory_qa_cli_smoke_tiny(tmp_path):
     bounded = res['runs'][1]['records'][-1]
     assert bounded['cache_tokens'] <= 96 + 64
     assert (tmp_path / 'mqa.png').exists() and '| inf_mllm |' in (tmp_path / 'mqa.md').read_text()
+
+
+def test_policy_spec_and_warmup():
+    from ros2_infmllm.eval.common import split_policy_spec
+    from ros2_infmllm.eval.perplexity import build_policy
+    assert split_policy_spec('inf_mllm') == ('inf_mllm', {})
+    assert split_policy_spec('inf_mllm:carry=0.9:selection=shared') == (
+        'inf_mllm', {'carry': 0.9, 'selection': 'shared'})
+    pol = build_policy('inf_mllm:carry=0.5:budget=9', 256, {'carry': 0.1, 'bias': 2.0})
+    assert (pol.budget, pol.carry, pol.bias) == (256, 0.5, 2.0)
+    conv = make_conversation(1, [5, 40], per_distance=1, warmup=30)
+    first_fact = next(i for i, r in enumerate(conv.rounds) if r.kind == 'fact')
+    assert first_fact > 30 and all(r.kind == 'distractor' for r in conv.rounds[:30])
+    with pytest.raises(ValueError):
+        make_conversation(0, [5], warmup=-1)
