@@ -249,14 +249,15 @@ class StreamingSession:
             self.cache.end_request()
         t_dec = time.perf_counter()
         text = ad.decode(ids)
-        evidence = self._evidence()
         if self.multi_round:
             # close the turn: the last token and the end-of-turn marker enter the stream
             tail = ad.encode(ad.answer_suffix())
             if pending is not None:
                 tail = torch.cat([torch.tensor([[pending]], device=tail.device), tail], dim=1)
             self._run(Chunk(tail, "assistant", ad.answer_suffix()))
-        else:
+        # after the turn is closed (its compaction may evict): only frames still in memory
+        evidence = self._evidence()
+        if not self.multi_round:
             self.cache = saved
         self.questions_answered += 1
         t_end = time.perf_counter()
@@ -333,6 +334,10 @@ class SessionConfig:
         Memory policy parameters (docs/memory.md); only those the policy has are passed.
     bias : float
         Age bias of inf_mllm.
+    carry : float
+        Relevance carried across chunks by inf_mllm (share left per ``budget`` tokens).
+    selection : str
+        ``shared`` (one token set for all layers and heads) or ``per_head`` (inf_mllm).
     image_max_side : int
         Frames are downscaled so their longer side is at most this (pixels).
     max_chunk : int
@@ -352,7 +357,9 @@ class SessionConfig:
     n_recent: int = 256
     window: int = 32
     kernel: int = 7
-    bias: float = 1.0
+    bias: float = 0.25
+    carry: float = 0.9
+    selection: str = "shared"
     image_max_side: int = 384
     max_chunk: int = 512
     evidence_k: int = 3
@@ -385,7 +392,7 @@ def build_session(config: SessionConfig) -> StreamingSession:
     _positive_int("evidence_k", config.evidence_k, 0)
     cls = POLICIES[config.policy]
     names = {f.name for f in dataclasses.fields(cls)}
-    keys = ("budget", "n_sink", "n_recent", "window", "kernel", "bias")
+    keys = ("budget", "n_sink", "n_recent", "window", "kernel", "bias", "carry", "selection")
     params = {k: getattr(config, k) for k in keys if k in names}
     policy = make_policy(config.policy, **params)   # validates with reasons
     key = (config.model, config.device, str(config.dtype), config.image_max_side)

@@ -76,7 +76,8 @@ _TOPIC_RE = re.compile(r'^~?/?[A-Za-z][A-Za-z0-9_/]*$')
 DTYPES = ('auto', 'float32', 'float16', 'bfloat16')
 # parameters that shape the session; a change while configured rebuilds the memory
 MEMORY_PARAMS = ('memory.policy', 'memory.budget', 'memory.n_sink', 'memory.n_recent',
-                 'memory.window', 'memory.kernel', 'memory.bias', 'image_max_side')
+                 'memory.window', 'memory.kernel', 'memory.bias', 'memory.carry',
+                 'memory.selection', 'image_max_side')
 MODEL_PARAMS = ('model', 'device', 'dtype')
 
 
@@ -110,8 +111,12 @@ PARAMETERS: Dict[str, tuple] = {
     'memory.n_recent': (256, _descriptor(_I, 'newest tokens always kept', 0, 1 << 20)),
     'memory.window': (32, _descriptor(_I, 'queries scoring the cache per chunk', 1, 4096)),
     'memory.kernel': (7, _descriptor(_I, 'odd width of the local-sum pooling', 1, 255)),
-    'memory.bias': (1.0, _descriptor(_D, 'strength of the bias toward newer tokens', 0.0,
-                                     100.0)),
+    'memory.bias': (0.25, _descriptor(_D, 'strength of the bias toward newer tokens', 0.0,
+                                      100.0)),
+    'memory.carry': (0.9, _descriptor(_D, 'relevance left after budget more tokens (inf_mllm)',
+                                      0.0, 0.999)),
+    'memory.selection': ('shared', _descriptor(
+        _S, 'shared (one token set for all layers and heads) | per_head (inf_mllm)')),
     'max_new_tokens': (64, _descriptor(_I, 'upper bound on generated tokens per answer', 1,
                                        4096)),
     'max_question_chars': (1000, _descriptor(_I, 'longest accepted question (characters)', 1,
@@ -149,8 +154,9 @@ def validate_parameters(values: Dict[str, Any]) -> Optional[str]:
         return f'query_queue_size must be <= {MAX_QUEUE}, got {values["query_queue_size"]}'
     if values['image_max_side'] < 16:
         return f'image_max_side must be >= 16 px, got {values["image_max_side"]}'
-    if not math.isfinite(values['memory.bias']):
-        return f"memory.bias must be finite, got {values['memory.bias']}"
+    for name in ('memory.bias', 'memory.carry'):
+        if not math.isfinite(values[name]):
+            return f"{name} must be finite, got {values[name]}"
     policy = values['memory.policy']
     if policy not in engine.POLICIES:
         return (f'memory.policy {policy!r} is unknown; valid: '
@@ -166,7 +172,7 @@ def _policy_params(values: Dict[str, Any]) -> Dict[str, Any]:
     """Pick the memory.* parameters that the chosen policy takes."""
     import dataclasses
     names = {f.name for f in dataclasses.fields(engine.POLICIES[values['memory.policy']])}
-    keys = ('budget', 'n_sink', 'n_recent', 'window', 'kernel', 'bias')
+    keys = ('budget', 'n_sink', 'n_recent', 'window', 'kernel', 'bias', 'carry', 'selection')
     return {k: values[f'memory.{k}'] for k in keys if k in names}
 
 
@@ -177,7 +183,8 @@ def session_config(values: Dict[str, Any]) -> 'engine.SessionConfig':
         policy=values['memory.policy'], budget=values['memory.budget'],
         n_sink=values['memory.n_sink'], n_recent=values['memory.n_recent'],
         window=values['memory.window'], kernel=values['memory.kernel'],
-        bias=float(values['memory.bias']), image_max_side=values['image_max_side'])
+        bias=float(values['memory.bias']), carry=float(values['memory.carry']),
+        selection=values['memory.selection'], image_max_side=values['image_max_side'])
 
 
 def to_time(stamp: float) -> Time:
@@ -415,7 +422,8 @@ class InfMllmNode(LifecycleNode):
                 if p.name not in PARAMETERS:
                     continue
                 value = p.value
-                if p.name in ('frame_rate', 'memory.bias') and isinstance(value, int):
+                if p.name in ('frame_rate', 'memory.bias', 'memory.carry') \
+                        and isinstance(value, int):
                     value = float(value)
                 values[p.name] = list(value) if p.name == 'image_topics' else value
             reason = validate_parameters(values)

@@ -176,7 +176,7 @@ def run(model, tokenizer, text: str, *, policies: Sequence[str], budgets: Sequen
     if chunk < 1 or block < 1:
         raise ValueError(f'chunk and block must be >= 1 (got {chunk}, {block})')
     for p in policies:
-        if p not in POLICY_CHOICES:
+        if p.split(':')[0] not in POLICY_CHOICES:
             raise ValueError(f'unknown policy {p!r}; choose from {POLICY_CHOICES}')
     ids = tokenize(tokenizer, text, n_tokens + 1 if n_tokens > 0 else 0)
     max_pos = getattr(model.config, 'max_position_embeddings', None)

@@ -171,7 +171,8 @@ def test_tiny_window_scores_equal_eager_attention(family):
     out = forward(model, ids[:, prefix:], ref_cache, output_attentions=True)
     use_scoring_attention(model)
     cache = BoundedCache(make_policy("inf_mllm", budget=64, n_sink=4, n_recent=16,
-                                     window=window, kernel=3), model.config, max_chunk=32)
+                                     window=window, kernel=3, carry=0.0), model.config,
+                         max_chunk=32)                      # carry 0: the chunk's own scores
     forward(model, ids[:, :prefix], cache)
     got = forward(model, ids[:, prefix:], cache)
     torch.testing.assert_close(got.logits, out.logits, atol=2e-5, rtol=1e-4)
@@ -213,7 +214,8 @@ def test_tiny_policy_needing_scores_without_scoring_attention_raises():
 def test_tiny_sources_evidence_describe_and_reset(models):
     model = models["llama"]
     cache = BoundedCache(make_policy("inf_mllm", budget=96, n_sink=4, n_recent=32, window=8,
-                                     kernel=3), model.config, max_chunk=64)
+                                     kernel=3, carry=0.0, selection="per_head"),
+                         model.config, max_chunk=64)
     for frame in range(5):
         cache.begin_source(frame, stamp=10.0 + frame, kind="frame")
         forward(model, _ids(40, seed=frame), cache)
@@ -319,7 +321,8 @@ def test_tiny_scoring_runs_only_before_compaction_except_h2o(models, monkeypatch
     model = models["llama"]
     n_layers = model.config.num_hidden_layers
     cache = BoundedCache(make_policy("inf_mllm", budget=64, n_sink=4, n_recent=16, window=4,
-                                     kernel=3), model.config, max_chunk=40, decode_slack=4)
+                                     kernel=3, carry=0.0), model.config, max_chunk=40,
+                         decode_slack=4)             # carry > 0 scores every chunk (own test)
     forward(model, _ids(40), cache)                 # under budget: no scoring
     forward(model, _ids(1), cache)                  # decode under budget: none
     assert calls == []
@@ -337,7 +340,8 @@ def test_tiny_scoring_runs_only_before_compaction_except_h2o(models, monkeypatch
     # no scored chunk covers the older tokens (60 tokens prefilled under budget): the step
     # that leaves the layers pending scores its one query, as before
     cache = BoundedCache(make_policy("inf_mllm", budget=64, n_sink=4, n_recent=16, window=4,
-                                     kernel=3), model.config, max_chunk=64, decode_slack=4)
+                                     kernel=3, carry=0.0), model.config, max_chunk=64,
+                         decode_slack=4)
     forward(model, _ids(60), cache)
     for _ in range(7):
         forward(model, _ids(1), cache)
@@ -465,11 +469,17 @@ def test_tiny_deepcopy_probes_memory_without_touching_the_original(models):
 
 
 def _stream_with(model, policy, batched, frames=False):
-    """Stream chunks + decode steps through a cache; return logits, kept metadata, stats."""
-    cache = BoundedCache(make_policy(policy, **dict(POLICY_PARAMS[policy], budget=64,
-                                                    **({"n_recent": 16} if "n_recent" in
-                                                       POLICY_PARAMS[policy] else {}))),
-                         model.config, max_chunk=40, decode_slack=4)
+    """Stream chunks + decode steps through a cache; return logits, kept metadata, stats.
+
+    Per-head selection: shared selection spans every layer only when they compact together.
+    """
+    params = dict(POLICY_PARAMS[policy], budget=64)
+    if "n_recent" in params:
+        params["n_recent"] = 16
+    if policy == "inf_mllm":
+        params["selection"] = "per_head"
+    cache = BoundedCache(make_policy(policy, **params), model.config, max_chunk=40,
+                         decode_slack=4)
     cache.batched = batched
     stacked = []
     real = cache._compact_stacked
@@ -547,7 +557,8 @@ def test_tiny_carry_adds_each_chunk_score_to_decayed_relevance(models, monkeypat
 
 def test_carry_factor_and_validation():
     """carry 0 replaces scores (the paper's rule); carry c keeps c per budget tokens; c < 1."""
-    pol0 = make_policy("inf_mllm", budget=8, n_sink=1, n_recent=2, window=4, kernel=1, bias=0.0)
+    pol0 = make_policy("inf_mllm", budget=8, n_sink=1, n_recent=2, window=4, kernel=1, bias=0.0,
+                       carry=0.0)
     pol1 = make_policy("inf_mllm", budget=8, n_sink=1, n_recent=2, window=4, kernel=1, bias=0.0,
                        carry=0.9)
     assert pol0.carry_factor(100) == 1.0 and not pol0.keeps_scores
@@ -575,7 +586,8 @@ def test_tiny_decode_compaction_keeps_unscored_newest_and_uses_carried_scores(
     model = models["llama"]
     params = dict(budget=64, n_sink=4, n_recent=4, window=4, kernel=1)
     if policy == "inf_mllm":
-        params.update(bias=0.0, carry=carry)        # priority = the scores themselves
+        params.update(bias=0.0, carry=carry,        # priority = the scores themselves
+                      selection="per_head")
     cache = BoundedCache(make_policy(policy, **params), model.config, max_chunk=40,
                          decode_slack=8)
     cache.batched = batched

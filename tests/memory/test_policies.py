@@ -44,7 +44,7 @@ def test_inf_mllm_keeps_sinks_recent_and_planted_cluster_per_head():
     scores[0, 100:110] = 0.5          # head 0 attends to a cluster at 100..109
     scores[1, 200:210] = 0.5          # head 1 to another one
     pol = make_policy("inf_mllm", budget=48, n_sink=4, n_recent=32, window=8, kernel=3,
-                      bias=0.0)
+                      bias=0.0, selection="per_head")
     kept = _kept(pol, _inp(scores))
     forced = set(range(4)) | set(range(T - 32, T))
     assert forced <= kept[0] and forced <= kept[1]
@@ -68,7 +68,8 @@ def test_inf_mllm_shared_selection_keeps_one_token_set_with_equal_votes():
     assert set(range(200, 210)) | set(range(300, 304)) <= kept[0]   # the majority first
     assert len(set(range(100, 110)) & kept[0]) == 6      # the loud head only gets the rest
     per_head = _kept(make_policy("inf_mllm", budget=56, n_sink=4, n_recent=32, window=8,
-                                 kernel=1, bias=0.0), _inp(scores, heads=rows))
+                                 kernel=1, bias=0.0, selection="per_head"),
+                     _inp(scores, heads=rows))
     assert per_head[0] != per_head[1]
 
 

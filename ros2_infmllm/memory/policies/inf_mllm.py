@@ -57,10 +57,10 @@ class InfMLLMPolicy(Policy):
     n_recent: int = 256
     window: int = 32
     kernel: int = 7
-    bias: float = 1.0
+    bias: float = 0.25
     reposition: bool = True
-    carry: float = 0.0
-    selection: str = "per_head"
+    carry: float = 0.9
+    selection: str = "shared"
 
     name: ClassVar[str] = "inf_mllm"
     score_mode: ClassVar[str | None] = "window"
