@@ -8,7 +8,10 @@ measures, side by side in one run:
 * camera-callback latency while that long question is answered: a frame is published and
   ``frames_received`` of describe_memory is polled until the node's callback counted it
   (publish -> callback done, upper bound: it includes one describe round trip);
-* round trip of a short ``~/query`` (4 tokens).
+* round trip of a short ``~/query`` (4 tokens);
+* round trip of a 16-token ``~/query`` with no camera traffic and while a camera
+  publishes 320x240 frames at ``--camera-hz`` (the node's Python threads handle every
+  message while the model thread decodes: this is where GIL hand-offs show).
 
 Usage::
 
@@ -80,6 +83,40 @@ def camera_latency(client: nodeproc.Client, frames: int, width: int, height: int
     return out, lost
 
 
+def query_under_camera_load(client: nodeproc.Client, hz: float, queries: int) -> tuple:
+    """16-token query round trips without camera traffic, then with ``hz`` camera frames/s."""
+    def ask_all(label: str) -> List[float]:
+        out = []
+        for _ in tqdm(range(queries), desc=label, leave=False):
+            t0 = time.perf_counter()
+            res = client.query('what did the camera see?', max_new_tokens=16)
+            out.append(time.perf_counter() - t0)
+            if not res.success:
+                raise RuntimeError(f'query failed: {res.message}')
+        return out
+
+    quiet = ask_all('query, no camera')
+    pub = client.image_pub(CAM)
+    stop = threading.Event()
+
+    def pump() -> None:
+        i, base = 0, time.time()
+        while not stop.is_set():
+            pub.publish(nodeproc.make_image(base + i / hz, width=320, height=240, seed=i % 8))
+            i += 1
+            time.sleep(1.0 / hz)
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    try:
+        time.sleep(2.0)
+        loaded = ask_all(f'query, camera {hz:g} Hz')
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+    return quiet, loaded
+
+
 def start_long_question(client: nodeproc.Client, tokens: int) -> Any:
     """Send an ~/ask goal that keeps the worker generating; return its goal handle."""
     from rclpy.action import ActionClient
@@ -108,6 +145,13 @@ def main(argv: List[str] | None = None) -> int:
     ap.add_argument('--width', type=int, default=320, help='probe frame width (rgb8)')
     ap.add_argument('--height', type=int, default=240, help='probe frame height')
     ap.add_argument('--queries', type=int, default=20, help='short queries')
+    ap.add_argument('--model', default='tiny-test', help='model of the started node')
+    ap.add_argument('--image-max-side', type=int, default=384,
+                    help='image_max_side of the started node (its default)')
+    ap.add_argument('--camera-hz', type=float, default=20.0,
+                    help='camera rate of the loaded-query phase')
+    ap.add_argument('--loaded-queries', type=int, default=5,
+                    help='16-token queries per phase of the loaded-query test')
     ap.add_argument('--attach', action='store_true',
                     help='use a running node /infmllm (with camera topic %s) on --domain' % CAM)
     ap.add_argument('--domain', type=int, default=0, help='ROS_DOMAIN_ID (0 = random)')
@@ -120,8 +164,8 @@ def main(argv: List[str] | None = None) -> int:
     if not args.attach:
         log = Path('/tmp') / f'measure_latency_node_{domain}.log'
         proc = nodeproc.NodeProc(domain, {
-            'model': 'tiny-test', 'device': 'cpu', 'image_topics': [CAM], 'frame_rate': 10.0,
-            'max_new_tokens': 4000, 'image_max_side': 64}, log)
+            'model': args.model, 'device': 'cpu', 'image_topics': [CAM], 'frame_rate': 10.0,
+            'max_new_tokens': 4000, 'image_max_side': args.image_max_side}, log)
     client = nodeproc.Client(domain, 'latency_probe')
     try:
         if proc is not None:
@@ -136,13 +180,14 @@ def main(argv: List[str] | None = None) -> int:
             query.append(time.perf_counter() - t0)
             if not res.success:
                 raise RuntimeError(f'query failed: {res.message}')
+        quiet, loaded = query_under_camera_load(client, args.camera_hz, args.loaded_queries)
         handle = start_long_question(client, 4000)
         busy = describe_rtt(client, args.calls, 'describe busy')
         cams, lost = camera_latency(client, args.frames, args.width, args.height)
         still_busy = client.describe().queue_depth == 0      # goal still generating
         handle.cancel_goal_async()
         result = {
-            'node': 'tiny-test on cpu (separate process, real DDS, localhost)',
+            'node': f'{args.model} on cpu (separate process, real DDS, localhost)',
             'host': platform.node(), 'python': platform.python_version(),
             'describe_memory_rtt_idle': _stats(idle),
             'describe_memory_rtt_while_answering': _stats(busy),
@@ -152,6 +197,8 @@ def main(argv: List[str] | None = None) -> int:
                                     'frames_received counted it (includes one describe round '
                                     'trip); lost = not counted within 1 s',
             'short_query_rtt_4_tokens': _stats(query),
+            'query_rtt_16_tokens_no_camera': _stats(quiet),
+            f'query_rtt_16_tokens_camera_{args.camera_hz:g}hz': _stats(loaded),
             'long_question_running': still_busy,
         }
     finally:
