@@ -2,7 +2,9 @@
 
 For tests and for wiring the node without real weights: it answers nonsense, fast, and
 uses exactly the code path of the real text models (frame describer, bounded cache,
-scoring attention). Nothing is read from disk or the hub.
+scoring attention). Nothing is read from disk or the hub. Its answers never end on an
+end-of-text token (random weights would emit one at an arbitrary step): they run to
+``max_new_tokens``, so tests that need a long answer (queue, cancel) get one.
 """
 
 from __future__ import annotations
@@ -72,4 +74,6 @@ def load_tiny(device: str, dtype: torch.dtype, image_max_side: int = 384) -> Mod
     tok = byte_tokenizer()
     model = tiny_llama(len(tok)).to(device=device, dtype=dtype).eval()
     use_scoring_attention(model)
-    return ModelAdapter(model, tok, "tiny-test", image_max_side=image_max_side)
+    adapter = ModelAdapter(model, tok, "tiny-test", image_max_side=image_max_side)
+    adapter.eos_token_ids = set()
+    return adapter
