@@ -23,6 +23,13 @@ from .frame_describer import FrameDescriber, check_image, downscale
 ROLES = ("system", "user", "assistant")
 
 
+def check_image_max_side(image_max_side: Any) -> None:
+    """Raise ValueError unless ``image_max_side`` is an int >= 16 (pixels)."""
+    if isinstance(image_max_side, bool) or not isinstance(image_max_side, int) \
+            or image_max_side < 16:
+        raise ValueError(f"image_max_side must be an int >= 16, got {image_max_side!r}")
+
+
 @dataclass
 class Chunk:
     """One unit of the stream: prefilled in one forward, tagged as one memory source.

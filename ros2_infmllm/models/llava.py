@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base import ModelAdapter, ModelError
+from .base import ModelAdapter, ModelError, check_image_max_side
 from .smolvlm import VisionAdapter, image_norm, load_vlm, read_json, resize
 
 LLAVA_CLASSES = {"llava": "LlavaForConditionalGeneration",
@@ -147,9 +147,7 @@ class LlavaAdapter(VisionAdapter):
 
 def load(path: Path, device: str, dtype: torch.dtype, image_max_side: int = 384) -> ModelAdapter:
     """Load a LLaVA / LLaVA-OneVision / LLaVA-NeXT-Video directory (registry entry point)."""
-    if isinstance(image_max_side, bool) or not isinstance(image_max_side, int) \
-            or image_max_side < 16:
-        raise ValueError(f"image_max_side must be an int >= 16, got {image_max_side!r}")
+    check_image_max_side(image_max_side)
     p = Path(path)
     cfg = read_json(p / "config.json")
     vis_type = str((cfg.get("vision_config") or {}).get("model_type", "clip_vision_model"))

@@ -30,8 +30,9 @@ import cv2
 import numpy as np
 import torch
 
-from .base import Chunk, ModelAdapter, ModelError, offline
+from .base import Chunk, ModelAdapter, ModelError, check_image_max_side
 from .frame_describer import check_image, frame_tag
+from .smolvlm import load_vlm
 
 #: CLIP normalisation, what Qwen2-VL's processor uses when the checkpoint says nothing
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -277,15 +278,9 @@ class Qwen2VLAdapter(ModelAdapter):
         return d
 
 
-def _model_class(model_type: str) -> Any:
-    if model_type == "qwen2_5_vl":
-        from transformers import Qwen2_5_VLForConditionalGeneration as cls
-    elif model_type == "qwen2_vl":
-        from transformers import Qwen2VLForConditionalGeneration as cls
-    else:
-        raise ModelError(f"qwen2_vl adapter got model_type {model_type!r} "
-                         f"(expected qwen2_vl or qwen2_5_vl)")
-    return cls
+#: model_type -> transformers class of the checkpoints this adapter loads
+QWEN2_VL_CLASSES = {"qwen2_vl": "Qwen2VLForConditionalGeneration",
+                    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration"}
 
 
 def _check_files(p: Path) -> None:
@@ -309,26 +304,11 @@ def load(path: Path | str, device: str, dtype: torch.dtype,
 
     Raises :class:`ModelError` naming ``path`` when files are missing or unreadable.
     """
-    from ..memory import use_scoring_attention
-    offline()
+    check_image_max_side(image_max_side)
     p = Path(path)
     _check_files(p)
-    try:
-        model_type = str(json.loads((p / "config.json").read_text()).get("model_type", ""))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read {p / 'config.json'}: {exc}") from exc
-    cls = _model_class(model_type)
-    from transformers import AutoTokenizer
-    try:
-        tok = AutoTokenizer.from_pretrained(str(p), local_files_only=True,
-                                            trust_remote_code=False)
-        model = cls.from_pretrained(str(p), local_files_only=True, trust_remote_code=False,
-                                    dtype=dtype)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelError(f"cannot load the {model_type} checkpoint in {p}: "
-                         f"{type(exc).__name__}: {exc}") from exc
-    model = model.to(device).eval()
-    use_scoring_attention(model)
+    model, tok, cfg = load_vlm(p, device, dtype, QWEN2_VL_CLASSES, "Qwen2-VL")
+    model_type = cfg["model_type"]
     pre = VisionPreprocess.from_checkpoint(p, model.config.vision_config)
     return Qwen2VLAdapter(model, tok, f"{model_type} ({p.name})", image_max_side=image_max_side,
                           preprocess=pre)

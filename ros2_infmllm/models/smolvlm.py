@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import torch
 
-from .base import ROLES, Chunk, ModelAdapter, ModelError, offline
+from .base import ROLES, Chunk, ModelAdapter, ModelError, check_image_max_side, offline
 from .frame_describer import check_image, frame_tag
 
 #: model_type -> transformers class name of the conditional-generation model
@@ -286,9 +286,7 @@ class SmolVLMAdapter(VisionAdapter):
 
 def load(path: Path, device: str, dtype: torch.dtype, image_max_side: int = 384) -> ModelAdapter:
     """Load an Idefics3/SmolVLM checkpoint directory as a vision adapter (registry entry)."""
-    if isinstance(image_max_side, bool) or not isinstance(image_max_side, int) \
-            or image_max_side < 16:
-        raise ValueError(f"image_max_side must be an int >= 16, got {image_max_side!r}")
+    check_image_max_side(image_max_side)
     p = Path(path)
     model, tok, _ = load_vlm(p, device, dtype, SMOLVLM_CLASSES, "SmolVLM/Idefics3")
     norm = image_norm(p, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
