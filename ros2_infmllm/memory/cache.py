@@ -388,9 +388,7 @@ class BoundedLayer(CacheLayerMixin):
         self.flush()
         rows = self.owner.pos_rows
         age = (self.arrived - 1) - self.meta[rows, :, :n]
-        inp = SelectionInput(scores=scores, age=age, length=n,
-                             source=self.meta[rows + 1, :, :n],
-                             n_sources=len(self.owner.source_ids))
+        inp = SelectionInput(scores=scores, age=age, length=n)
         idx = policy.select(inp, min_recent=unscored)                      # [H, budget]
         k = idx.shape[-1]
         kidx = idx.unsqueeze(0).unsqueeze(-1)
@@ -845,9 +843,7 @@ class BoundedCache(Cache):
             if unscored and not policy.keeps_scores:
                 st.scores[:, :, first.scored_len:n] = 0.0       # slots of earlier tokens
             scores = st.scores[:, :, :n].reshape(n_layers * h, n)
-        inp = SelectionInput(scores=scores, age=age, length=n,
-                             source=meta[:, rows + 1].reshape(n_layers * h, n),
-                             n_sources=len(self.source_ids))
+        inp = SelectionInput(scores=scores, age=age, length=n)
         idx = policy.select(inp, min_recent=unscored)
         k = idx.shape[-1]
         idx = idx.view(n_layers, h, k)

@@ -1,8 +1,10 @@
-"""Shared selection helpers: local-sum pooling, age bias, per-head top-k.
+"""Shared selection helpers: local-sum pooling, age bias, per-head and shared top-k.
 
 Every policy reduces to "a priority per (KV head, cached token), higher is kept", then
 :func:`top_k_per_head` keeps the same number of tokens in every head (so the cache
-tensors stay rectangular), with the first ``n_sink`` and last ``n_recent`` forced in.
+tensors stay rectangular), with the first ``n_sink`` and last ``n_recent`` forced in;
+:func:`shared_top_k` keeps one token set for all heads (and layers, when they compact
+together).
 """
 
 from __future__ import annotations
@@ -55,20 +57,6 @@ def top_k_per_head(priority: torch.Tensor, n_keep: int, n_sink: int = 0,
         pri[:, max(length - n_recent, 0):] = float("inf")
     idx = torch.topk(pri, n_keep, dim=-1, sorted=False).indices
     return torch.sort(idx, dim=-1).values
-
-
-def source_mean(scores: torch.Tensor, source: torch.Tensor, n_sources: int) -> torch.Tensor:
-    """Replace each token's score by the mean score of its source's tokens in the same row.
-
-    ``scores`` and ``source`` are ``[H, T]``; sources are dense indices below ``n_sources``.
-    Whole chunks (a frame, a sentence) then rank together, so a chunk whose subject was
-    attended keeps its other words too, and the structural tokens every chunk has (periods,
-    newlines) no longer outrank content. No host synchronisation.
-    """
-    rows = scores.shape[0]
-    total = scores.new_zeros(rows, n_sources).scatter_add_(1, source, scores)
-    count = scores.new_zeros(rows, n_sources).scatter_add_(1, source, torch.ones_like(scores))
-    return (total / count.clamp(min=1.0)).gather(1, source)
 
 
 def shared_top_k(priority: torch.Tensor, n_keep: int, n_sink: int = 0,

@@ -30,18 +30,11 @@ class SelectionInput:
         ``[H_kv, T]`` int64: tokens between each cached token and the newest one (0 = newest).
     length : int
         Number of cached tokens ``T``.
-    source : torch.Tensor or None
-        ``[H_kv, T]`` int64 dense source index of each token (which frame, question or
-        answer produced it), values below ``n_sources``.
-    n_sources : int
-        Bound on the dense source indices.
     """
 
     scores: torch.Tensor | None
     age: torch.Tensor
     length: int
-    source: torch.Tensor | None = None
-    n_sources: int = 0
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
