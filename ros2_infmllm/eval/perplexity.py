@@ -85,19 +85,20 @@ def stream_nll(model, ids: np.ndarray, policy, chunk: int, device: str,
     import torch.nn.functional as F
     from tqdm import tqdm
     from ros2_infmllm.memory import BoundedCache
+    from ros2_infmllm.models.base import cache_kwarg
     n = len(ids) - 1
     if n < 1:
         raise ValueError('need at least 2 tokens')
     x_all = torch.as_tensor(ids, device=device)
     cache = BoundedCache(policy, model.config, max_chunk=chunk)
+    kw = cache_kwarg(model)
     nll = torch.empty(n, dtype=torch.float32, device=device)
     bar = tqdm(total=n, desc=desc, unit='tok', unit_scale=True, disable=not progress,
                mininterval=2.0)
     with torch.inference_mode():
         for i, s in enumerate(range(0, n, chunk)):
             e = min(s + chunk, n)
-            out = model(input_ids=x_all[s:e].unsqueeze(0), past_key_values=cache,
-                        use_cache=True)
+            out = model(input_ids=x_all[s:e].unsqueeze(0), use_cache=True, **{kw: cache})
             nll[s:e] = F.cross_entropy(out.logits[0].float(), x_all[s + 1:e + 1],
                                        reduction='none')
             bar.update(e - s)

@@ -25,17 +25,13 @@ capture error switches every runner of the process to eager for good
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any, Optional
 
 import torch
 
+from .base import cache_kwarg
+
 _BROKEN: list[str] = []          # a capture failed in this process: later runners stay eager
-
-
-def _cache_kw(model) -> str:
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
 
 
 def advance_layer(layer: Any) -> None:
@@ -137,7 +133,7 @@ class GraphDecodeRunner:
         self.model = model
         self.cache = cache
         self.max_graphs = max_graphs
-        self.kw = _cache_kw(model)
+        self.kw = cache_kwarg(model)
         dev = next(model.parameters()).device
         if dev.type != "cuda":
             raise ValueError(f"GraphDecodeRunner needs a CUDA model, got device {dev}")

@@ -11,6 +11,7 @@ from ros2_infmllm.eval.bench import main
 from ros2_infmllm.eval.bench.common import llama_model
 from ros2_infmllm.eval.bench.runs import policy_for, prefill_to
 from ros2_infmllm.memory import BoundedCache, use_scoring_attention
+from ros2_infmllm.models.base import cache_kwarg
 from ros2_infmllm.models.compiled_decode import FAILED, compile_decode
 from ros2_infmllm.models.cuda_graph import advance_layer, compact_if_all_pending, graph_signature
 from ros2_infmllm.models.fused_linear import FusedPart, fuse_projections
@@ -183,12 +184,13 @@ def test_tiny_graph_runner_bookkeeping_equals_cache_update(name):
     cache.mark()
     twin = copy.deepcopy(cache)
     window = cache.policy.score_mode == "window"
+    kw = cache_kwarg(model)
     compactions = 0
     for step in range(20):                          # two slack cycles: compacts at 9 and 17
         pos = cache.next_position()
         with torch.no_grad():
             model(input_ids=torch.tensor([[7]]), position_ids=torch.tensor([[pos]]),
-                  use_cache=True, past_key_values=cache)
+                  use_cache=True, **{kw: cache})
         compactions += compact_if_all_pending(twin)
         assert graph_signature(twin) is not None, step
         for layer in twin.layers:

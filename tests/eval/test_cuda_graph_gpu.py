@@ -4,9 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ros2_infmllm.eval.bench.common import cache_kw, llama_model
+from ros2_infmllm.eval.bench.common import llama_model
 from ros2_infmllm.eval.bench.runs import policy_for, prefill_to
 from ros2_infmllm.memory import BoundedCache, use_scoring_attention
+from ros2_infmllm.models.base import cache_kwarg
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -33,7 +34,7 @@ def test_gpu_graph_decode_equals_eager_through_compactions(name, slack, carry, c
         model = copy.deepcopy(ref_model)
         fuse_projections(model)
         assert compile_decode(model)["mlps"] == model.config.num_hidden_layers
-    kw = cache_kw(model)
+    kw = cache_kwarg(model)
     over = {} if carry is None else {"carry": carry}
     caches = [BoundedCache(policy_for(name, 64, **over), model.config, max_chunk=32,
                            decode_slack=slack) for _ in range(2)]

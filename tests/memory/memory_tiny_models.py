@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import inspect
+import weakref
 
 import torch
 from transformers import (GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM,
                           Qwen2Config, Qwen2ForCausalLM, Qwen2VLConfig,
                           Qwen2VLForConditionalGeneration)
+
+from ros2_infmllm.models.base import cache_kwarg
 
 VOCAB = 128
 _COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -44,13 +46,18 @@ def tiny_model(family: str, seed: int = 0, **rope) -> torch.nn.Module:
     return cls(cfg).eval()
 
 
-def cache_kw(model) -> str:
-    """Name of the cache argument (``cache`` from transformers 5.2x, else ``past_key_values``)."""
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
+_KW: "weakref.WeakKeyDictionary[torch.nn.Module, str]" = weakref.WeakKeyDictionary()
+
+
+def _cache_kw(model) -> str:
+    """``cache_kwarg(model)``, looked up once per model (``inspect.signature`` is slow)."""
+    kw = _KW.get(model)
+    if kw is None:
+        kw = _KW[model] = cache_kwarg(model)
+    return kw
 
 
 def forward(model, ids: torch.Tensor, cache, **kwargs):
     """``model(ids, <cache kwarg>=cache)`` for every supported transformers version."""
     with torch.no_grad():
-        return model(input_ids=ids, use_cache=True, **{cache_kw(model): cache}, **kwargs)
+        return model(input_ids=ids, use_cache=True, **{_cache_kw(model): cache}, **kwargs)

@@ -3,10 +3,11 @@ re-positioned keys, evidence and metadata."""
 
 import pytest
 import torch
-from memory_tiny_models import VOCAB, cache_kw, forward, tiny_config, tiny_model
+from memory_tiny_models import VOCAB, forward, tiny_config, tiny_model
 from transformers import DynamicCache, GPT2Config
 
 from ros2_infmllm.memory import BoundedCache, make_policy, use_scoring_attention
+from ros2_infmllm.models.base import cache_kwarg
 
 FAMILIES = ["llama", "qwen2", "gpt_neox", "qwen2_vl"]
 POLICY_PARAMS = {
@@ -67,7 +68,7 @@ def test_tiny_llama_every_policy_matches_dynamic_cache_under_budget(models, poli
 def test_tiny_generate_matches_dynamic_cache(models, family):
     model = models[family]
     ids = _ids(40, seed=3)
-    kw = cache_kw(model)
+    kw = cache_kwarg(model)
     gen = dict(max_new_tokens=12, do_sample=False, output_logits=True,
                return_dict_in_generate=True, pad_token_id=0)
     with torch.no_grad():

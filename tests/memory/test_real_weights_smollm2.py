@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ros2_infmllm.memory import BoundedCache, make_policy, use_scoring_attention
+from ros2_infmllm.models.base import cache_kwarg
 
 N_TOKENS = 2048
 CHUNK = 128
@@ -54,9 +55,7 @@ def _real_text_ids(tok):
 
 def _streaming_nll(model, ids, cache):
     """Mean next-token NLL over the stream, fed chunk by chunk into ``cache``."""
-    import inspect
-    kw = "cache" if "cache" in inspect.signature(model.forward).parameters else \
-        "past_key_values"
+    kw = cache_kwarg(model)
     total, count = 0.0, 0
     with torch.no_grad():
         for s in range(0, ids.shape[1], CHUNK):

@@ -1,7 +1,6 @@
 """Shared pieces of the benchmarks: model shapes, random-weight models, clocks, bandwidth."""
 from __future__ import annotations
 
-import inspect
 import time
 from typing import Any, Callable, Optional
 
@@ -71,12 +70,6 @@ def vl_model(shape: str, device: str, dtype: torch.dtype, seed: int = 0):
     with torch.device(device):
         model = Qwen2VLForConditionalGeneration(cfg).to(dtype)
     return model.eval()
-
-
-def cache_kw(model) -> str:
-    """Name of the cache argument (``cache`` from transformers 5.2x, else ``past_key_values``)."""
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
 
 
 def n_params(model) -> int:

@@ -8,10 +8,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ros2_infmllm.eval.bench.common import (VL_TOKENS, cache_kw, peak_mem, percentile,
-                                            reset_peak, sync, timed)
+from ros2_infmllm.eval.bench.common import (VL_TOKENS, peak_mem, percentile, reset_peak, sync,
+                                            timed)
 from ros2_infmllm.eval.bench.runs import policy_for
 from ros2_infmllm.memory import BoundedCache, use_scoring_attention
+from ros2_infmllm.models.base import cache_kwarg
 
 
 class FrameMaker:
@@ -33,7 +34,7 @@ class FrameMaker:
         self.patch_dim = vis.in_channels * vis.temporal_patch_size * vis.patch_size ** 2
         self.dtype = next(model.parameters()).dtype
         self.gen = torch.Generator().manual_seed(seed)
-        self.kw = cache_kw(model)
+        self.kw = cache_kwarg(model)
         self.model = model
 
     @property

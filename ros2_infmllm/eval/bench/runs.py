@@ -8,11 +8,11 @@ from typing import Callable, Optional
 import torch
 from tqdm import tqdm
 
-from ros2_infmllm.eval.bench.common import (cache_kw, copy_bandwidth, peak_mem, percentile,
-                                            reset_peak, sync, timed, weight_bytes,
-                                            weight_bytes_read)
+from ros2_infmllm.eval.bench.common import (copy_bandwidth, peak_mem, percentile, reset_peak,
+                                            sync, timed, weight_bytes, weight_bytes_read)
 from ros2_infmllm.memory import BoundedCache, make_policy, use_scoring_attention
 from ros2_infmllm.memory.policies import POLICIES
+from ros2_infmllm.models.base import cache_kwarg
 
 
 def policy_for(name: str, budget: int, **over) -> object:
@@ -43,7 +43,7 @@ def decode_rate(model, cache, steps: int, device: str, graphs: bool = False,
     ``compact+replay``, ``eager``, ``capture``): ``steps_by_kind`` gives count and median
     device milliseconds of each, ``window`` the runner's counts over the timed steps.
     """
-    kw = cache_kw(model)
+    kw = cache_kwarg(model)
     token = torch.ones((1, 1), dtype=torch.long, device=device)
     pos_buf = torch.zeros((1, 1), dtype=torch.long, device=device)
     runner = None
@@ -113,7 +113,7 @@ def profile_decode(model, cache, device: str, steps: int = 4) -> dict:
     """
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
-    kw = cache_kw(model)
+    kw = cache_kwarg(model)
     token = torch.ones((1, 1), dtype=torch.long, device=device)
     pos = torch.zeros((1, 1), dtype=torch.long, device=device)
 
@@ -174,7 +174,7 @@ def bench_memory(model, device: str, policies: list, budget: int, chunk: int,
     same cache (every policy at the same kept length, side by side).
     """
     use_scoring_attention(model)
-    kw = cache_kw(model)
+    kw = cache_kwarg(model)
     vocab = model.config.get_text_config().vocab_size
     total = max(checkpoints)
     results: dict = {"budget": budget, "chunk": chunk, "checkpoints": checkpoints,
@@ -260,7 +260,7 @@ def memory_ratios(results: dict) -> dict:
 
 def prefill_to(model, cache, tokens: int, chunk: int, device: str) -> None:
     """Stream ``tokens`` random tokens into ``cache`` in chunks (then compact)."""
-    kw = cache_kw(model)
+    kw = cache_kwarg(model)
     vocab = model.config.get_text_config().vocab_size
     gen = torch.Generator().manual_seed(2)
     left = tokens
@@ -383,7 +383,7 @@ def compile_model(model, device: str, chunk: int, mode: Optional[str]) -> dict:
     from torch._dynamo.utils import counters
 
     from ros2_infmllm.models.compiled_decode import FAILED, compile_decode
-    kw = cache_kw(model)
+    kw = cache_kwarg(model)
     vocab = model.config.get_text_config().vocab_size
     ids = _random_ids(17, vocab, device, torch.Generator().manual_seed(4))
 
