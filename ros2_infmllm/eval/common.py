@@ -117,12 +117,15 @@ def split_policy_spec(spec: str) -> tuple:
 
 
 def parse_kv(items: Optional[list]) -> dict:
-    """Parse ``key=value`` strings (numbers converted) into a dict of policy overrides."""
+    """Parse ``key=value`` strings (numbers and true/false converted) into a dict."""
     out = {}
     for item in items or []:
         if '=' not in item:
             raise ValueError(f'expected key=value, got {item!r}')
         k, v = item.split('=', 1)
+        if v.strip().lower() in ('true', 'false'):
+            out[k.strip()] = v.strip().lower() == 'true'
+            continue
         for conv in (int, float):
             try:
                 v = conv(v)

@@ -64,6 +64,8 @@ def test_policy_spec_and_warmup():
         'inf_mllm', {'carry': 0.9, 'selection': 'shared'})
     pol = build_policy('inf_mllm:carry=0.5:budget=9', 256, {'carry': 0.1, 'bias': 2.0})
     assert (pol.budget, pol.carry, pol.bias) == (256, 0.5, 2.0)
+    pol = build_policy('inf_mllm:reposition=False', 256)
+    assert pol.reposition is False
     conv = make_conversation(1, [5, 40], per_distance=1, warmup=30)
     first_fact = next(i for i, r in enumerate(conv.rounds) if r.kind == 'fact')
     assert first_fact > 30 and all(r.kind == 'distractor' for r in conv.rounds[:30])
