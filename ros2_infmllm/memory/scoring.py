@@ -77,21 +77,34 @@ def window_scores(query: torch.Tensor, key: torch.Tensor, n_queries: int | None,
     return probs.sum(dim=2).mean(dim=1)
 
 
+def give_scores(query: torch.Tensor, key: torch.Tensor, scaling: float | None,
+                attention_mask: torch.Tensor | None) -> bool:
+    """Hand this attention call's window scores to the layer awaiting them, if one is.
+
+    What the scoring attention does before its SDPA; also called by attention code
+    outside transformers' attention interface (``models/llama_decode.py``). Returns
+    whether a layer was served.
+    """
+    layer = awaiting()
+    if layer is None:
+        return False
+    _AWAIT.layer = None
+    if key.shape[0] != 1 or key.shape[2] != layer.length:
+        raise RuntimeError(
+            f"scoring attention: key length {key.shape[2]} (batch {key.shape[0]}) does not "
+            f"match the cache layer awaiting scores ({layer.length} tokens, batch 1)")
+    with torch.no_grad():
+        scores = window_scores(query, key, _AWAIT.n_queries, scaling, attention_mask)
+    layer.receive_scores(scores)
+    return True
+
+
 def scoring_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
                               value: torch.Tensor, attention_mask: torch.Tensor | None,
                               dropout: float = 0.0, scaling: float | None = None,
                               is_causal: bool | None = None, **kwargs):
     """SDPA attention that first hands window scores to the cache layer awaiting them."""
-    layer = awaiting()
-    if layer is not None:
-        _AWAIT.layer = None
-        if key.shape[0] != 1 or key.shape[2] != layer.length:
-            raise RuntimeError(
-                f"scoring attention: key length {key.shape[2]} (batch {key.shape[0]}) does not "
-                f"match the cache layer awaiting scores ({layer.length} tokens, batch 1)")
-        with torch.no_grad():
-            scores = window_scores(query, key, _AWAIT.n_queries, scaling, attention_mask)
-        layer.receive_scores(scores)
+    give_scores(query, key, scaling, attention_mask)
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                   scaling=scaling, is_causal=is_causal, **kwargs)
 

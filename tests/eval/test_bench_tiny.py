@@ -81,6 +81,20 @@ def test_bench_decode_smoke_compiled_rows(tmp_path):
     assert "compile (mode default" in (tmp_path / "bench_decode.md").read_text()
 
 
+def test_bench_decode_smoke_owned_rows(tmp_path):
+    assert main(["decode", "--smoke", "--out-dir", str(tmp_path), "--policies", "",
+                 "--fused-policies", "inf_mllm", "--compile-policies", "inf_mllm",
+                 "--own-policies", "inf_mllm,h2o@1"]) == 0
+    data = _load(tmp_path, "decode")
+    assert [r["policy"] for r in data["rows"]] == [
+        "inf_mllm+fused", "inf_mllm+fused+compiled", "inf_mllm+fused+owned",
+        "h2o@1+fused+owned"]
+    c = data["owned"]
+    assert c["installed"] and c["graph_breaks"] == 0 and c["failed"] == []
+    assert max(c["logits_max_abs_diff"]) < 1e-4 and all(c["same_argmax"])
+    assert "owned (mode default" in (tmp_path / "bench_decode.md").read_text()
+
+
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
 def test_tiny_fused_projections_leave_logits_unchanged(family):
     """q/k/v and gate/up fused into one weight each: same logits (prefill chunks, decode

@@ -15,13 +15,15 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 @pytest.mark.parametrize("name,slack,carry,compiled", [
     ("inf_mllm", 8, 0.0, False), ("inf_mllm", 8, 0.5, False), ("h2o", 8, None, False),
     ("h2o", 1, None, False), ("snapkv", 8, None, False), ("streaming_llm", 8, None, False),
-    ("inf_mllm", 8, 0.0, True), ("h2o", 1, None, True)])
+    ("inf_mllm", 8, 0.0, True), ("h2o", 1, None, True), ("inf_mllm", 8, 0.0, "owned"),
+    ("h2o", 1, None, "owned"), ("h2o", 8, None, "owned"), ("streaming_llm", 8, None, "owned")])
 def test_gpu_graph_decode_equals_eager_through_compactions(name, slack, carry, compiled):
     """Same tokens fed to an eager cache and to the graph runner: same logits at every
     step and the same kept memory, across several compactions (run before each replay).
     ``compiled``: the runner's model has fused projections and inductor-compiled norms /
     MLPs / rotary embedding (``compiled_decode``), captured in the runner's graphs; the
-    reference stays the plain eager model."""
+    reference stays the plain eager model. ``"owned"``: fused projections and the owned
+    one-token decode step (``llama_decode``) instead, captured the same way."""
     import copy
 
     from ros2_infmllm.models.cuda_graph import GraphDecodeRunner
@@ -33,7 +35,11 @@ def test_gpu_graph_decode_equals_eager_through_compactions(name, slack, carry, c
         from ros2_infmllm.models.fused_linear import fuse_projections
         model = copy.deepcopy(ref_model)
         fuse_projections(model)
-        assert compile_decode(model)["mlps"] == model.config.num_hidden_layers
+        if compiled == "owned":
+            from ros2_infmllm.models.llama_decode import install_owned_decode
+            assert install_owned_decode(model)
+        else:
+            assert compile_decode(model)["mlps"] == model.config.num_hidden_layers
     kw = cache_kwarg(model)
     over = {} if carry is None else {"carry": carry}
     caches = [BoundedCache(policy_for(name, 64, **over), model.config, max_chunk=32,
@@ -54,6 +60,8 @@ def test_gpu_graph_decode_equals_eager_through_compactions(name, slack, carry, c
             torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4, msg=f"step {t}")
     stats = runner.stats()
     assert stats["disabled"] is None
+    if compiled == "owned":
+        assert model.owned_decode_steps >= stats["eager_steps"] + stats["captures"] > 0
     assert stats["replays"] >= 120 - 2 * (slack + 2) - 2, stats
     assert stats["compactions"] >= 120 // (slack + 1) - 1, stats
     for a, b in zip(*(c.layers for c in caches)):

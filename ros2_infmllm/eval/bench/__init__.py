@@ -86,9 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run these last with the one-token norms, MLPs and rotary embedding "
                    "compiled by inductor, on the fused weights if --fused-policies ran "
                    "(<name>[+fused]+compiled)")
+    p.add_argument("--own-policies", type=_policies, default=[],
+                   help="run these after the compiled rows with the owned one-token decode "
+                   "step of models/llama_decode.py (<name>[+fused]+owned)")
     p.add_argument("--compile-mode", default="default",
                    choices=["default", "max-autotune-no-cudagraphs"],
-                   help="torch.compile mode of --compile-policies")
+                   help="torch.compile mode of --compile-policies and --own-policies")
     p.add_argument("--profile", action="store_true",
                    help="torch.profiler kernel summary of eager inf_mllm steps (first budget)")
 
@@ -186,7 +189,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             runs.bench_decode(model, device, args.policies, args.budgets, args.steps, graphs,
                               args.chunk, save, fused_policies=args.fused_policies,
                               profile_path=prof, compile_policies=args.compile_policies,
-                              compile_mode=args.compile_mode)
+                              compile_mode=args.compile_mode,
+                              own_policies=args.own_policies)
     else:
         from ros2_infmllm.eval.bench.ingest import bench_ingest
         model = common.vl_model(args.shape, device, dtype)

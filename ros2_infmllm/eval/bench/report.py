@@ -108,19 +108,22 @@ def _decode(d: dict, png: Path) -> str:
                      f"{_f(r.get('replay_roofline_fraction'), 3)} | {mix or '-'} |")
     lines += ["", "Ratios (one run): " + "; ".join(
         f"{k} = {_f(v, 3)}" for k, v in d.get("ratios", {}).items())]
-    c = d.get("compile")
-    if c and "error" in c:
-        lines += ["", f"compile failed (compiled rows skipped): {c['error']}"]
-    elif c:
-        lines += ["", f"compile (mode {c['mode']}; modules {c['modules']}): {c['graphs']} "
-                  f"graphs, {c['graph_breaks']} graph breaks, compile {_f(c['compile_s'], 1)} s "
-                  f"(first compiled step {_f(c['first_step_s'], 1)} s); logits compiled vs "
-                  f"eager, two decode steps: max |diff| "
-                  + ", ".join(_f(v, 4) for v in c["logits_max_abs_diff"])
-                  + f" (max |logit| {_f(c['logits_abs_max'], 2)}), same argmax "
-                  f"{c['same_argmax']}"
-                  + (f"; left eager (compile failed): {c['failed']}" if c.get("failed")
-                     else "")]
+    for key, what in (("compile", "compiled"), ("owned", "owned decode step")):
+        c = d.get(key)
+        if c and "error" in c:
+            lines += ["", f"{key} failed ({what} rows skipped): {c['error']}"]
+        elif c and c.get("installed") is False:
+            lines += ["", f"{key}: not installed ({what} rows skipped): {c['modules']}"]
+        elif c:
+            lines += ["", f"{key} (mode {c['mode']}; modules {c['modules']}): {c['graphs']} "
+                      f"graphs, {c['graph_breaks']} graph breaks, compile "
+                      f"{_f(c['compile_s'], 1)} s (first {what} step "
+                      f"{_f(c['first_step_s'], 1)} s); logits {what} vs before, two decode "
+                      f"steps: max |diff| " + ", ".join(_f(v, 4) for v in c["logits_max_abs_diff"])
+                      + f" (max |logit| {_f(c['logits_abs_max'], 2)}), same argmax "
+                      f"{c['same_argmax']}"
+                      + (f"; left eager (compile failed): {c['failed']}" if c.get("failed")
+                         else "")]
     for r in d["rows"]:
         p = r.get("profile")
         if p and "error" not in p:

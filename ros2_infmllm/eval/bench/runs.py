@@ -277,7 +277,8 @@ def bench_decode(model, device: str, policies: list, budgets: list, steps: int,
                  fused_policies: Optional[list] = None,
                  profile_path: Optional[str] = None,
                  compile_policies: Optional[list] = None,
-                 compile_mode: Optional[str] = None) -> dict:
+                 compile_mode: Optional[str] = None,
+                 own_policies: Optional[list] = None) -> dict:
     """Decode tokens/s per policy and budget, eager and CUDA-graph, with the HBM roofline.
 
     The roofline counts the bytes a step must read: weights without the input embedding
@@ -287,7 +288,11 @@ def bench_decode(model, device: str, policies: list, budgets: list, steps: int,
     norms, MLPs and rotary embedding compiled by inductor (``models/compiled_decode.py``,
     ``compile_mode``), on top of the fused weights when fused rows ran: rows
     ``<policy>[+fused]+compiled``; ``res["compile"]`` has the compile time and the logit
-    difference compiled vs eager on two decode steps. ``profile_path``: a torch.profiler
+    difference compiled vs eager on two decode steps. ``own_policies`` are run after those
+    with the owned one-token decode step (``models/llama_decode.py``: compiled residual +
+    norm, RoPE and silu x up, Triton GEMVs, the cache's own update, SDPA), rows
+    ``<policy>[+fused]+owned``; ``res["owned"]`` as ``res["compile"]``, against the
+    model as it was before (compiled when those rows ran). ``profile_path``: a torch.profiler
     kernel summary of eager steps of ``inf_mllm`` (and its fused / compiled rows) at the
     first budget in the rows, the kernel tables written to that file.
     """
@@ -300,6 +305,7 @@ def bench_decode(model, device: str, policies: list, budgets: list, steps: int,
     plan = [(b, n, False) for b in budgets for n in policies]
     plan += [(b, n, True) for b in budgets for n in (fused_policies or [])]
     plan += [(b, n, "compiled") for b in budgets for n in (compile_policies or [])]
+    plan += [(b, n, "owned") for b in budgets for n in (own_policies or [])]
     fused_now = False
     for budget, name, fused in plan:
         if fused is True and not fused_now:
@@ -313,8 +319,17 @@ def bench_decode(model, device: str, policies: list, budgets: list, steps: int,
                 res["compile"] = {"error": f"{type(exc).__name__}: {exc}"[:600]}
                 break
             tqdm.write(f"compile: {res['compile']}")
+        if fused == "owned" and "owned" not in res:
+            try:
+                res["owned"] = compile_model(model, device, chunk, compile_mode, owned=True)
+            except Exception as exc:               # noqa: BLE001 - report, skip those rows
+                res["owned"] = {"error": f"{type(exc).__name__}: {exc}"[:600]}
+                break
+            tqdm.write(f"owned: {res['owned']}")
+            if not res["owned"].get("installed"):
+                break
         label = name + ("+fused" if fused_now else "") + (
-            "+compiled" if fused == "compiled" else "")
+            "+" + fused if fused in ("compiled", "owned") else "")
         base, _, slack = name.partition("@")       # "h2o@1": evict every decode step
         cache = BoundedCache(policy_for(base, budget), model.config, max_chunk=chunk,
                              decode_slack=int(slack) if slack else 64)
@@ -371,8 +386,12 @@ def bench_decode(model, device: str, policies: list, budgets: list, steps: int,
     return res
 
 
-def compile_model(model, device: str, chunk: int, mode: Optional[str]) -> dict:
+def compile_model(model, device: str, chunk: int, mode: Optional[str],
+                  owned: bool = False) -> dict:
     """``compile_decode(model)``; compile time and logits compiled vs eager on two steps.
+
+    ``owned``: ``install_owned_decode(model)`` instead (``models/llama_decode.py``), the
+    reference being the model as it was before (``installed`` says whether it took).
 
     Two fresh caches get the same 16-token prefill and two greedy decode steps, the first
     before the change (eager reference), the second after it. Inductor compiles in the
@@ -400,9 +419,16 @@ def compile_model(model, device: str, chunk: int, mode: Optional[str]) -> dict:
 
     ref, eager_s = run()
     graphs0 = counters["stats"]["unique_graphs"]
-    modules = compile_decode(model, mode)
+    if owned:
+        from ros2_infmllm.models.llama_decode import install_owned_decode, unsupported
+        why = unsupported(model)
+        modules = {"installed": install_owned_decode(model, mode), "unsupported": why}
+        if why is not None:
+            return {"mode": mode or "default", "modules": modules, "installed": False}
+    else:
+        modules = compile_decode(model, mode)
     got, times = run()
-    return {"mode": mode or "default", "modules": modules,
+    return {"mode": mode or "default", "modules": modules, "installed": True,
             "compile_s": times[0] - times[1], "first_step_s": times[0],
             "second_step_s": times[1], "eager_step_s": eager_s[1],
             "graphs": counters["stats"]["unique_graphs"] - graphs0,
@@ -432,7 +458,8 @@ def decode_ratios(res: dict) -> dict:
     by = {(r["policy"], r["budget"]): r for r in res["rows"]}
     for budget in sorted({r["budget"] for r in res["rows"]}):
         for mode in ("eager", "graph"):
-            for sfx in ("", "+fused", "+compiled", "+fused+compiled"):
+            for sfx in ("", "+fused", "+compiled", "+fused+compiled", "+owned",
+                        "+fused+owned"):
                 inf = (by.get(("inf_mllm" + sfx, budget), {}).get(mode) or {}).get(
                     "tokens_per_s")
                 for other in ("h2o", "h2o@1", "streaming_llm", "full"):

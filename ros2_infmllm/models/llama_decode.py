@@ -1,0 +1,350 @@
+"""Owned one-token decode step for the Llama family (Llama, Qwen2), opt-in per model.
+
+Why: with fused q/k/v and gate/up weights and inductor-compiled norms / MLPs / rotary
+embedding (``fused_linear``, ``compiled_decode``), a 7B decode step replayed from a CUDA
+graph still runs ~18 small kernels per layer that those modules cannot reach: the RoPE
+application inside ``LlamaAttention.forward`` (10 kernels: mul, add, cat, neg for q and
+k), the two residual adds of the decoder layer and a cast or two (docs/performance.md).
+They live in transformers' modeling code, which this project does not patch.
+
+:func:`install_owned_decode` gives one model *instance* a ``forward`` that runs one-token
+steps on a ``BoundedCache`` through its own step, built from the model's own weight
+tensors (no copy, read at every call, so later fusing stays visible), and sends every
+other call (prefill chunks, scoring chunks, other caches, explicit M-RoPE positions,
+masks, embeddings, gradients) to the class's ``forward`` unchanged. Per layer (each
+"compiled" piece one inductor kernel; "GEMV" one projection as :func:`linear`: a Triton
+matrix-vector kernel on CUDA, ``F.linear`` elsewhere or with ``triton_gemv=False``):
+
+1. compiled: residual add of the previous layer's MLP output + RMSNorm; GEMV q/k/v (one
+   when fused); compiled: (biases +) RoPE of q and k (cos/sin computed once per step,
+   compiled, with the rotary module's own formula and ``inv_freq``),
+2. eager: ``cache.update(k, v, layer_idx)``, the bounded cache's own update (writes,
+   host bookkeeping, compaction of a pending layer, score requests all as before), then
+   the scores a waiting layer asked for (``scoring.give_scores``, exactly what the scoring
+   attention function does) and ``F.scaled_dot_product_attention`` over the kept keys,
+3. GEMV o_proj; compiled: residual add + RMSNorm; GEMV gate/up; compiled: silu x up;
+   GEMV down,
+
+then the last residual add + final norm (compiled) and the lm_head GEMV. Each compiled
+function is one graph for all layers (weights are graph inputs, ``dynamic=False``,
+``fullgraph=True``), compiled at the first one-token call (outside a
+CUDA-graph capture; the graph runner's first visit of a length is eager). The CUDA-graph
+runner (``cuda_graph.py``) captures the step like the transformers forward: it calls
+``model(...)``, and the step calls ``cache.update`` once per layer, so ``advance_layer``
+repeats the same bookkeeping after a replay. Nothing global is changed: no transformers
+function or class is patched, other instances keep the class's ``forward``.
+"""
+from __future__ import annotations
+
+import functools
+import types
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ros2_infmllm.models.compiled_decode import _call, _mlp_weights
+from ros2_infmllm.models.fused_linear import FusedPart
+
+MODEL_TYPES = ("llama", "qwen2")
+_NORMS = ("LlamaRMSNorm", "Qwen2RMSNorm")
+_ROPE_TYPES = ("default", "linear", "llama3", "yarn")    # fixed inv_freq, plain cos/sin
+_FORWARD_KW = {"input_ids", "position_ids", "use_cache", "cache", "past_key_values",
+               "attention_mask", "return_dict"}
+
+
+def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Llama / Qwen2 RMSNorm (the classes' own formula)."""
+    dtype = x.dtype
+    h = x.to(torch.float32)
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _cos_sin(position_ids: torch.Tensor, inv_freq: torch.Tensor, scaling: float,
+             dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cos / sin ``[1, 1, D]`` of the step's position, as the rotary module computes them."""
+    freqs = position_ids[..., None].float() * inv_freq.float()
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return (emb.cos() * scaling).to(dtype), (emb.sin() * scaling).to(dtype)
+
+
+def _norm_in(x, d, w_norm, eps: float):
+    """Residual add ``x + d`` (d None: the first layer) and RMSNorm: ``(x, norm(x))``."""
+    if d is not None:
+        x = x + d
+    return x, _rms(x, w_norm, eps)
+
+
+def _rope_qkv(outs: tuple, bs: tuple, cos, sin, heads: tuple):
+    """q/k/v from the q/k/v GEMV output(s) (+ biases), RoPE of q and k.
+
+    Returns q ``[1, Hq, 1, D]``, k and v ``[1, Hkv, 1, D]`` (q and k rotated as
+    ``apply_rotary_pos_emb`` rotates them).
+    """
+    n_q, n_kv, dim = heads
+    outs = tuple(o if b is None else o + b for o, b in zip(outs, bs))
+    if len(outs) == 1:
+        q, k, v = outs[0].split([n_q * dim, n_kv * dim, n_kv * dim], -1)
+    else:
+        q, k, v = outs
+    q = q.view(1, 1, n_q, dim).transpose(1, 2)
+    k = k.view(1, 1, n_kv, dim).transpose(1, 2)
+    v = v.view(1, 1, n_kv, dim).transpose(1, 2)
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    q = (q * cos) + (_rotate_half(q) * sin)
+    k = (k * cos) + (_rotate_half(k) * sin)
+    return q, k, v
+
+
+def _norm_post(x, o, b_o, w_norm, eps: float):
+    """``x + o_proj output`` (+ bias) and RMSNorm: ``(x, norm(x))``."""
+    x = x + (o if b_o is None else o + b_o)
+    return x, _rms(x, w_norm, eps)
+
+
+def _silu_mul(outs: tuple, bs: tuple):
+    """``silu(gate) * up`` from the gate/up GEMV output(s) (+ biases)."""
+    outs = tuple(o if b is None else o + b for o, b in zip(outs, bs))
+    gate, up = outs[0].chunk(2, dim=-1) if len(outs) == 1 else outs
+    return F.silu(gate) * up
+
+
+# ---- GEMV (batch-1 linear) -------------------------------------------------------------------
+# At batch 1 every projection is a matrix-vector product. cuBLAS picks split-K kernels (and a
+# reduce kernel) for some 7B shapes and reaches 3.2-4.0 TB/s on the H200; a plain Triton
+# kernel (rows per program, fp32 accumulation over K, no split) measured 3.1-4.2 TB/s on
+# the same shapes, faster on each (docs/performance.md). Used on CUDA when Triton imports.
+_GEMV = None          # the Triton kernel once built, False if Triton is not usable
+
+
+def _gemv_kernel():
+    global _GEMV
+    if _GEMV is not None:
+        return _GEMV
+    try:
+        import triton
+        import triton.language as tl
+    except ImportError:                           # pragma: no cover - CUDA images have it
+        _GEMV = False
+        return _GEMV
+
+    @triton.jit
+    def gemv(w_ptr, x_ptr, y_ptr, n_out, n_in, stride_w, BLOCK_O: tl.constexpr,
+             BLOCK_K: tl.constexpr, EVEN: tl.constexpr):
+        rows = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
+        acc = tl.zeros((BLOCK_O, BLOCK_K), tl.float32)
+        for k0 in range(0, n_in, BLOCK_K):
+            cols = k0 + tl.arange(0, BLOCK_K)
+            ptrs = w_ptr + rows[:, None] * stride_w + cols[None, :]
+            if EVEN:
+                w = tl.load(ptrs, eviction_policy="evict_first")
+                x = tl.load(x_ptr + cols)
+            else:
+                m = cols < n_in
+                w = tl.load(ptrs, mask=(rows[:, None] < n_out) & m[None, :], other=0.0,
+                            eviction_policy="evict_first")
+                x = tl.load(x_ptr + cols, mask=m, other=0.0)
+            acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
+        tl.store(y_ptr + rows, tl.sum(acc, axis=1).to(y_ptr.dtype.element_ty),
+                 mask=rows < n_out)
+
+    _GEMV = gemv
+    return _GEMV
+
+
+def _gemv_config(n_out: int, n_in: int) -> tuple[int, int, int, int]:
+    """``(rows per program, K block, warps, stages)``, the best measured on the H200."""
+    if n_in >= 8192:
+        return 2, 512, 4, 4          # down_proj 4096 x 11008
+    if n_out >= 16384:
+        return 8, 512, 4, 3          # gate/up 22016 x 4096, lm_head
+    if n_out >= 8192:
+        return 16, 256, 4, 3         # q/k/v 12288 x 4096
+    return 2, 256, 4, 3              # o_proj 4096 x 4096
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, triton: bool = True) -> torch.Tensor:
+    """Return ``x @ weight.T`` for one row ``x`` (``[1, 1, K]``): Triton GEMV on CUDA."""
+    kernel = _gemv_kernel() if triton and x.is_cuda else False
+    if not kernel or x.numel() != weight.shape[1] or weight.dtype != x.dtype \
+            or weight.stride(1) != 1 or x.dtype not in (torch.float16, torch.bfloat16,
+                                                        torch.float32):
+        return F.linear(x, weight)
+    n_out, n_in = weight.shape
+    x = x.contiguous()
+    y = torch.empty((1, 1, n_out), dtype=x.dtype, device=x.device)
+    bo, bk, warps, stages = _gemv_config(n_out, n_in)
+    kernel[((n_out + bo - 1) // bo,)](weight, x, y, n_out, n_in, weight.stride(0),
+                                      BLOCK_O=bo, BLOCK_K=bk,
+                                      EVEN=n_in % bk == 0 and n_out % bo == 0,
+                                      num_warps=warps, num_stages=stages)
+    return y
+
+
+def _qkv(attn: nn.Module) -> Optional[tuple]:
+    """``(weights, biases)`` of q/k/v: one fused matrix or three, None if neither."""
+    q, k, v = attn.q_proj, attn.k_proj, attn.v_proj
+    if all(type(m) is nn.Linear for m in (q, k, v)):
+        return (q.weight, k.weight, v.weight), (q.bias, k.bias, v.bias)
+    if all(isinstance(m, FusedPart) for m in (q, k, v)) and q.group is k.group is v.group \
+            and (q.index, k.index, v.index) == (0, 1, 2) and len(q.group.sizes) == 3:
+        return (q.group.weight,), (q.group.bias,)
+    return None
+
+
+def _norm_ok(norm: Any) -> bool:
+    weight = getattr(norm, "weight", None)
+    return type(norm).__name__ in _NORMS and isinstance(weight, nn.Parameter)
+
+
+def unsupported(model: nn.Module) -> Optional[str]:
+    """Why ``model`` cannot take the owned decode step, or None if it can."""
+    cfg = getattr(model, "config", None)
+    mtype = getattr(cfg, "model_type", None)
+    if mtype not in MODEL_TYPES:
+        return f"model type {mtype!r} is not one of {MODEL_TYPES}"
+    if getattr(cfg, "use_sliding_window", False) or any(
+            t != "full_attention" for t in (getattr(cfg, "layer_types", None) or [])):
+        return "sliding-window attention layers"
+    inner = getattr(model, "model", None)
+    head = getattr(model, "lm_head", None)
+    if inner is None or type(head) is not nn.Linear:
+        return "no .model / plain nn.Linear lm_head"
+    rot = getattr(inner, "rotary_emb", None)
+    if getattr(rot, "rope_type", None) not in _ROPE_TYPES or not hasattr(rot, "inv_freq"):
+        return f"rotary embedding type {getattr(rot, 'rope_type', None)!r}"
+    if not _norm_ok(getattr(inner, "norm", None)):
+        return "final norm is not an RMSNorm of the family"
+    for i, layer in enumerate(inner.layers):
+        attn, mlp = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
+        if attn is None or mlp is None or _qkv(attn) is None \
+                or type(getattr(attn, "o_proj", None)) is not nn.Linear:
+            return f"layer {i}: attention projections are neither plain nor fused q/k/v"
+        if getattr(attn, "layer_idx", None) != i or hasattr(attn, "q_norm"):
+            return f"layer {i}: attention layout differs (layer_idx / q_norm)"
+        if type(getattr(mlp, "act_fn", None)).__name__ not in ("SiLU", "SiLUActivation") \
+                or _mlp_weights(mlp) is None:
+            return f"layer {i}: MLP is not a SiLU-gated MLP"
+        if not (_norm_ok(getattr(layer, "input_layernorm", None))
+                and _norm_ok(getattr(layer, "post_attention_layernorm", None))):
+            return f"layer {i}: norms are not RMSNorms of the family"
+    return None
+
+
+def _bounded(cache: Any) -> bool:
+    from ros2_infmllm.memory.cache import BoundedCache
+    return isinstance(cache, BoundedCache) and cache.pos_rows == 1 \
+        and cache._explicit_pos is None
+
+
+def _takes(args: tuple, kwargs: dict) -> Optional[Any]:
+    """Return the cache if this call is a one-token step the owned decode serves, else None."""
+    if args or torch.is_grad_enabled() or not set(kwargs) <= _FORWARD_KW:
+        return None
+    ids, pos = kwargs.get("input_ids"), kwargs.get("position_ids")
+    cache = kwargs.get("cache", kwargs.get("past_key_values"))
+    if ids is None or tuple(ids.shape) != (1, 1) or kwargs.get("attention_mask") is not None \
+            or kwargs.get("use_cache") is False or kwargs.get("return_dict") is False:
+        return None
+    if pos is not None and tuple(pos.shape) != (1, 1):
+        return None
+    return cache if _bounded(cache) else None
+
+
+def decode_step(model: nn.Module, input_ids: torch.Tensor, cache: Any,
+                position_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """One token ``[1, 1]`` through ``model`` on the bounded ``cache``: logits ``[1, 1, V]``.
+
+    Same result as ``model(input_ids=..., position_ids=..., cache=cache).logits`` (within
+    the dtype's rounding: the compiled functions keep float32 between fused ops, the
+    Triton GEMV sums in another order), with the same calls to ``cache.update`` and the
+    same score hand-off.
+    """
+    from ros2_infmllm.memory import scoring
+    mode = model.__dict__.get("_owned_decode_mode")
+    lin = functools.partial(linear, triton=model.__dict__.get("_owned_decode_triton", False))
+    inner, cfg = model.model, model.config
+    if position_ids is None:
+        position_ids = torch.full((1, 1), cache.get_seq_length(), dtype=torch.long,
+                                  device=input_ids.device)
+    x = inner.embed_tokens(input_ids)
+    rot = inner.rotary_emb
+    cos, sin = _call(_cos_sin, mode, position_ids, rot.inv_freq, float(rot.attention_scaling),
+                     x.dtype)
+    scores_here = getattr(cfg, "_attn_implementation", None) == scoring.ATTN_NAME
+    d = None
+    for layer in inner.layers[:cfg.num_hidden_layers]:
+        attn, mlp = layer.self_attn, layer.mlp
+        n1, n2 = layer.input_layernorm, layer.post_attention_layernorm
+        ws, bs = _qkv(attn)
+        dim = attn.head_dim
+        n_q = attn.q_proj.out_features // dim
+        n_kv = attn.k_proj.out_features // dim
+        x, h = _call(_norm_in, mode, x, d, n1.weight, float(n1.variance_epsilon))
+        q, k, v = _call(_rope_qkv, mode, tuple(lin(h, w) for w in ws), bs, cos, sin,
+                        (n_q, n_kv, dim))
+        keys, values = cache.update(k, v, attn.layer_idx)
+        if scores_here:
+            scoring.give_scores(q, keys, attn.scaling, None)
+        o = F.scaled_dot_product_attention(q, keys, values, scale=attn.scaling,
+                                           enable_gqa=n_kv != n_q)
+        o = lin(o.transpose(1, 2).reshape(1, 1, n_q * dim), attn.o_proj.weight)
+        x, h = _call(_norm_post, mode, x, o, attn.o_proj.bias, n2.weight,
+                     float(n2.variance_epsilon))
+        w_in, b_in, w_up, b_up, w_down, b_down = _mlp_weights(mlp)
+        gu = (lin(h, w_in),) if w_up is None else (lin(h, w_in), lin(h, w_up))
+        a = _call(_silu_mul, mode, gu, (b_in,) if w_up is None else (b_in, b_up))
+        d = lin(a, w_down)
+        if b_down is not None:
+            d = d + b_down
+    norm, head = inner.norm, model.lm_head
+    _, h = _call(_norm_in, mode, x, d, norm.weight, float(norm.variance_epsilon))
+    logits = lin(h, head.weight)
+    return logits if head.bias is None else logits + head.bias
+
+
+def install_owned_decode(model: nn.Module, mode: Optional[str] = None,
+                         triton_gemv: bool = True) -> bool:
+    """Give ``model`` (this instance only) the owned one-token decode step.
+
+    ``mode``: ``torch.compile`` mode of the compiled parts (None / ``"default"`` or a
+    ``-no-cudagraphs`` mode). ``triton_gemv``: the projections run as the Triton GEMV
+    (:func:`linear`) on CUDA, else as ``F.linear`` (cuBLAS). Returns True if installed
+    (or already installed), False if
+    the model is not supported (:func:`unsupported` says why). The instance's
+    ``forward`` keeps the class's signature; calls that are not one-token steps on a
+    bounded cache with 1-D positions under ``torch.no_grad`` go to the class's
+    ``forward``. ``model.owned_decode_steps`` counts the calls served (a CUDA-graph
+    replay makes no call).
+    """
+    if mode is not None and "cudagraphs" not in mode and mode != "default":
+        raise ValueError(f"mode {mode!r} would capture CUDA graphs of its own; use the "
+                         "default or a '-no-cudagraphs' mode")
+    if "_owned_decode_mode" in model.__dict__:
+        return True
+    if unsupported(model) is not None:
+        return False
+    original = type(model).forward
+
+    @functools.wraps(original)
+    def forward(self, *args, **kwargs):
+        cache = _takes(args, kwargs)
+        if cache is None:
+            return original(self, *args, **kwargs)
+        from transformers.modeling_outputs import CausalLMOutputWithPast
+        logits = decode_step(self, kwargs["input_ids"], cache, kwargs.get("position_ids"))
+        self.owned_decode_steps += 1
+        return CausalLMOutputWithPast(logits=logits)
+
+    model._owned_decode_mode = None if mode == "default" else mode
+    model._owned_decode_triton = bool(triton_gemv)
+    model.owned_decode_steps = 0
+    model.forward = types.MethodType(forward, model)
+    return True

@@ -1,0 +1,109 @@
+"""Owned one-token decode step (models/llama_decode.py) == transformers' forward (tiny, CPU)."""
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ros2_infmllm.eval.bench.runs import policy_for
+from ros2_infmllm.memory import BoundedCache, use_scoring_attention
+from ros2_infmllm.models.base import cache_kwarg
+from ros2_infmllm.models.compiled_decode import FAILED
+from ros2_infmllm.models.fused_linear import fuse_projections
+from ros2_infmllm.models.llama_decode import install_owned_decode, unsupported
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "memory"))
+from memory_tiny_models import forward, tiny_model  # noqa: E402
+
+
+def _same_memory(a: BoundedCache, b: BoundedCache) -> None:
+    for la, lb in zip(a.layers, b.layers):
+        assert (la.length, la.arrived, la.scored_len, la.unscored, la.pending) == \
+            (lb.length, lb.arrived, lb.scored_len, lb.unscored, lb.pending)
+        la.flush()
+        lb.flush()
+        assert torch.equal(la.meta[..., :la.length], lb.meta[..., :lb.length])
+        torch.testing.assert_close(la.keys, lb.keys, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(la.values, lb.values, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(la.scores[:, :la.length], lb.scores[:, :lb.length],
+                                   rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("family,fused", [("llama", True), ("llama", False), ("qwen2", True)])
+def test_owned_decode_equals_transformers_forward_through_compactions_tiny(family, fused):
+    """Prefill chunks (class forward) then one-token steps (owned step, compiled by inductor
+    on this CPU): the same logits and the same kept memory as the plain model, for
+    inf_mllm (carried window scores), h2o (scores every step, handed over by the owned
+    step) and streaming_llm, through several compactions; positions implicit and
+    explicit (as the graph runner passes them)."""
+    from torch._dynamo.utils import counters
+    ref_model = use_scoring_attention(tiny_model(family, seed=13))
+    model = use_scoring_attention(copy.deepcopy(ref_model))
+    if fused:
+        fuse_projections(model)
+    cls_forward = type(model).forward
+    assert unsupported(model) is None
+    assert install_owned_decode(model) and install_owned_decode(model)     # idempotent
+    assert type(model).forward is cls_forward                 # the class is not patched
+    assert "forward" not in ref_model.__dict__                # other instances untouched
+    assert cache_kwarg(model) == cache_kwarg(ref_model)       # signature kept
+    counters.clear()
+    names = ("inf_mllm", "h2o", "streaming_llm")
+    caches = {n: [BoundedCache(policy_for(n, 48), m.config, max_chunk=32, decode_slack=4)
+                  for m in (ref_model, model)] for n in names}
+    kw = cache_kwarg(model)
+    g = torch.Generator().manual_seed(3)
+    decode_steps = 0
+    for step in range(20):
+        ids = torch.randint(0, 100, (1, 30 if step < 3 else 1), generator=g)
+        for ref_cache, cache in caches.values():
+            if step % 2:
+                ref = forward(ref_model, ids, ref_cache).logits
+                got = forward(model, ids, cache).logits
+            else:
+                pos = torch.tensor([[ref_cache.next_position()]])
+                with torch.no_grad():
+                    ref = ref_model(input_ids=ids, position_ids=pos, use_cache=True,
+                                    **{kw: ref_cache}).logits
+                    got = model(input_ids=ids, position_ids=pos.clone(), use_cache=True,
+                                **{kw: cache}).logits
+            torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5, msg=f"step {step}")
+            decode_steps += ids.shape[1] == 1
+        for ref_cache, cache in caches.values():
+            _same_memory(ref_cache, cache)
+    assert model.owned_decode_steps == decode_steps == 17 * len(names)   # chunks: class fwd
+    assert all(c.describe()["compactions"] > 2 for pair in caches.values() for c in pair)
+    assert not counters["graph_break"] and not FAILED
+    # cos/sin, add + norm (x2: the first layer has no add), RoPE, add + norm, silu x up
+    assert counters["stats"]["unique_graphs"] <= 6
+    twin = copy.deepcopy(model)
+    assert twin.forward.__self__ is twin                     # rebound to the copy
+
+
+def test_owned_decode_leaves_other_calls_and_models_alone_tiny():
+    """Grad mode, masks, chunks and non-bounded caches go to the class forward; models
+    outside the family are refused (install returns False, nothing changed)."""
+    from transformers import DynamicCache
+    neox = tiny_model("gpt_neox")
+    assert unsupported(neox) is not None and install_owned_decode(neox) is False
+    assert "forward" not in neox.__dict__
+    with pytest.raises(ValueError, match="CUDA graphs of its own"):
+        install_owned_decode(tiny_model("llama"), mode="reduce-overhead")
+    model = use_scoring_attention(tiny_model("llama", seed=2))
+    ref = copy.deepcopy(model)
+    install_owned_decode(model)
+    kw = cache_kwarg(model)
+    ids = torch.randint(0, 100, (1, 1))
+    with torch.no_grad():
+        a = model(input_ids=ids, use_cache=True, **{kw: DynamicCache(config=model.config)})
+        b = ref(input_ids=ids, use_cache=True, **{kw: DynamicCache(config=ref.config)})
+    torch.testing.assert_close(a.logits, b.logits)
+    cache = BoundedCache(policy_for("streaming_llm", 48), model.config, max_chunk=32)
+    model(input_ids=ids, use_cache=True, **{kw: cache})                   # grad enabled
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=torch.ones(1, 2, dtype=torch.long),
+              use_cache=True, **{kw: cache})
+    assert model.owned_decode_steps == 0
