@@ -48,7 +48,7 @@ from ros2_infmllm_msgs.msg import Answer as AnswerMsg
 from ros2_infmllm_msgs.msg import CameraStats
 from ros2_infmllm_msgs.srv import DescribeMemory, Query
 
-from . import engine
+from . import engine, heap
 from .imaging import FrameError, compressed_to_rgb, image_to_rgb
 
 try:  # lifecycle support comes with rclpy >= Humble; fall back to a plain node without it
@@ -77,6 +77,7 @@ SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=4 * MAX_QUEUE,
 STAMP_FUTURE_S = 60.0                  # frames stamped further ahead of the clock are dropped
 LOOP_JUMP_S = 1.0                      # a backwards jump larger than this is a replay loop
 LOG_EVERY_S = 5.0                      # rate limit of drop/error logs, per reason
+TRIM_EVERY_S = 5.0                     # the worker returns freed heap pages at most this often
 _DEVICE_RE = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')
 _TOPIC_RE = re.compile(r'^~?/?[A-Za-z][A-Za-z0-9_/]*$')
 DTYPES = ('auto', 'float32', 'float16', 'bfloat16')
@@ -276,6 +277,7 @@ class InfMllmNode(LifecycleNode):
         self._rebuild = False
         self._model_error = ''
         self._last_latency = 0.0
+        self._next_trim = 0.0
         self._questions = {'accepted': 0, 'refused': 0, 'answered': 0, 'failed': 0}
         self._service_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
@@ -610,6 +612,14 @@ class InfMllmNode(LifecycleNode):
                     job[1].finish(False, f'model error: {self._model_error}')
             finally:
                 self._current = None
+            self._trim_heap()
+
+    def _trim_heap(self) -> None:
+        """Return freed heap pages to the OS every ``TRIM_EVERY_S`` (see heap.trim_heap)."""
+        now = time.monotonic()
+        if now >= self._next_trim:
+            self._next_trim = now + TRIM_EVERY_S
+            heap.trim_heap()
 
     def _due_camera(self) -> tuple:
         """Camera whose newest frame is due now, else (None, seconds to wait)."""
@@ -810,26 +820,9 @@ class InfMllmNode(LifecycleNode):
         self._cleanup('the node is shutting down')
 
 
-def limit_malloc_arenas(arenas: int = 2) -> bool:
-    """Cap glibc's malloc arenas (``M_ARENA_MAX``) for this process; False if not glibc.
-
-    Why: glibc gives each of the executor's threads its own arena once threads contend,
-    and 72 threads decoding camera frames leave memory fragmented over many arenas, so
-    resident memory creeps up for hours. ``MALLOC_ARENA_MAX`` set by the user wins.
-    """
-    if os.environ.get('MALLOC_ARENA_MAX') or not sys.platform.startswith('linux'):
-        return False
-    import ctypes
-    try:
-        libc = ctypes.CDLL('libc.so.6')
-        return bool(libc.mallopt(-8, int(arenas)))       # -8 = M_ARENA_MAX
-    except (OSError, AttributeError):
-        return False
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     """Console entry point `infmllm_node`."""
-    limit_malloc_arenas()
+    heap.limit_malloc_arenas()
     sys.setswitchinterval(GIL_SWITCH_S)
     rclpy.init(args=argv if argv is not None else sys.argv)
     try:

@@ -1,6 +1,6 @@
 """Safety review as tests (issue 8): what a message can and cannot make the node do.
 
-Static checks read the product's source (node, engine, imaging, models) with the ast module;
+Static checks read the product's source (node, heap, engine, imaging, models) with the ast module;
 the prompt check tokenises a hostile question with the default model's real tokenizer.
 """
 
@@ -13,7 +13,7 @@ from typing import Iterator, List, Tuple
 import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "ros2_infmllm"
-RUNTIME = ["node.py", "engine.py", "imaging.py", "models", "memory"]
+RUNTIME = ["node.py", "heap.py", "engine.py", "imaging.py", "models", "memory"]
 
 FORBIDDEN_MODULES = {"subprocess", "socket", "urllib", "requests", "http", "pickle", "shelve"}
 
