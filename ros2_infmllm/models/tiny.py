@@ -48,6 +48,10 @@ def byte_tokenizer(extra_special: list[str] | None = None) -> Any:
     tok.add_special_tokens(specials)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
                                    pad_token="<pad>", unk_token=None)
+    # no word cache: with use_regex=False a whole frame line is one "word", unique by its
+    # timestamp, and BPE would cache ~3 KB for each of its first 10,000 lines (the wrapper
+    # rebuilds the model, so this is set after wrapping)
+    fast.backend_tokenizer.model = models.BPE(vocab=vocab, merges=[], cache_capacity=0)
     fast.chat_template = (
         "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")

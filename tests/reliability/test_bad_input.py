@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from counters import cache_tokens, drop_count, frames_ingested
 import harness
-from harness import (CAM_BAD, CAM_COMPRESSED, CAM_GOOD, MAX_QUESTION_CHARS, image_msg, scene,
-                     wait_until)
+from harness import (BASE_PARAMS, CAM_BAD, CAM_COMPRESSED, CAM_GOOD, MAX_QUESTION_CHARS,
+                     image_msg, scene, wait_until)
 
 
 @pytest.fixture(scope="module")
@@ -327,9 +327,25 @@ def _check_flood(results: list) -> None:
 
 
 def test_queue_flood_refuses_with_reason_and_loses_nothing(node, client):
-    """10 at once (queue 4): the rest are refused at once with the reason, none unanswered."""
+    """10 at once (queue 4) behind a long answer: the rest are refused with the reason.
+
+    The long answer holds the worker, so the flood meets a full queue however fast the
+    machine answers two-token questions; every accepted question is still answered.
+    """
     client.query("warm up", max_new_tokens=1)
-    results = _flood(client, 10)
+    assert all(r.successful for r in client.set_params({"max_new_tokens": 4000}))
+    long: dict = {}
+    holder = threading.Thread(target=lambda: long.setdefault(
+        "r", client.query("Tell a long story.", max_new_tokens=4000, timeout=120)))
+    try:
+        holder.start()
+        time.sleep(1.0)                       # the worker has taken the long question
+        results = _flood(client, 10)
+    finally:
+        holder.join(150)
+        assert all(r.successful for r in client.set_params(
+            {"max_new_tokens": BASE_PARAMS["max_new_tokens"]}))
+    assert long["r"].success, long["r"].message
     _check_flood(results)
     assert any("queue full" in r.message for r in results if not r.success)
     _alive(node, client)
