@@ -63,11 +63,18 @@ class Scenario:
         return [e for e in self.events if e.start <= t < e.end]
 
 
+#: Three box + marker events, three QR codes, one light change. Each far question's
+#: event has an attribute no other event shares (the only red box, the only marker 42,
+#: the only parcel and gate codes), because the 135M default model answers by copying
+#: the line that matches the question best: with several events alike ("which marker was
+#: next to the X box" over five boxes) it copies the latest one even with every frame in
+#: its cache, and the question would test the model, not the memory.
 DEFAULT_EVENTS = (
     Event(10.0, 16.0, colour='red', aruco=17),
-    Event(45.0, 51.0, qr='DOCK B'),
-    Event(80.0, 86.0, colour='blue', aruco=42),
-    Event(115.0, 121.0, qr='SHELF 3'),
+    Event(25.0, 31.0, qr='PARCEL FOR ANNA'),
+    Event(40.0, 46.0, colour='blue', aruco=42),
+    Event(55.0, 61.0, qr='GATE CODE 4711'),
+    Event(100.0, 106.0, qr='DOCK B'),
     Event(150.0, 156.0, colour='green', aruco=7),
     Event(163.0, 168.0, dim=True),
 )

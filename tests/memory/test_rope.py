@@ -84,6 +84,25 @@ def test_mrope_qwen2_vl_rerotates_each_section_by_its_row():
     assert spec.rows == 3 and spec.mrope_section == (2, 3, 3)
 
 
+@pytest.mark.parametrize("model_type,rows", [("llama", 1), ("qwen2_vl", 3)])
+def test_cpu_rotation_in_row_blocks_equals_one_block(monkeypatch, model_type, rows):
+    """The CPU path rotates a few rows at a time (bounded temporaries); same keys as one go."""
+    from ros2_infmllm.memory import rope
+
+    cfg = tiny_config(model_type)
+    spec = RopeSpec.from_config(cfg.get_text_config() if rows > 1 else cfg)
+    g = torch.Generator().manual_seed(5)
+    keys = torch.randn(7, N, spec.head_dim, generator=g)
+    delta = torch.randint(-500, 500, (rows, 7, N), generator=g)
+    whole = keys.clone()
+    spec.rotate_(whole, delta)
+    monkeypatch.setattr(rope, "CPU_BLOCK_ANGLES", 2 * N * spec.rotary_dim // 2)  # 2 rows
+    blocked = keys.clone()
+    spec.rotate_(blocked, delta)
+    assert (whole - keys).abs().max() > 0.1
+    torch.testing.assert_close(blocked, whole, atol=0, rtol=0)
+
+
 def test_dynamic_rope_budget_past_original_context_is_refused():
     cfg = tiny_config("llama", **LLAMA_ROPES["dynamic"])
     with pytest.raises(ValueError, match="dynamic RoPE"):
