@@ -103,6 +103,10 @@ class StreamingSession:
         self.cache = BoundedCache(policy, adapter.model.config, max_chunk=max_chunk,
                                   decode_slack=decode_slack)
         self._lock = adapter.lock
+        with self._lock:
+            # sessions of one model share its adapter and frame describer: a new session
+            # must not describe its first frame as motion against another session's last
+            adapter.describer.reset()
         self._reset_state()
 
     def _reset_state(self) -> None:

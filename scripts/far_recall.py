@@ -120,7 +120,6 @@ def main() -> int:
         for rate in args.rates:
             session = build_session(SessionConfig(model=args.model, device=args.device,
                                                   policy=pol, budget=args.budget))
-            session.reset()          # the adapter (and its describer) is shared across runs
             out = run_offline(session, bag, questions, topics, rate, progress=False)
             hits = sum(r['correct'] for r in out['records'] if 'far' in r['tags'])
             print(f'{pol:>14} rate {rate:<5} far {hits}/'

@@ -139,3 +139,13 @@ def test_tiny_frame_bookkeeping_stays_bounded_without_questions():
     assert all(n > 0 for _, _, n in d["frames"])
     assert {cam for _, cam, _ in d["frames"]} <= {"front", "rear"}
     assert d["frames"][-1][0] == 1000.0 + 3 * engine._PRUNE_FRAMES - 1   # newest is kept
+
+
+def test_tiny_new_session_describes_its_first_frame_as_first():
+    """Sessions share the adapter's describer; a new one starts without a previous frame."""
+    a = _session()
+    a.ingest_frame(_frame(0), 100.0, "front")
+    assert not a.ingest_frame(_frame(0), 101.0, "front").text.endswith("first frame.\n")
+    b = _session()
+    assert b.adapter is a.adapter
+    assert b.ingest_frame(_frame(1), 102.0, "front").text.endswith("first frame.\n")

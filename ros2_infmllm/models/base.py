@@ -9,6 +9,8 @@ with vision tokens or M-RoPE override :meth:`ModelAdapter.frame_chunk` and
 
 from __future__ import annotations
 
+import functools
+
 import os
 import threading
 from dataclasses import dataclass, field
@@ -122,11 +124,20 @@ def local_model_dir(model: str) -> Path:
 
 
 def cache_kwarg(model: Any) -> str:
-    """``cache`` (transformers >= 5.2x) or ``past_key_values`` (older), as forward takes it."""
+    """``cache`` (transformers >= 5.2x) or ``past_key_values`` (older), as forward takes it.
+
+    Looked up once per model class: ``inspect.signature`` costs more than a tiny model's
+    forward, and callers ask per chunk.
+    """
+    return _cache_kwarg_of(type(model))
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_kwarg_of(cls: type) -> str:
     import inspect
     try:
-        params = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
+        params = inspect.signature(cls.forward).parameters
+    except (TypeError, ValueError, AttributeError):
         return "past_key_values"
     return "cache" if "cache" in params else "past_key_values"
 

@@ -43,7 +43,7 @@ _COMPILED: dict = {}       # (function, mode) -> compiled function whose first c
 FAILED: dict = {}          # (function, mode) -> why its compilation failed (stays eager)
 
 
-def _call(fn: Callable, mode: Optional[str], *args):
+def call_compiled(fn: Callable, mode: Optional[str], *args):
     """Return ``fn(*args)`` computed by its compiled version.
 
     A first call that fails to compile leaves ``fn`` eager for the rest of the process
@@ -79,7 +79,7 @@ def _gated_mlp(x, w_in, b_in, w_up, b_up, w_down, b_down):
     return F.linear(F.silu(gate) * up, w_down, b_down)
 
 
-def _mlp_weights(mlp: nn.Module) -> Optional[tuple]:
+def gated_mlp_weights(mlp: nn.Module) -> Optional[tuple]:
     """Tensors of ``_gated_mlp`` for ``mlp`` (plain or fused gate/up), None if neither."""
     gate, up, down = mlp.gate_proj, mlp.up_proj, mlp.down_proj
     if type(down) is not nn.Linear:
@@ -96,21 +96,21 @@ def _mlp_weights(mlp: nn.Module) -> Optional[tuple]:
 def _norm_forward(self, x: torch.Tensor) -> torch.Tensor:
     fwd = type(self).forward
     if _one_token(x):
-        return _call(fwd, self._decode_compile_mode, self, x)
+        return call_compiled(fwd, self._decode_compile_mode, self, x)
     return fwd(self, x)
 
 
 def _mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
-    weights = _mlp_weights(self) if _one_token(x) else None
+    weights = gated_mlp_weights(self) if _one_token(x) else None
     if weights is None:
         return type(self).forward(self, x)
-    return _call(_gated_mlp, self._decode_compile_mode, x, *weights)
+    return call_compiled(_gated_mlp, self._decode_compile_mode, x, *weights)
 
 
 def _rotary_forward(self, x: torch.Tensor, position_ids: torch.Tensor):
     fwd = type(self).forward
     if position_ids.dim() == 2 and position_ids.numel() == 1:
-        return _call(fwd, self._decode_compile_mode, self, x, position_ids)
+        return call_compiled(fwd, self._decode_compile_mode, self, x, position_ids)
     return fwd(self, x, position_ids)
 
 
@@ -121,7 +121,7 @@ def _kind(module: nn.Module) -> Optional[str]:
         return "norms"
     if name.endswith("MLP") and type(getattr(module, "act_fn", None)).__name__ in _SILU \
             and all(hasattr(module, n) for n in ("gate_proj", "up_proj", "down_proj")) \
-            and _mlp_weights(module) is not None:
+            and gated_mlp_weights(module) is not None:
         return "mlps"
     if name.endswith("RotaryEmbedding") and getattr(module, "rope_type", None) == "default" \
             and hasattr(module, "inv_freq"):

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ros2_infmllm.models.compiled_decode import _call, _mlp_weights
+from ros2_infmllm.models.compiled_decode import call_compiled, gated_mlp_weights
 from ros2_infmllm.models.fused_linear import FusedPart
 
 MODEL_TYPES = ("llama", "qwen2")
@@ -230,7 +230,7 @@ def unsupported(model: nn.Module) -> Optional[str]:
         if getattr(attn, "layer_idx", None) != i or hasattr(attn, "q_norm"):
             return f"layer {i}: attention layout differs (layer_idx / q_norm)"
         if type(getattr(mlp, "act_fn", None)).__name__ not in ("SiLU", "SiLUActivation") \
-                or _mlp_weights(mlp) is None:
+                or gated_mlp_weights(mlp) is None:
             return f"layer {i}: MLP is not a SiLU-gated MLP"
         if not (_norm_ok(getattr(layer, "input_layernorm", None))
                 and _norm_ok(getattr(layer, "post_attention_layernorm", None))):
@@ -276,8 +276,8 @@ def decode_step(model: nn.Module, input_ids: torch.Tensor, cache: Any,
                                   device=input_ids.device)
     x = inner.embed_tokens(input_ids)
     rot = inner.rotary_emb
-    cos, sin = _call(_cos_sin, mode, position_ids, rot.inv_freq, float(rot.attention_scaling),
-                     x.dtype)
+    cos, sin = call_compiled(_cos_sin, mode, position_ids, rot.inv_freq,
+                             float(rot.attention_scaling), x.dtype)
     scores_here = getattr(cfg, "_attn_implementation", None) == scoring.ATTN_NAME
     d = None
     for layer in inner.layers[:cfg.num_hidden_layers]:
@@ -287,25 +287,25 @@ def decode_step(model: nn.Module, input_ids: torch.Tensor, cache: Any,
         dim = attn.head_dim
         n_q = attn.q_proj.out_features // dim
         n_kv = attn.k_proj.out_features // dim
-        x, h = _call(_norm_in, mode, x, d, n1.weight, float(n1.variance_epsilon))
-        q, k, v = _call(_rope_qkv, mode, tuple(lin(h, w) for w in ws), bs, cos, sin,
-                        (n_q, n_kv, dim))
+        x, h = call_compiled(_norm_in, mode, x, d, n1.weight, float(n1.variance_epsilon))
+        q, k, v = call_compiled(_rope_qkv, mode, tuple(lin(h, w) for w in ws), bs, cos, sin,
+                                (n_q, n_kv, dim))
         keys, values = cache.update(k, v, attn.layer_idx)
         if scores_here:
             scoring.give_scores(q, keys, attn.scaling, None)
         o = F.scaled_dot_product_attention(q, keys, values, scale=attn.scaling,
                                            enable_gqa=n_kv != n_q)
         o = lin(o.transpose(1, 2).reshape(1, 1, n_q * dim), attn.o_proj.weight)
-        x, h = _call(_norm_post, mode, x, o, attn.o_proj.bias, n2.weight,
-                     float(n2.variance_epsilon))
-        w_in, b_in, w_up, b_up, w_down, b_down = _mlp_weights(mlp)
+        x, h = call_compiled(_norm_post, mode, x, o, attn.o_proj.bias, n2.weight,
+                             float(n2.variance_epsilon))
+        w_in, b_in, w_up, b_up, w_down, b_down = gated_mlp_weights(mlp)
         gu = (lin(h, w_in),) if w_up is None else (lin(h, w_in), lin(h, w_up))
-        a = _call(_silu_mul, mode, gu, (b_in,) if w_up is None else (b_in, b_up))
+        a = call_compiled(_silu_mul, mode, gu, (b_in,) if w_up is None else (b_in, b_up))
         d = lin(a, w_down)
         if b_down is not None:
             d = d + b_down
     norm, head = inner.norm, model.lm_head
-    _, h = _call(_norm_in, mode, x, d, norm.weight, float(norm.variance_epsilon))
+    _, h = call_compiled(_norm_in, mode, x, d, norm.weight, float(norm.variance_epsilon))
     logits = lin(h, head.weight)
     return logits if head.bias is None else logits + head.bias
 

@@ -8,8 +8,8 @@ import pytest
 from ros2_infmllm.eval.__main__ import main
 from ros2_infmllm.eval.common import load_eval_model
 from ros2_infmllm.eval.corpus import build_corpus, describe_corpus, load_corpus
-from ros2_infmllm.eval.perplexity import (block_ppl, build_policy, stream_nll, summarise,
-                                          tokenize, window_nll)
+from ros2_infmllm.eval.perplexity import (block_ppl, build_policy, coarse_worst_over_median,
+                                          stream_nll, summarise, tokenize, window_nll)
 
 
 @pytest.fixture(scope='module')
@@ -62,6 +62,15 @@ def test_block_statistics():
     s = summarise(nll, 5)
     assert s['worst_over_median'] == pytest.approx(4.0 / 3.0)
     assert s['tokens'] == 20
+
+
+def test_coarse_blocks_merge_by_geometric_mean():
+    """One hard 10k block among easy ones: large ratio per block, smaller per 50k."""
+    blocks = [2.0] * 19 + [8.0]
+    assert coarse_worst_over_median(blocks, 10_000, span=10_000) == pytest.approx(4.0)
+    merged_hard = math.exp((4 * math.log(2.0) + math.log(8.0)) / 5)
+    assert coarse_worst_over_median(blocks, 10_000) == pytest.approx(merged_hard / 2.0)
+    assert coarse_worst_over_median(blocks[:15], 10_000) is None      # 3 merged blocks
 
 
 def test_build_policy_scales_recent_and_rejects_unknown():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
-
 import torch
 from transformers import (GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM,
                           Qwen2Config, Qwen2ForCausalLM, Qwen2VLConfig,
@@ -46,18 +44,7 @@ def tiny_model(family: str, seed: int = 0, **rope) -> torch.nn.Module:
     return cls(cfg).eval()
 
 
-_KW: "weakref.WeakKeyDictionary[torch.nn.Module, str]" = weakref.WeakKeyDictionary()
-
-
-def _cache_kw(model) -> str:
-    """``cache_kwarg(model)``, looked up once per model (``inspect.signature`` is slow)."""
-    kw = _KW.get(model)
-    if kw is None:
-        kw = _KW[model] = cache_kwarg(model)
-    return kw
-
-
 def forward(model, ids: torch.Tensor, cache, **kwargs):
     """``model(ids, <cache kwarg>=cache)`` for every supported transformers version."""
     with torch.no_grad():
-        return model(input_ids=ids, use_cache=True, **{_cache_kw(model): cache}, **kwargs)
+        return model(input_ids=ids, use_cache=True, **{cache_kwarg(model): cache}, **kwargs)
