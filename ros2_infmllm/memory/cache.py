@@ -353,7 +353,8 @@ class BoundedLayer(CacheLayerMixin):
             factor = policy.carry_factor(self.arrived - self.scored_arrival)
             if factor != 1.0:
                 self.scores[:, :t] *= factor
-            self.scores[:, :t] += scores
+            weight = policy.score_weight(t)
+            self.scores[:, :t] += scores if weight == 1.0 else scores * weight
             self.scored_arrival = self.arrived
         else:
             self.scores[:, :t] = scores

@@ -12,20 +12,20 @@ from ros2_infmllm.eval.scenario import ARUCO_DICT, Scenario, SceneRenderer
 @pytest.mark.parametrize('storage', ['sqlite3', 'mcap'])
 def test_bag_reads_back(tmp_path, storage):
     out = tmp_path / 'bag'
-    info = write_sample_bag(out, duration=16.0, rate=5.0, storage=storage)
-    assert info['counts'] == {'/camera/image_raw': 80, '/camera2/image_raw/compressed': 40}
+    info = write_sample_bag(out, duration=84.0, rate=5.0, storage=storage)
+    assert info['counts'] == {'/camera/image_raw': 420, '/camera2/image_raw/compressed': 210}
     assert camera_topics(out) == {
         '/camera/image_raw': 'sensor_msgs/msg/Image',
         '/camera2/image_raw/compressed': 'sensor_msgs/msg/CompressedImage'}
     assert bag_start(out) == BAG_START_NS / 1e9
     frames = list(iter_frames(out, ['/camera/image_raw']))
-    assert len(frames) == 80
+    assert len(frames) == 420
     stamps = [f.stamp - BAG_START_NS / 1e9 for f in frames]
-    assert np.allclose(stamps, np.arange(80) / 5.0, atol=1e-6)
+    assert np.allclose(stamps, np.arange(420) / 5.0, atol=1e-6)
     assert all(f.msg.encoding == 'rgb8' and f.msg.width == 160 for f in frames)
-    # the ArUco marker of the first event (10..16 s) is detectable in the decoded frame
+    # the ArUco marker of the first event (80..86 s) is detectable in the decoded frame
     det = cv2.aruco.ArucoDetector(cv2.aruco.getPredefinedDictionary(ARUCO_DICT))
-    img = decode_image(frames[60].msgtype, frames[60].msg)     # t = 12 s
+    img = decode_image(frames[410].msgtype, frames[410].msg)   # t = 82 s
     assert img.shape == (120, 160, 3)
     _, ids, _ = det.detectMarkers(img)
     assert ids is not None and 17 in ids.ravel()
@@ -36,9 +36,9 @@ def test_bag_reads_back(tmp_path, storage):
 
 
 def test_generator_is_deterministic(tmp_path):
-    a = SceneRenderer(Scenario(), seed=3).render(102.0)
-    b = SceneRenderer(Scenario(), seed=3).render(102.0)
-    c = SceneRenderer(Scenario(), seed=4).render(102.0)
+    a = SceneRenderer(Scenario(), seed=3).render(172.0)
+    b = SceneRenderer(Scenario(), seed=3).render(172.0)
+    c = SceneRenderer(Scenario(), seed=4).render(172.0)
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     text, _, _ = cv2.QRCodeDetector().detectAndDecode(a)
     assert text == 'DOCK B'

@@ -526,7 +526,8 @@ def test_tiny_batched_compaction_equals_per_layer_compaction(models, family, fra
 
 
 def test_tiny_carry_adds_each_chunk_score_to_decayed_relevance(models, monkeypatch):
-    """inf_mllm with carry scores every chunk and keeps carry**(tokens/budget) of the past."""
+    """inf_mllm with carry scores every chunk and keeps carry**(tokens/budget) of the past;
+    while the cache holds fewer than ``budget`` tokens a chunk's scores count t/budget."""
     from ros2_infmllm.memory import scoring
     got = []
     real = scoring.window_scores
@@ -546,8 +547,8 @@ def test_tiny_carry_adds_each_chunk_score_to_decayed_relevance(models, monkeypat
     forward(model, _ids(30, seed=5), cache)         # under budget, scored
     assert len(got) == 2 * n_layers
     first, second = got[0], got[n_layers]
-    want = first * 0.5 ** (30 / 64)
-    want = torch.cat([want, torch.zeros(first.shape[0], 30)], dim=1) + second
+    want = first * (20 / 64) * 0.5 ** (30 / 64)
+    want = torch.cat([want, torch.zeros(first.shape[0], 30)], dim=1) + second * (50 / 64)
     torch.testing.assert_close(cache.layers[0].scores[:, :50], want)
     forward(model, _ids(30, seed=6), cache)         # 80 > 64: compaction keeps the scores
     cache.compact()
@@ -564,6 +565,9 @@ def test_carry_factor_and_validation():
                        carry=0.9)
     assert pol0.carry_factor(100) == 1.0 and not pol0.keeps_scores
     assert pol1.keeps_scores and pol1.carry_factor(8) == pytest.approx(0.9)
+    assert pol1.score_weight(2) == pytest.approx(0.25) and pol1.score_weight(12) == 1.0
+    assert pol0.score_weight(2) == 1.0                        # replaced, not accumulated
+    assert make_policy("h2o", budget=8, n_sink=1, n_recent=2).score_weight(2) == 1.0
     with pytest.raises(ValueError, match="carry"):
         make_policy("inf_mllm", budget=8, n_sink=1, n_recent=2, carry=1.0)
 

@@ -14,13 +14,13 @@ def _line(describer, t, camera='front'):
 
 
 @pytest.mark.parametrize('t,want', [
-    (12.0, "red box on the left, ArUco marker 17 on the right"),
-    (43.0, "blue box on the left, ArUco marker 42 on the right"),
-    (153.0, "green box on the left, ArUco marker 7 on the right"),
-    (103.0, "QR code 'DOCK B'"),
-    (28.0, "QR code 'PARCEL FOR ANNA'"),
-    (58.0, "QR code 'GATE CODE 4711'"),
-    (80.0, "nothing in view"),
+    (82.0, "red box on the left, ArUco marker 17 on the right"),
+    (113.0, "blue box on the left, ArUco marker 42 on the right"),
+    (223.0, "green box on the left, ArUco marker 7 on the right"),
+    (173.0, "QR code 'DOCK B'"),
+    (98.0, "QR code 'PARCEL FOR ANNA'"),
+    (128.0, "QR code 'GATE CODE 4711'"),
+    (150.0, "nothing in view"),
 ])
 def test_scene_events_are_named_with_their_place(t, want):
     desc = FrameDescriber().analyse(RENDER.render(t), 'front')
@@ -29,33 +29,33 @@ def test_scene_events_are_named_with_their_place(t, want):
 
 def test_light_levels_follow_brightness():
     d = FrameDescriber()
-    assert d.analyse(RENDER.render(165.0)).light() == 'dark'          # lights dimmed event
-    assert d.analyse(RENDER.render(80.0)).light() != 'dark'
+    assert d.analyse(RENDER.render(235.0)).light() == 'dark'          # lights dimmed event
+    assert d.analyse(RENDER.render(150.0)).light() != 'dark'
     white = np.full((64, 64, 3), 250, np.uint8)
     assert d.analyse(white).light() == 'bright light'
 
 
 def test_unchanged_frames_become_short_no_change_lines_per_camera():
     d = FrameDescriber()
-    first = _line(d, 12.0)
-    assert first.startswith(frame_tag(1_700_000_012.0, 'front'))
+    first = _line(d, 82.0)
+    assert first.startswith(frame_tag(1_700_000_082.0, 'front'))
     assert 'ArUco marker 17' in first and first.endswith('first frame.')
-    lines = [_line(d, 12.0 + 0.5 * i) for i in range(1, 6)]
+    lines = [_line(d, 82.0 + 0.5 * i) for i in range(1, 6)]
     assert any(line.endswith('] no change.') for line in lines)
-    assert _line(d, 12.0, camera='rear').endswith('first frame.')   # cameras are separate
-    changed = _line(d, 103.0)
+    assert _line(d, 82.0, camera='rear').endswith('first frame.')   # cameras are separate
+    changed = _line(d, 173.0)
     assert "QR code 'DOCK B'" in changed
     d.reset()
-    assert _line(d, 103.5).endswith('first frame.')
+    assert _line(d, 173.5).endswith('first frame.')
     keep = FrameDescriber(report_unchanged=False)
-    assert [_line(keep, 80.0 + i) for i in range(3)][-1].endswith(('still.', 'motion.'))
+    assert [_line(keep, 150.0 + i) for i in range(3)][-1].endswith(('still.', 'motion.'))
 
 
 def test_motion_is_coarse_so_sensor_noise_reads_still():
     d = FrameDescriber()
-    d.analyse(RENDER.render(80.0))
-    assert d.analyse(RENDER.render(80.0)).movement() == 'still'
-    assert d.analyse(RENDER.render(12.0)).movement() == 'much motion'   # the red box appears
+    d.analyse(RENDER.render(150.0))
+    assert d.analyse(RENDER.render(150.0)).movement() == 'still'
+    assert d.analyse(RENDER.render(82.0)).movement() == 'much motion'   # the red box appears
 
 
 def test_stamp_format_and_bad_images():

@@ -109,6 +109,21 @@ class Policy:
         carry = float(getattr(self, "carry", 0.0))
         return carry ** (tokens / float(self.capacity)) if carry > 0 and tokens > 0 else 1.0
 
+    def score_weight(self, scored_tokens: int) -> float:
+        """Weight of a new window score before it joins the carried relevance.
+
+        Why: softmax attention spreads about 1/t over t cached tokens, so while the cache
+        fills, the first tokens would collect up to budget/t times the relevance that later
+        tokens get from a chunk, and a carrying policy would keep them for their earliness
+        (in the sample bag the first event's frames were cited in every answer, an hour of
+        stream later they would still be). ``min(1, t / budget)`` puts every chunk on the
+        full cache's scale; once the cache holds the budget it is 1, so the steady state
+        is unchanged. 1 for policies that replace their scores or sum every step (H2O).
+        """
+        if self.score_mode != "window" or not self.keeps_scores or not self.capacity:
+            return 1.0
+        return min(1.0, scored_tokens / float(self.capacity))
+
     @property
     def repositions(self) -> bool:
         """Whether kept tokens get contiguous positions after compaction."""
