@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('make-bag', help='write the bundled sample camera bag')
     p.add_argument('--out', default=str(DEFAULT_BAG))
     p.add_argument('--storage', choices=['sqlite3', 'mcap'], default='sqlite3')
-    p.add_argument('--duration', type=float, default=250.0)
+    p.add_argument('--duration', type=float, default=260.0)
     p.add_argument('--rate', type=float, default=10.0)
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--overwrite', action='store_true')

@@ -55,7 +55,7 @@ class Event:
 class Scenario:
     """A timeline of events over a gray, slowly changing distractor background."""
 
-    duration: float = 250.0
+    duration: float = 260.0
     events: tuple = field(default_factory=lambda: DEFAULT_EVENTS)
 
     def active(self, t: float) -> list:
