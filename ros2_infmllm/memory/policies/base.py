@@ -114,11 +114,10 @@ class Policy:
 
         Why: softmax attention spreads about 1/t over t cached tokens, so while the cache
         fills, the first tokens would collect up to budget/t times the relevance that later
-        tokens get from a chunk, and a carrying policy would keep them for their earliness
-        (in the sample bag the first event's frames were cited in every answer, an hour of
-        stream later they would still be). ``min(1, t / budget)`` puts every chunk on the
-        full cache's scale; once the cache holds the budget it is 1, so the steady state
-        is unchanged. 1 for policies that replace their scores or sum every step (H2O).
+        tokens get from a chunk, and a carrying policy would keep them for their earliness,
+        not their relevance. ``min(1, t / budget)`` puts every chunk on the full cache's
+        scale; once the cache holds the budget it is 1, so the steady state is unchanged.
+        1 for policies that replace their scores or sum every step (H2O).
         """
         if self.score_mode != "window" or not self.keeps_scores or not self.capacity:
             return 1.0
