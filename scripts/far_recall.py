@@ -23,32 +23,31 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ros2_infmllm.engine import SessionConfig, build_session  # noqa: E402
-from ros2_infmllm.eval.common import run_metadata  # noqa: E402
+from ros2_infmllm.eval.common import csv_list, run_metadata  # noqa: E402
 from ros2_infmllm.eval.questions import load_questions, sample_questions_path  # noqa: E402
 from ros2_infmllm.eval.replay import pick_topics, run_offline  # noqa: E402
 
 
-def _csv(kind):
-    return lambda text: [kind(x) for x in text.split(',') if x]
+def far_hits(records: list) -> int:
+    """Far questions answered right in one replay's records."""
+    return sum(r['correct'] for r in records if 'far' in r['tags'])
 
 
-def recall_table(runs: list, policies: list, rates: list) -> dict:
-    """Per policy: far and recent hits summed over the rates, and per-rate far hits."""
+def recall_table(runs: list, policies: list) -> dict:
+    """Per policy: far and recent hits summed over the rates, per rate and per question."""
     out = {}
     for pol in policies:
         mine = [r for r in runs if r['policy'] == pol]
         far = [q for r in mine for q in r['records'] if 'far' in q['tags']]
         recent = [q for r in mine for q in r['records'] if 'recent' in q['tags']]
+        by_question: dict = {}
+        for q in far:
+            by_question[q['id']] = by_question.get(q['id'], 0) + q['correct']
         out[pol] = {'far_correct': sum(q['correct'] for q in far), 'far_asked': len(far),
                     'recent_correct': sum(q['correct'] for q in recent),
                     'recent_asked': len(recent),
-                    'far_by_rate': {str(r['frame_rate']): sum(q['correct'] for q in r['records']
-                                                              if 'far' in q['tags'])
-                                    for r in mine},
-                    'far_by_question': {q['id']: sum(x['correct'] for r in mine
-                                                     for x in r['records'] if x['id'] == q['id'])
-                                        for q in mine[0]['records'] if 'far' in q['tags']}
-                    if mine else {}}
+                    'far_by_rate': {str(r['frame_rate']): far_hits(r['records']) for r in mine},
+                    'far_by_question': by_question}
     return out
 
 
@@ -103,8 +102,8 @@ def main() -> int:
     """Run every policy at every rate and write the result files."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--bag', default=str(REPO / 'data' / 'sample_bag'))
-    p.add_argument('--policies', type=_csv(str), default=['inf_mllm', 'streaming_llm', 'full'])
-    p.add_argument('--rates', type=_csv(float), default=[0.4, 0.45, 0.5, 0.55, 0.6])
+    p.add_argument('--policies', type=csv_list(str), default=['inf_mllm', 'streaming_llm', 'full'])
+    p.add_argument('--rates', type=csv_list(float), default=[0.4, 0.45, 0.5, 0.55, 0.6])
     p.add_argument('--budget', type=int, default=1024)
     p.add_argument('--model', default='default')
     p.add_argument('--device', default='cpu')
@@ -121,8 +120,7 @@ def main() -> int:
             session = build_session(SessionConfig(model=args.model, device=args.device,
                                                   policy=pol, budget=args.budget))
             out = run_offline(session, bag, questions, topics, rate, progress=False)
-            hits = sum(r['correct'] for r in out['records'] if 'far' in r['tags'])
-            print(f'{pol:>14} rate {rate:<5} far {hits}/'
+            print(f'{pol:>14} rate {rate:<5} far {far_hits(out["records"])}/'
                   f"{sum('far' in r['tags'] for r in out['records'])}, fed "
                   f"{out['stats']['frames_fed']}, cache {out['stats']['cache_tokens_end']}",
                   flush=True)
@@ -130,7 +128,7 @@ def main() -> int:
                          'frames_fed': out['stats']['frames_fed'],
                          'cache_tokens_end': out['stats']['cache_tokens_end']})
     result = {'budget': args.budget, 'model': args.model, 'rates': args.rates,
-              'policies': args.policies, 'table': recall_table(runs, args.policies, args.rates),
+              'policies': args.policies, 'table': recall_table(runs, args.policies),
               'runs': runs, 'meta': run_metadata('far_recall', 0, args.model, args.device,
                                                  policy=args.policies, budget=args.budget)}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -15,22 +15,13 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ros2_infmllm.eval.common import (model_label, parse_kv, resolve_device, run_metadata,
-                                      write_json)
+from ros2_infmllm.eval.common import (csv_list, model_label, parse_kv, resolve_device,
+                                      run_metadata, write_json)
 
 TASKS = ('perplexity', 'memory-qa', 'replay', 'report', 'make-bag', 'corpus', 'bench',
          'bench-memory')
 FORWARDED = ('bench', 'bench-memory')
 DEFAULT_BAG = Path('data') / 'sample_bag'
-
-
-def _csv(kind):
-    def parse(text: str) -> list:
-        try:
-            return [kind(x) for x in text.split(',') if x.strip()]
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f'bad list {text!r}: {exc}') from exc
-    return parse
 
 
 def _common(p: argparse.ArgumentParser, out: str) -> None:
@@ -57,20 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--corpus', default='data/corpus_stdlib.txt.xz',
                    help='corpus file (.txt or .txt.xz); built from this Python if missing')
     p.add_argument('--tokens', type=int, default=1_000_000, help='tokens to evaluate')
-    p.add_argument('--policies', type=_csv(str),
+    p.add_argument('--policies', type=csv_list(str),
                    default=['full_in_window', 'window', 'streaming_llm', 'h2o', 'snapkv',
                             'inf_mllm'])
-    p.add_argument('--budgets', type=_csv(int), default=[256, 512, 1024, 2048])
+    p.add_argument('--budgets', type=csv_list(int), default=[256, 512, 1024, 2048])
     p.add_argument('--chunk', type=int, default=256, help='tokens per streamed chunk')
     p.add_argument('--block', type=int, default=10_000, help='tokens per perplexity block')
     p.add_argument('--batch', type=int, default=8, help='windows per forward (reference)')
 
     p = sub.add_parser('memory-qa', help='long-memory QA: accuracy against distance')
     _common(p, 'results/memory_qa.json')
-    p.add_argument('--policies', type=_csv(str),
+    p.add_argument('--policies', type=csv_list(str),
                    default=['full', 'streaming_llm', 'inf_mllm'])
     p.add_argument('--budget', type=int, default=512)
-    p.add_argument('--distances', type=_csv(int), default=[5, 20, 50, 100, 200, 300],
+    p.add_argument('--distances', type=csv_list(int), default=[5, 20, 50, 100, 200, 300],
                    help='rounds between a fact and its question')
     p.add_argument('--streams', type=int, default=8, help='seeded conversations per policy')
     p.add_argument('--per-distance', type=int, default=1,
@@ -90,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--bag', default=str(DEFAULT_BAG), help='rosbag2 directory (sqlite3/mcap)')
     p.add_argument('--questions', default=None,
                    help='YAML/JSONL question file (default: the sample bag\'s)')
-    p.add_argument('--topics', type=_csv(str), default=None, help='camera topics to feed')
+    p.add_argument('--topics', type=csv_list(str), default=None, help='camera topics to feed')
     p.add_argument('--offline', action='store_true',
                    help='feed the engine directly at bag time (no ROS, fastest)')
     p.add_argument('--rate', type=float, default=1.0, help='replay speed factor (DDS mode)')
@@ -109,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('make-bag', help='write the bundled sample camera bag')
     p.add_argument('--out', default=str(DEFAULT_BAG))
     p.add_argument('--storage', choices=['sqlite3', 'mcap'], default='sqlite3')
-    p.add_argument('--duration', type=float, default=260.0)
+    p.add_argument('--duration', type=float, default=None,
+                   help='seconds of bag time (default: the whole scene)')
     p.add_argument('--rate', type=float, default=10.0)
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--overwrite', action='store_true')

@@ -29,16 +29,18 @@ def _stamp(typestore, ns: int):
     return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
-def write_sample_bag(out: Path | str, duration: float = 260.0, rate: float = 10.0,
+def write_sample_bag(out: Path | str, duration: Optional[float] = None, rate: float = 10.0,
                      width: int = 160, height: int = 120, seed: int = 0,
                      storage: str = 'sqlite3', second_camera: bool = True,
                      camera2_rate: float = 2.0, overwrite: bool = False,
                      progress: bool = False) -> dict:
     """Write the sample bag and return a summary (topics, message counts, start time).
 
-    ``duration`` may be shorter than the scene (260 s) for quick tests; events after it
-    are simply not in the bag.
+    ``duration`` (s) defaults to the whole scene (``Scenario.duration``); a shorter one for
+    quick tests simply leaves the later events out.
     """
+    scene = Scenario()
+    duration = scene.duration if duration is None else duration
     if rate <= 0 or duration <= 0:
         raise ValueError(f'rate and duration must be > 0 (got rate={rate}, '
                          f'duration={duration})')
@@ -54,7 +56,7 @@ def write_sample_bag(out: Path | str, duration: float = 260.0, rate: float = 10.
     Image = typestore.types['sensor_msgs/msg/Image']
     Compressed = typestore.types['sensor_msgs/msg/CompressedImage']
     Header = typestore.types['std_msgs/msg/Header']
-    renderer = SceneRenderer(Scenario(), width=width, height=height, seed=seed)
+    renderer = SceneRenderer(scene, width=width, height=height, seed=seed)
     plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
     n_frames = int(round(duration * rate))
     period2 = int(round(rate / camera2_rate)) if second_camera else 0
@@ -98,7 +100,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--out', default='data/sample_bag', help='output bag directory')
-    ap.add_argument('--duration', type=float, default=260.0, help='seconds of bag time')
+    ap.add_argument('--duration', type=float, default=None,
+                    help='seconds of bag time (default: the whole scene)')
     ap.add_argument('--rate', type=float, default=10.0, help='camera rate in Hz')
     ap.add_argument('--width', type=int, default=160)
     ap.add_argument('--height', type=int, default=120)

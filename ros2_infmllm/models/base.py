@@ -10,7 +10,6 @@ with vision tokens or M-RoPE override :meth:`ModelAdapter.frame_chunk` and
 from __future__ import annotations
 
 import functools
-
 import os
 import threading
 from dataclasses import dataclass, field

@@ -22,23 +22,15 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ros2_infmllm.eval.bench.common import DTYPES, POLICY_ORDER
+from ros2_infmllm.eval.common import csv_list
 
 WHATS = ("memory", "decode", "ingest", "cpu", "report")
-
-
-def _csv(kind):
-    def parse(text: str) -> list:
-        try:
-            return [kind(x) for x in text.split(",") if x.strip()]
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"bad list {text!r}: {exc}") from exc
-    return parse
 
 
 def _policies(text: str) -> list:
     """Policy names; ``name@N`` runs it with ``decode_slack=N`` (``h2o@1``: per-step eviction)."""
     from ros2_infmllm.memory.policies import POLICIES
-    names = _csv(str)(text)
+    names = csv_list(str)(text)
     bad = [n for n in names if n.partition("@")[0] not in POLICIES
            or (n.partition("@")[2] and not n.partition("@")[2].isdigit())]
     if bad:
@@ -65,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policies", type=_policies, default=list(POLICY_ORDER))
     p.add_argument("--budget", type=int, default=1024)
     p.add_argument("--chunk", type=int, default=512)
-    p.add_argument("--checkpoints", type=_csv(int), default=[10_000, 100_000, 1_000_000])
+    p.add_argument("--checkpoints", type=csv_list(int), default=[10_000, 100_000, 1_000_000])
     p.add_argument("--decode-steps", type=int, default=128)
     p.add_argument("--full-limit", type=int, default=100_000,
                    help="tokens the growing full cache streams at most")
@@ -74,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("decode", help="decode tokens/s per policy and budget, HBM roofline")
     common(p, "7b")
     p.add_argument("--policies", type=_policies, default=list(POLICY_ORDER) + ["h2o@1"])
-    p.add_argument("--budgets", type=_csv(int), default=[1024, 4096])
+    p.add_argument("--budgets", type=csv_list(int), default=[1024, 4096])
     p.add_argument("--steps", type=int, default=128)
     p.add_argument("--chunk", type=int, default=512)
     p.add_argument("--no-graphs", action="store_true")
