@@ -13,12 +13,14 @@ from typing import Optional
 
 SECTIONS = (('perplexity', 'Streaming perplexity (paper Fig. 5 analogue)'),
             ('memory-qa', 'Long-memory QA'),
-            ('replay', 'Rosbag replay'))
+            ('replay', 'Rosbag replay'),
+            ('grid', 'inf_mllm settings against both bars'))
 
 
 def _module(task: str):
-    from ros2_infmllm.eval import memory_qa, perplexity, replay
-    return {'perplexity': perplexity, 'memory-qa': memory_qa, 'replay': replay}.get(task)
+    from ros2_infmllm.eval import frontier, memory_qa, perplexity, replay
+    return {'perplexity': perplexity, 'memory-qa': memory_qa, 'replay': replay,
+            'grid': frontier}.get(task)
 
 
 def load_results(folder: Path) -> list:

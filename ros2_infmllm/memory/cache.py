@@ -354,11 +354,7 @@ class BoundedLayer(CacheLayerMixin):
             if factor != 1.0:
                 self.scores[:, :t] *= factor
             weight = policy.score_weight(t)
-            new = scores if weight == 1.0 else scores * weight
-            if policy.keeps_peak:
-                torch.maximum(self.scores[:, :t], new, out=self.scores[:, :t])
-            else:
-                self.scores[:, :t] += new
+            self.scores[:, :t] += scores if weight == 1.0 else scores * weight
             self.scored_arrival = self.arrived
         else:
             self.scores[:, :t] = scores
@@ -408,7 +404,6 @@ class BoundedLayer(CacheLayerMixin):
                                  out=self.owner.scratch("meta", self.meta, k))
         if scores is not None:          # kept scores stay valid for the next compaction
             self.scores[:, :k] = self.scores[:, :n].gather(1, idx)
-            policy.drop_young_scores(self.scores[:, :k], age, idx)
         if policy.repositions:
             old_pos = kept_meta[:rows]
             if rows == 1:
@@ -856,8 +851,6 @@ class BoundedCache(Cache):
         kept_meta = torch.gather(meta, 3, idx.unsqueeze(1).expand(-1, rows + 2, -1, -1))
         if scores is not None:          # kept scores stay valid for the next compaction
             st.scores[:, :, :k] = st.scores[:, :, :n].gather(2, idx)
-            policy.drop_young_scores(st.scores[:, :, :k].view(n_layers * h, k), age,
-                                     idx.view(n_layers * h, k))
         delta = None
         if policy.repositions:
             old_pos = kept_meta[:, :rows]                                # [L, R, H, k]

@@ -27,20 +27,15 @@ def local_sum(scores: torch.Tensor, kernel: int) -> torch.Tensor:
     return pooled.squeeze(1) * kernel
 
 
-def age_decay(scores: torch.Tensor, age: torch.Tensor, bias: float, scale: float,
-              horizon: float = 0.0) -> torch.Tensor:
-    """Multiply scores by ``exp(-bias * min(age, horizon * scale) / scale)``.
+def age_decay(scores: torch.Tensor, age: torch.Tensor, bias: float, scale: float) -> torch.Tensor:
+    """Multiply scores by ``exp(-bias * age / scale)`` so newer tokens are preferred.
 
     ``age`` counts tokens since the newest cached token (0 = newest). ``bias = 0`` leaves
-    the scores unchanged; ``horizon = 0`` lets the decay go on with age for ever, otherwise
-    every token older than ``horizon * scale`` gets the same factor ``exp(-bias * horizon)``.
+    the scores unchanged.
     """
     if bias == 0:
         return scores
-    age = age.to(scores.dtype)
-    if horizon > 0:
-        age = age.clamp(max=horizon * float(scale))
-    return scores * torch.exp(-bias * age / float(scale))
+    return scores * torch.exp(-bias * age.to(scores.dtype) / float(scale))
 
 
 def top_k_per_head(priority: torch.Tensor, n_keep: int, n_sink: int = 0,

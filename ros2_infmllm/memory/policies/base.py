@@ -13,7 +13,6 @@ from ..selection import shared_top_k, top_k_per_head
 
 
 SELECTIONS = ("per_head", "shared")
-RELEVANCES = ("sum", "peak")
 
 
 @dataclass
@@ -99,11 +98,6 @@ class Policy:
         """Whether scores persist through compactions (accumulated, not replaced)."""
         return self.score_mode == "all" or float(getattr(self, "carry", 0.0)) > 0.0
 
-    @property
-    def keeps_peak(self) -> bool:
-        """Whether carried relevance is the decayed best window score, not their sum."""
-        return getattr(self, "relevance", "sum") == "peak" and self.score_mode == "window"
-
     def carry_factor(self, tokens: int) -> float:
         """Share of the carried scores kept after ``tokens`` more tokens of stream.
 
@@ -129,18 +123,6 @@ class Policy:
             return 1.0
         return min(1.0, scored_tokens / float(self.capacity))
 
-    def drop_young_scores(self, kept_scores: torch.Tensor, age: torch.Tensor,
-                          idx: torch.Tensor) -> None:
-        """Zero, in place, the carried scores of kept tokens younger than ``carry_from``.
-
-        ``kept_scores`` ``[rows, k]`` are the scores of the kept tokens ``idx`` ``[rows, k]``;
-        ``age`` ``[rows, T]`` is the age of every token before the compaction.
-        """
-        share = float(getattr(self, "carry_from", 0.0))
-        if share <= 0 or not self.keeps_scores or self.score_mode != "window":
-            return
-        kept_scores.masked_fill_(age.gather(1, idx) < share * self.capacity, 0.0)
-
     @property
     def repositions(self) -> bool:
         """Whether kept tokens get contiguous positions after compaction."""
@@ -162,16 +144,10 @@ class Policy:
                 raise ValueError(f"kernel must be odd (centred pooling), got {self.kernel}")
         if "bias" in fields:
             _check_float("bias", self.bias, 0.0)
-        for name in ("horizon", "carry_from"):
-            if name in fields:
-                _check_float(name, getattr(self, name), 0.0)
         if "carry" in fields:
             _check_float("carry", self.carry, 0.0)
             if self.carry >= 1.0:
                 raise ValueError(f"carry must be < 1 (1 would never forget), got {self.carry}")
-        if "relevance" in fields and self.relevance not in RELEVANCES:
-            raise ValueError(f"relevance must be one of {', '.join(RELEVANCES)}, got "
-                             f"{self.relevance!r}")
         if "selection" in fields and self.selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got "
                              f"{self.selection!r}")

@@ -38,10 +38,6 @@ class InfMLLMPolicy(Policy):
     bias : float
         Strength of the exponential age decay; a token one budget older than the newest
         has its score multiplied by ``exp(-bias)``; 0 disables it.
-    horizon : float
-        Age, in budgets, beyond which the decay stops (0 = never stops): a token older
-        than ``horizon * budget`` competes by its relevance alone, times ``exp(-bias *
-        horizon)``.
     reposition : bool
         Re-assign contiguous positions 0..n-1 to kept tokens (the paper's length extrapolation).
     carry : float
@@ -50,17 +46,6 @@ class InfMLLMPolicy(Policy):
         window); above 0 each chunk's window score is added to the decayed relevance of
         the earlier ones (every chunk is then scored), so a token that an earlier chunk
         found relevant is not evicted as soon as one chunk ignores it.
-    relevance : {"sum", "peak"}
-        How carried relevance combines window scores: ``sum`` adds them (a token scored by
-        many chunks gathers many scores, so the count of chunks weighs in), ``peak`` keeps
-        the decayed best one (a token is as relevant as the most any chunk found it).
-    carry_from : float
-        Age, in budgets, from which a window's score of a token is carried to later
-        compactions (0 = from birth). Tokens younger than that are kept as recent anyway,
-        and what they get is mostly local attention (the next lines reading the last
-        ones); carried, it would keep them for several budgets after the text has moved
-        on. Relevance a token earns when it is already old (a later mention recalling it)
-        is what the memory should follow.
     selection : {"per_head", "shared"}
         ``per_head``: every KV head of every layer keeps its own best tokens (equal
         counts). ``shared``: one token set for all layers and heads, ranked by the mean of
@@ -73,11 +58,8 @@ class InfMLLMPolicy(Policy):
     window: int = 32
     kernel: int = 7
     bias: float = 0.25
-    horizon: float = 0.0
     reposition: bool = True
     carry: float = 0.9
-    relevance: str = "sum"
-    carry_from: float = 0.0
     selection: str = "shared"
 
     name: ClassVar[str] = "inf_mllm"
@@ -86,4 +68,4 @@ class InfMLLMPolicy(Policy):
     def priority(self, inp: SelectionInput) -> torch.Tensor:
         """Pooled window score with exponential age decay."""
         pooled = local_sum(inp.scores, self.kernel)
-        return age_decay(pooled, inp.age, self.bias, self.budget, self.horizon)
+        return age_decay(pooled, inp.age, self.bias, self.budget)
