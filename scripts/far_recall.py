@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ros2_infmllm.engine import SessionConfig, build_session  # noqa: E402
-from ros2_infmllm.eval.common import csv_list, run_metadata  # noqa: E402
+from ros2_infmllm.eval.common import csv_list, run_metadata, save_figure  # noqa: E402
 from ros2_infmllm.eval.questions import load_questions, sample_questions_path  # noqa: E402
 from ros2_infmllm.eval.replay import pick_topics, run_offline  # noqa: E402
 
@@ -93,9 +93,7 @@ def plot(result: dict, png: Path) -> None:
     ax.set_title(f"Sample bag, {len(result['rates'])} replays per policy, budget "
                  f"{result['budget']}", fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(png, dpi=90)
-    plt.close(fig)
+    save_figure(fig, png)
 
 
 def main() -> int:

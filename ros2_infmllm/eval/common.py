@@ -233,3 +233,14 @@ def load_eval_model(spec: str, device: str = 'cpu', dtype: str = 'float32', seed
     adapter = load_adapter(spec, device=device, dtype=dtype)
     adapter.model.eval()
     return adapter.model, adapter.tokenizer
+
+
+def save_figure(fig, png, dpi: int = 90) -> Path:
+    """Lay out ``fig``, write it to ``png`` (parent folders made), close it; return the path."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=dpi)
+    plt.close(fig)
+    return png

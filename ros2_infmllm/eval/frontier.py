@@ -17,6 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from ros2_infmllm.eval.common import save_figure
+
 #: The evaluation issue's bars: perplexity no worse than streaming_llm, and memory-qa at
 #: 300 rounds at least this many points above streaming_llm.
 PPL_BAR_PERCENT = 0.0
@@ -99,9 +101,4 @@ def plot(grid: dict, png: Path | str) -> Path:
     ax.set_title('inf_mllm settings against the two bars', fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc='upper right')
-    fig.tight_layout()
-    png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png, dpi=110)

@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ros2_infmllm.eval.common import policy_params
+from ros2_infmllm.eval.common import policy_params, save_figure
 from ros2_infmllm.eval.scoring import match_answer
 
 #: (subject, lead-in): each fact is "<lead-in> <answer word>."; each subject and lead-in is
@@ -320,12 +320,7 @@ def plot(result: dict, png: Path | str) -> Path:
                  f"{result['streams']} streams", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=90)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png)
 
 
 def markdown(result: dict, png_name: Optional[str] = None) -> str:

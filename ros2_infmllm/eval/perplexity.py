@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ros2_infmllm.eval.common import policy_params
+from ros2_infmllm.eval.common import policy_params, save_figure
 
 #: Span (tokens) of the coarse blocks of the drift figure (see coarse_worst_over_median).
 COARSE_BLOCK = 50_000
@@ -270,12 +270,7 @@ def plot(result: dict, png: Path | str) -> Path:
     axes[0][0].set_ylabel(f'perplexity per {block // 1000 or block}k-token block')
     fig.suptitle(f"Streaming perplexity, {result.get('meta', {}).get('model', '')}, "
                  f"chunk {result['chunk']}", fontsize=10)
-    fig.tight_layout()
-    png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=90)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png)
 
 
 def markdown(result: dict, png_name: Optional[str] = None) -> str:

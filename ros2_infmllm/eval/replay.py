@@ -25,6 +25,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ros2_infmllm.eval.bagio import bag_start, camera_topics, decode_image, iter_frames
+from ros2_infmllm.eval.common import save_figure
 from ros2_infmllm.eval.questions import Question, load_questions, sample_questions_path
 from ros2_infmllm.eval.scoring import evidence_precision, percentile
 
@@ -430,12 +431,7 @@ def plot(result: dict, png: Path | str) -> Path:
     cfg = result.get('config', {})
     ax.set_title(f"Replay ({result['mode']}), policy {cfg.get('policy')}, budget "
                  f"{cfg.get('budget', '-')}: green = correct", fontsize=9)
-    fig.tight_layout()
-    png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=90)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png)
 
 
 def markdown(result: dict, png_name: Optional[str] = None) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ros2_infmllm.eval.common import save_figure
+
 
 def _f(v, nd: int = 2) -> str:
     if v is None:
@@ -73,9 +75,7 @@ def _memory(d: dict, png: Path) -> str:
         a.set_xlabel("streamed tokens")
         a.set_title(t)
         a.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(png, dpi=90)
-    plt.close(fig)
+    save_figure(fig, png)
     return "\n".join(rows + dec + rat) + "\n"
 
 
@@ -156,9 +156,7 @@ def _decode(d: dict, png: Path) -> str:
         a.set_xticks(list(x), [r["policy"] for r in rs], rotation=30, fontsize=8)
         a.set_title(f"decode tok/s, budget {b}")
         a.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(png, dpi=90)
-    plt.close(fig)
+    save_figure(fig, png)
     return "\n".join(lines) + "\n"
 
 
@@ -201,9 +199,7 @@ def _ingest(d: dict, png: Path) -> str:
     ax[1].set_ylabel("peak device GiB")
     ax[1].set_title("peak device memory vs stream length")
     ax[1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(png, dpi=90)
-    plt.close(fig)
+    save_figure(fig, png)
     return "\n".join(lines) + "\n"
 
 
