@@ -340,6 +340,9 @@ class SessionConfig:
         Age bias of inf_mllm.
     carry : float
         Relevance carried across chunks by inf_mllm (share left per ``budget`` tokens).
+    novelty : float
+        Exponent of inf_mllm's novelty factor (old copies of what the recent window holds
+        again lose their slot); 0 disables it.
     selection : str
         ``shared`` (one token set for all layers and heads) or ``per_head`` (inf_mllm).
     image_max_side : int
@@ -361,8 +364,9 @@ class SessionConfig:
     n_recent: int = 256
     window: int = 32
     kernel: int = 7
-    bias: float = 0.25
-    carry: float = 0.9
+    bias: float = 1.0
+    carry: float = 0.0
+    novelty: float = 2.0
     selection: str = "shared"
     image_max_side: int = 384
     max_chunk: int = 512
@@ -396,7 +400,8 @@ def build_session(config: SessionConfig) -> StreamingSession:
     _positive_int("evidence_k", config.evidence_k, 0)
     cls = POLICIES[config.policy]
     names = {f.name for f in dataclasses.fields(cls)}
-    keys = ("budget", "n_sink", "n_recent", "window", "kernel", "bias", "carry", "selection")
+    keys = ("budget", "n_sink", "n_recent", "window", "kernel", "bias", "carry", "novelty",
+            "selection")
     params = {k: getattr(config, k) for k in keys if k in names}
     policy = make_policy(config.policy, **params)   # validates with reasons
     key = (config.model, config.device, str(config.dtype), config.image_max_side)

@@ -84,7 +84,7 @@ DTYPES = ('auto', 'float32', 'float16', 'bfloat16')
 # parameters that shape the session; a change while configured rebuilds the memory
 MEMORY_PARAMS = ('memory.policy', 'memory.budget', 'memory.n_sink', 'memory.n_recent',
                  'memory.window', 'memory.kernel', 'memory.bias', 'memory.carry',
-                 'memory.selection', 'image_max_side')
+                 'memory.novelty', 'memory.selection', 'image_max_side')
 MODEL_PARAMS = ('model', 'device', 'dtype')
 
 
@@ -118,10 +118,13 @@ PARAMETERS: Dict[str, tuple] = {
     'memory.n_recent': (256, _descriptor(_I, 'newest tokens always kept', 0, 1 << 20)),
     'memory.window': (32, _descriptor(_I, 'queries scoring the cache per chunk', 1, 4096)),
     'memory.kernel': (7, _descriptor(_I, 'odd width of the local-sum pooling', 1, 255)),
-    'memory.bias': (0.25, _descriptor(_D, 'strength of the bias toward newer tokens', 0.0,
-                                      100.0)),
-    'memory.carry': (0.9, _descriptor(_D, 'relevance left after budget more tokens (inf_mllm)',
+    'memory.bias': (1.0, _descriptor(_D, 'strength of the bias toward newer tokens', 0.0,
+                                     100.0)),
+    'memory.carry': (0.0, _descriptor(_D, 'relevance left after budget more tokens (inf_mllm)',
                                       0.0, 0.999)),
+    'memory.novelty': (2.0, _descriptor(
+        _D, 'exponent of the novelty factor: old copies of recent content yield (inf_mllm)',
+        0.0, 16.0)),
     'memory.selection': ('shared', _descriptor(
         _S, 'shared (one token set for all layers and heads) | per_head (inf_mllm)')),
     'max_new_tokens': (64, _descriptor(_I, 'upper bound on generated tokens per answer', 1,
@@ -161,7 +164,7 @@ def validate_parameters(values: Dict[str, Any]) -> Optional[str]:
         return f'query_queue_size must be <= {MAX_QUEUE}, got {values["query_queue_size"]}'
     if values['image_max_side'] < 16:
         return f'image_max_side must be >= 16 px, got {values["image_max_side"]}'
-    for name in ('memory.bias', 'memory.carry'):
+    for name in ('memory.bias', 'memory.carry', 'memory.novelty'):
         if not math.isfinite(values[name]):
             return f"{name} must be finite, got {values[name]}"
     policy = values['memory.policy']
@@ -179,7 +182,8 @@ def _policy_params(values: Dict[str, Any]) -> Dict[str, Any]:
     """Pick the memory.* parameters that the chosen policy takes."""
     import dataclasses
     names = {f.name for f in dataclasses.fields(engine.POLICIES[values['memory.policy']])}
-    keys = ('budget', 'n_sink', 'n_recent', 'window', 'kernel', 'bias', 'carry', 'selection')
+    keys = ('budget', 'n_sink', 'n_recent', 'window', 'kernel', 'bias', 'carry', 'novelty',
+            'selection')
     return {k: values[f'memory.{k}'] for k in keys if k in names}
 
 
@@ -191,7 +195,8 @@ def session_config(values: Dict[str, Any]) -> 'engine.SessionConfig':
         n_sink=values['memory.n_sink'], n_recent=values['memory.n_recent'],
         window=values['memory.window'], kernel=values['memory.kernel'],
         bias=float(values['memory.bias']), carry=float(values['memory.carry']),
-        selection=values['memory.selection'], image_max_side=values['image_max_side'])
+        novelty=float(values['memory.novelty']), selection=values['memory.selection'],
+        image_max_side=values['image_max_side'])
 
 
 def to_time(stamp: float) -> Time:
@@ -430,7 +435,7 @@ class InfMllmNode(LifecycleNode):
                 if p.name not in PARAMETERS:
                     continue
                 value = p.value
-                if p.name in ('frame_rate', 'memory.bias', 'memory.carry') \
+                if p.name in ('frame_rate', 'memory.bias', 'memory.carry', 'memory.novelty') \
                         and isinstance(value, int):
                     value = float(value)
                 values[p.name] = list(value) if p.name == 'image_topics' else value

@@ -389,7 +389,8 @@ class BoundedLayer(CacheLayerMixin):
         self.flush()
         rows = self.owner.pos_rows
         age = (self.arrived - 1) - self.meta[rows, :, :n]
-        inp = SelectionInput(scores=scores, age=age, length=n)
+        values = self.value_buf[0, :, :n] if policy.needs_values else None
+        inp = SelectionInput(scores=scores, age=age, length=n, values=values)
         idx = policy.select(inp, min_recent=unscored)                      # [H, budget]
         k = idx.shape[-1]
         kidx = idx.unsqueeze(0).unsqueeze(-1)
@@ -844,7 +845,9 @@ class BoundedCache(Cache):
             if unscored and not policy.keeps_scores:
                 st.scores[:, :, first.scored_len:n] = 0.0       # slots of earlier tokens
             scores = st.scores[:, :, :n].reshape(n_layers * h, n)
-        inp = SelectionInput(scores=scores, age=age, length=n)
+        values = st.v[:, :, :n].reshape(n_layers * h, n, first.v_dim) \
+            if policy.needs_values else None
+        inp = SelectionInput(scores=scores, age=age, length=n, values=values)
         idx = policy.select(inp, min_recent=unscored)
         k = idx.shape[-1]
         idx = idx.view(n_layers, h, k)

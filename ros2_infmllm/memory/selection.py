@@ -38,6 +38,34 @@ def age_decay(scores: torch.Tensor, age: torch.Tensor, bias: float, scale: float
     return scores * torch.exp(-bias * age.to(scores.dtype) / float(scale))
 
 
+def novelty(values: torch.Tensor, n_sink: int, n_recent: int,
+            block_elements: int = 1 << 22) -> torch.Tensor:
+    """``1 - max cosine`` between each older token's value and the ``n_recent`` newest ones.
+
+    Why: a stream repeats itself (routine scene lines, boilerplate code), and an old copy of
+    something the recent window holds again adds nothing to what attention can read, while
+    the repeat keeps attending to it and so keeps it relevant. Values carry no RoPE phase,
+    so equal content at different positions compares as equal. Vectors are centred on the
+    row's mean first (values share a common direction that would make every pair similar).
+    ``values`` is ``[H, T, D]``; the result is ``[H, T]`` float32 in [0, 1], 1 for the sinks
+    and the recent tokens (forced kept anyway) and for every token when there is no recent
+    window to compare with. Computed in blocks of heads, so the similarity matrix stays
+    under ``block_elements`` floats.
+    """
+    heads, length, _ = values.shape
+    out = torch.ones((heads, length), dtype=torch.float32, device=values.device)
+    start, stop = min(n_sink, length), max(length - n_recent, 0)
+    if n_recent <= 0 or stop <= start:
+        return out
+    step = max(1, block_elements // max(1, (stop - start) * (length - stop)))
+    for h0 in range(0, heads, step):
+        v = values[h0:h0 + step].float()
+        v = F.normalize(v - v.mean(dim=1, keepdim=True), dim=-1)
+        sim = torch.bmm(v[:, start:stop], v[:, stop:].transpose(1, 2)).amax(dim=-1)
+        out[h0:h0 + step, start:stop] = (1.0 - sim).clamp_(0.0, 1.0)
+    return out
+
+
 def top_k_per_head(priority: torch.Tensor, n_keep: int, n_sink: int = 0,
                    n_recent: int = 0) -> torch.Tensor:
     """Return the indices ``[H, n_keep]`` (ascending per head) of the tokens to keep.

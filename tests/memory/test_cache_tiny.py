@@ -591,7 +591,7 @@ def test_tiny_decode_compaction_keeps_unscored_newest_and_uses_carried_scores(
     model = models["llama"]
     params = dict(budget=64, n_sink=4, n_recent=4, window=4, kernel=1)
     if policy == "inf_mllm":
-        params.update(bias=0.0, carry=carry,        # priority = the scores themselves
+        params.update(bias=0.0, carry=carry, novelty=0.0,   # priority = the scores
                       selection="per_head")
     cache = BoundedCache(make_policy(policy, **params), model.config, max_chunk=40,
                          decode_slack=8)

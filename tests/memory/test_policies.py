@@ -1,11 +1,14 @@
-"""Policies on hand-built score patterns, and parameter validation (no model needed)."""
+"""Policies on hand-built score patterns, and parameter validation (no model needed).
+
+The score-only patterns build inf_mllm with ``novelty=0`` (novelty needs value vectors;
+its own tests below give them)."""
 
 import pytest
 import torch
 
 from ros2_infmllm.memory import POLICIES, make_policy
 from ros2_infmllm.memory.policies import SelectionInput
-from ros2_infmllm.memory.selection import age_decay, local_sum, top_k_per_head
+from ros2_infmllm.memory.selection import age_decay, local_sum, novelty, top_k_per_head
 
 T = 400      # cached tokens in every pattern
 H = 2        # KV heads
@@ -43,7 +46,7 @@ def test_inf_mllm_keeps_sinks_recent_and_planted_cluster_per_head():
     scores = _base_scores()
     scores[0, 100:110] = 0.5          # head 0 attends to a cluster at 100..109
     scores[1, 200:210] = 0.5          # head 1 to another one
-    pol = make_policy("inf_mllm", budget=48, n_sink=4, n_recent=32, window=8, kernel=3,
+    pol = make_policy("inf_mllm", novelty=0.0, budget=48, n_sink=4, n_recent=32, window=8, kernel=3,
                       bias=0.0, selection="per_head")
     kept = _kept(pol, _inp(scores))
     forced = set(range(4)) | set(range(T - 32, T))
@@ -59,7 +62,7 @@ def test_inf_mllm_shared_selection_keeps_one_token_set_with_equal_votes():
     scores[0, 100:110] = 50.0         # one loud head
     scores[1:, 200:210] = 0.05        # five quiet heads agree on another cluster
     scores[1:, 300:304] = 0.04
-    pol = make_policy("inf_mllm", budget=56, n_sink=4, n_recent=32, window=8, kernel=1,
+    pol = make_policy("inf_mllm", novelty=0.0, budget=56, n_sink=4, n_recent=32, window=8, kernel=1,
                       bias=0.0, selection="shared")
     kept = _kept(pol, _inp(scores, heads=rows))          # 20 free slots
     assert all(k == kept[0] for k in kept)
@@ -67,7 +70,7 @@ def test_inf_mllm_shared_selection_keeps_one_token_set_with_equal_votes():
     assert forced <= kept[0]
     assert set(range(200, 210)) | set(range(300, 304)) <= kept[0]   # the majority first
     assert len(set(range(100, 110)) & kept[0]) == 6      # the loud head only gets the rest
-    per_head = _kept(make_policy("inf_mllm", budget=56, n_sink=4, n_recent=32, window=8,
+    per_head = _kept(make_policy("inf_mllm", novelty=0.0, budget=56, n_sink=4, n_recent=32, window=8,
                                  kernel=1, bias=0.0, selection="per_head"),
                      _inp(scores, heads=rows))
     assert per_head[0] != per_head[1]
@@ -76,7 +79,7 @@ def test_inf_mllm_shared_selection_keeps_one_token_set_with_equal_votes():
 def test_select_min_recent_forces_the_newest_unscored_tokens():
     scores = _base_scores()
     scores[:, 10:20] = 1.0
-    pol = make_policy("inf_mllm", budget=48, n_sink=4, n_recent=8, kernel=1, bias=0.0)
+    pol = make_policy("inf_mllm", novelty=0.0, budget=48, n_sink=4, n_recent=8, kernel=1, bias=0.0)
     for selection in ("per_head", "shared"):
         pol.selection = selection
         kept = [set(r.tolist()) for r in pol.select(_inp(scores), 30)]
@@ -90,9 +93,9 @@ def test_inf_mllm_pooling_prefers_cluster_over_lone_spike():
     scores[0, 50] = 1.0                # lone spike
     scores[0, 150:155] = 0.4           # cluster: lower peak, larger local sum
     common = dict(budget=3 + 1 + 1, n_sink=1, n_recent=1, window=4, bias=0.0)
-    kept = _kept(make_policy("inf_mllm", kernel=5, **common), _inp(scores, heads=1))[0]
+    kept = _kept(make_policy("inf_mllm", novelty=0.0, kernel=5, **common), _inp(scores, heads=1))[0]
     assert {151, 152, 153} <= kept and 50 not in kept
-    kept = _kept(make_policy("inf_mllm", kernel=1, **common), _inp(scores, heads=1))[0]
+    kept = _kept(make_policy("inf_mllm", novelty=0.0, kernel=1, **common), _inp(scores, heads=1))[0]
     assert 50 in kept
 
 
@@ -101,8 +104,8 @@ def test_inf_mllm_bias_moves_selection_toward_newer_tokens():
     scores[0, 40:45] = 0.30            # older cluster, slightly stronger
     scores[0, 300:305] = 0.25          # newer cluster
     common = dict(budget=5 + 2 + 2, n_sink=2, n_recent=2, window=4, kernel=1)
-    old = _kept(make_policy("inf_mllm", bias=0.0, **common), _inp(scores, heads=1))[0]
-    new = _kept(make_policy("inf_mllm", bias=2.0, **common), _inp(scores, heads=1))[0]
+    old = _kept(make_policy("inf_mllm", novelty=0.0, bias=0.0, **common), _inp(scores, heads=1))[0]
+    new = _kept(make_policy("inf_mllm", novelty=0.0, bias=2.0, **common), _inp(scores, heads=1))[0]
     assert set(range(40, 45)) <= old and not (set(range(300, 305)) & old)
     assert set(range(300, 305)) <= new and not (set(range(40, 45)) & new)
 
@@ -154,6 +157,8 @@ def test_local_sum_and_age_decay_values():
     ("inf_mllm", dict(bias=float("nan")), "bias"),
     ("inf_mllm", dict(selection="random"), "selection"),
     ("inf_mllm", dict(carry=1.0), "carry"),
+    ("inf_mllm", dict(novelty=-0.5), "novelty"),
+    ("inf_mllm", dict(novelty=float("inf")), "novelty"),
     ("streaming_llm", dict(budget=0), "budget"),
     ("h2o", dict(n_recent=-1), "n_recent"),
     ("snapkv", dict(kernel=0), "kernel"),
@@ -174,3 +179,51 @@ def test_bad_parameter_types_raise_type_error(params):
 
 def test_registry_lists_every_policy():
     assert set(POLICIES) == {"full", "window", "streaming_llm", "h2o", "snapkv", "inf_mllm"}
+
+
+def _novelty_reference(values, n_sink, n_recent):
+    """Straightforward per-head, per-token loop of the novelty definition."""
+    heads, length, _ = values.shape
+    out = torch.ones(heads, length)
+    for h in range(heads):
+        v = values[h] - values[h].mean(dim=0)
+        v = v / v.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+        for t in range(n_sink, length - n_recent):
+            best = max(float(v[t] @ v[r]) for r in range(length - n_recent, length))
+            out[h, t] = min(1.0, max(0.0, 1.0 - best))
+    return out
+
+
+def test_novelty_matches_its_definition_in_any_block_size():
+    torch.manual_seed(1)
+    values = torch.randn(5, 40, 8)
+    values[2, 10] = values[2, 37]              # an old copy of a recent token: novelty 0
+    want = _novelty_reference(values, 3, 6)
+    for block in (1, 100, 1 << 22):           # one head per block .. all heads at once
+        got = novelty(values, 3, 6, block_elements=block)
+        assert torch.allclose(got, want, atol=1e-5)
+    assert float(want[2, 10]) == pytest.approx(0.0, abs=1e-5)
+    assert torch.all(want[:, :3] == 1) and torch.all(want[:, -6:] == 1)   # forced tokens
+    assert torch.all(novelty(values, 3, 0) == 1)                        # nothing to compare
+
+
+def test_inf_mllm_novelty_gives_an_old_copy_slot_to_unique_content():
+    """Two equally attended old clusters: one repeats what the recent window holds."""
+    torch.manual_seed(2)
+    length, recent = 120, 16
+    values = torch.randn(1, length, 16)
+    values[0, 20:25] = values[0, length - 10:length - 5]          # copy of recent content
+    scores = torch.full((1, length), 1e-3)
+    scores[0, 20:25] = 0.30                                       # the copy: a bit more attended
+    scores[0, 60:65] = 0.25                                       # unique content
+    age = torch.arange(length - 1, -1, -1).unsqueeze(0)
+    inp = SelectionInput(scores=scores, age=age, length=length, values=values)
+    common = dict(budget=2 + recent + 5, n_sink=2, n_recent=recent, kernel=1, bias=0.0)
+    plain = _kept(make_policy("inf_mllm", novelty=0.0, **common), inp)[0]
+    novel = _kept(make_policy("inf_mllm", novelty=2.0, **common), inp)[0]
+    assert set(range(20, 25)) <= plain and not (set(range(60, 65)) & plain)
+    assert set(range(60, 65)) <= novel and not (set(range(20, 25)) & novel)
+    pol = make_policy("inf_mllm", novelty=2.0, **common)
+    assert pol.needs_values and not make_policy("inf_mllm", novelty=0.0).needs_values
+    with pytest.raises(ValueError, match="values"):
+        pol.select(SelectionInput(scores=scores, age=age, length=length))

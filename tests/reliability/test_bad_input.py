@@ -374,6 +374,8 @@ BAD_RUNTIME = [
     ("memory.policy", "bogus"), ("memory.budget", 0), ("memory.budget", -5),
     ("memory.budget", 2), ("memory.n_sink", -1), ("memory.n_recent", -1),
     ("memory.window", 0), ("memory.kernel", 0), ("memory.bias", float("nan")),
+    ("memory.novelty", -1.0), ("memory.novelty", float("nan")), ("memory.carry", 1.0),
+    ("memory.selection", "random"),
     ("max_new_tokens", 0), ("max_new_tokens", -1), ("max_question_chars", 0),
     ("query_queue_size", 0), ("query_queue_size", -3), ("image_max_side", 0),
     ("image_max_side", -1), ("image_topics", ["not a topic!"]), ("model", ""),

@@ -30,11 +30,15 @@ class SelectionInput:
         ``[H_kv, T]`` int64: tokens between each cached token and the newest one (0 = newest).
     length : int
         Number of cached tokens ``T``.
+    values : torch.Tensor or None
+        ``[H_kv, T, D]`` value vectors of the cached tokens, for policies whose
+        :attr:`Policy.needs_values` is true (novelty against the recent window); else None.
     """
 
     scores: torch.Tensor | None
     age: torch.Tensor
     length: int
+    values: torch.Tensor | None = None
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
@@ -124,6 +128,11 @@ class Policy:
         return min(1.0, scored_tokens / float(self.capacity))
 
     @property
+    def needs_values(self) -> bool:
+        """Whether :meth:`priority` reads the cached value vectors (``SelectionInput.values``)."""
+        return float(getattr(self, "novelty", 0.0)) > 0.0
+
+    @property
     def repositions(self) -> bool:
         """Whether kept tokens get contiguous positions after compaction."""
         return bool(getattr(self, "reposition", False)) and self.compacts
@@ -144,6 +153,8 @@ class Policy:
                 raise ValueError(f"kernel must be odd (centred pooling), got {self.kernel}")
         if "bias" in fields:
             _check_float("bias", self.bias, 0.0)
+        if "novelty" in fields:
+            _check_float("novelty", self.novelty, 0.0)
         if "carry" in fields:
             _check_float("carry", self.carry, 0.0)
             if self.carry >= 1.0:

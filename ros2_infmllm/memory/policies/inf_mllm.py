@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import torch
 
-from ..selection import age_decay, local_sum
+from ..selection import age_decay, local_sum, novelty
 from .base import Policy, SelectionInput
 
 
@@ -46,6 +46,11 @@ class InfMLLMPolicy(Policy):
         window); above 0 each chunk's window score is added to the decayed relevance of
         the earlier ones (every chunk is then scored), so a token that an earlier chunk
         found relevant is not evicted as soon as one chunk ignores it.
+    novelty : float
+        Exponent of the novelty factor ``(1 - max cosine to the recent window) ** novelty``
+        that multiplies each older token's score before pooling (value vectors, centred), so
+        an old copy of what the newest ``n_recent`` tokens hold again yields its slot to
+        content found nowhere else; 0 disables it.
     selection : {"per_head", "shared"}
         ``per_head``: every KV head of every layer keeps its own best tokens (equal
         counts). ``shared``: one token set for all layers and heads, ranked by the mean of
@@ -57,15 +62,21 @@ class InfMLLMPolicy(Policy):
     n_recent: int = 256
     window: int = 32
     kernel: int = 7
-    bias: float = 0.25
+    bias: float = 1.0
     reposition: bool = True
-    carry: float = 0.9
+    carry: float = 0.0
+    novelty: float = 2.0
     selection: str = "shared"
 
     name: ClassVar[str] = "inf_mllm"
     score_mode: ClassVar[str | None] = "window"
 
     def priority(self, inp: SelectionInput) -> torch.Tensor:
-        """Pooled window score with exponential age decay."""
-        pooled = local_sum(inp.scores, self.kernel)
+        """Pooled (novelty-weighted) window score with exponential age decay."""
+        scores = inp.scores
+        if self.novelty > 0:
+            if inp.values is None:
+                raise ValueError("inf_mllm with novelty > 0 needs SelectionInput.values")
+            scores = scores * novelty(inp.values, self.n_sink, self.n_recent) ** self.novelty
+        pooled = local_sum(scores, self.kernel)
         return age_decay(pooled, inp.age, self.bias, self.budget)
