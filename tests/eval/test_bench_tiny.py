@@ -217,5 +217,21 @@ def test_tiny_graph_runner_bookkeeping_equals_cache_update(name):
                 a.flush()
                 b.flush()
                 assert torch.equal(a.meta[..., :a.length], b.meta[..., :b.length])
+            # the graph replay writes the step's keys and values; the twin ran no model, so
+            # it gets them here (inf_mllm's novelty reads the values at the next compaction)
+            b.key_buf.copy_(a.key_buf)
+            b.value_buf.copy_(a.value_buf)
     assert compactions == 2
     assert sum(layer.pending for layer in cache.layers) == 0
+
+
+def test_cpu_compare_ingest_times_each_policy_on_the_same_frames_tiny():
+    """bench cpu --compare: one session per spec, every frame into each, stats per spec."""
+    from ros2_infmllm.eval.bench.ingest import compare_ingest
+    rows = compare_ingest(["inf_mllm", "inf_mllm:novelty=0", "streaming_llm"], frames=8,
+                          budget=300, model="tiny-test")
+    assert [r["policy"] for r in rows] == ["inf_mllm", "inf_mllm:novelty=0", "streaming_llm"]
+    assert all(r["ingest"]["n"] == 8 and r["mean_ms"] > 0 for r in rows)
+    assert rows[0]["ratio_to_first"] == 1.0
+    assert all(0 < r["cache_tokens"] <= 300 for r in rows)
+    assert rows[2]["cache_tokens"] == 300          # the frames overflowed the budget

@@ -46,7 +46,8 @@ def test_inf_mllm_keeps_sinks_recent_and_planted_cluster_per_head():
     scores = _base_scores()
     scores[0, 100:110] = 0.5          # head 0 attends to a cluster at 100..109
     scores[1, 200:210] = 0.5          # head 1 to another one
-    pol = make_policy("inf_mllm", novelty=0.0, budget=48, n_sink=4, n_recent=32, window=8, kernel=3,
+    pol = make_policy("inf_mllm", novelty=0.0,
+                      budget=48, n_sink=4, n_recent=32, window=8, kernel=3,
                       bias=0.0, selection="per_head")
     kept = _kept(pol, _inp(scores))
     forced = set(range(4)) | set(range(T - 32, T))
@@ -62,7 +63,8 @@ def test_inf_mllm_shared_selection_keeps_one_token_set_with_equal_votes():
     scores[0, 100:110] = 50.0         # one loud head
     scores[1:, 200:210] = 0.05        # five quiet heads agree on another cluster
     scores[1:, 300:304] = 0.04
-    pol = make_policy("inf_mllm", novelty=0.0, budget=56, n_sink=4, n_recent=32, window=8, kernel=1,
+    pol = make_policy("inf_mllm", novelty=0.0,
+                      budget=56, n_sink=4, n_recent=32, window=8, kernel=1,
                       bias=0.0, selection="shared")
     kept = _kept(pol, _inp(scores, heads=rows))          # 20 free slots
     assert all(k == kept[0] for k in kept)
@@ -70,7 +72,8 @@ def test_inf_mllm_shared_selection_keeps_one_token_set_with_equal_votes():
     assert forced <= kept[0]
     assert set(range(200, 210)) | set(range(300, 304)) <= kept[0]   # the majority first
     assert len(set(range(100, 110)) & kept[0]) == 6      # the loud head only gets the rest
-    per_head = _kept(make_policy("inf_mllm", novelty=0.0, budget=56, n_sink=4, n_recent=32, window=8,
+    per_head = _kept(make_policy("inf_mllm", novelty=0.0,
+                                 budget=56, n_sink=4, n_recent=32, window=8,
                                  kernel=1, bias=0.0, selection="per_head"),
                      _inp(scores, heads=rows))
     assert per_head[0] != per_head[1]
@@ -93,9 +96,11 @@ def test_inf_mllm_pooling_prefers_cluster_over_lone_spike():
     scores[0, 50] = 1.0                # lone spike
     scores[0, 150:155] = 0.4           # cluster: lower peak, larger local sum
     common = dict(budget=3 + 1 + 1, n_sink=1, n_recent=1, window=4, bias=0.0)
-    kept = _kept(make_policy("inf_mllm", novelty=0.0, kernel=5, **common), _inp(scores, heads=1))[0]
+    kept = _kept(make_policy("inf_mllm", novelty=0.0,
+                             kernel=5, **common), _inp(scores, heads=1))[0]
     assert {151, 152, 153} <= kept and 50 not in kept
-    kept = _kept(make_policy("inf_mllm", novelty=0.0, kernel=1, **common), _inp(scores, heads=1))[0]
+    kept = _kept(make_policy("inf_mllm", novelty=0.0,
+                             kernel=1, **common), _inp(scores, heads=1))[0]
     assert 50 in kept
 
 

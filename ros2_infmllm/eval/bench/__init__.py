@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--questions", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--budget", type=int, default=1024)
+    p.add_argument("--compare", type=csv_list(str), default=[],
+                   help="policy specs whose ingest is then timed side by side on the same "
+                        "frames (e.g. inf_mllm,inf_mllm:novelty=0,streaming_llm)")
 
     p = sub.add_parser("report", help="re-render Markdown + PNG from JSON files")
     p.add_argument("files", nargs="+")
@@ -150,7 +153,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from ros2_infmllm.eval.bench.common import meta
         from ros2_infmllm.eval.bench.ingest import bench_cpu
         bench_cpu(args.frames, args.questions, args.max_new_tokens, args.budget,
-                  _saver(out, meta("cpu", "cpu", argv)))
+                  _saver(out, meta("cpu", "cpu", argv)), compare=args.compare)
         _show(out)
         return 0
     if args.smoke:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -245,8 +245,13 @@ QUESTIONS = ["What colour is the box?", "What did the camera see most recently?"
 
 
 def bench_cpu(frames: int, questions: int, max_new_tokens: int, budget: int,
-              save: Callable[[dict], None]) -> dict:
-    """Time the bundled default model through the engine, as the node runs it, on this CPU."""
+              save: Callable[[dict], None], compare: Sequence[str] = ()) -> dict:
+    """Time the bundled default model through the engine, as the node runs it, on this CPU.
+
+    ``compare``: policy specs (``inf_mllm:novelty=0``) whose sessions then ingest the same
+    frames side by side, one frame each in turn (so drift in the machine's speed hits all
+    alike): per-frame ingest time per policy, and its ratio to the first spec's.
+    """
     res: dict = {"frames": frames, "questions": questions, "max_new_tokens": max_new_tokens,
                  "budget": budget, "threads": torch.get_num_threads()}
     try:
@@ -281,7 +286,36 @@ def bench_cpu(frames: int, questions: int, max_new_tokens: int, budget: int,
                 "first_token": _stats(first), "answer_tokens": n_tokens,
                 "describe": _safe_describe(session)})
     save(res)
+    if compare:
+        res["compare"] = compare_ingest(compare, frames, budget)
+        save(res)
     return res
+
+
+def compare_ingest(specs: Sequence[str], frames: int, budget: int,
+                   model: str = "default") -> list:
+    """Ingest the same frames into one session per policy spec, in turn; per-spec stats."""
+    from ros2_infmllm.engine import SessionConfig, build_session
+    from ros2_infmllm.eval.common import split_policy_spec
+    sessions = []
+    for spec in specs:
+        name, params = split_policy_spec(spec)
+        sessions.append(build_session(SessionConfig(model=model, device="cpu",
+                                                    budget=budget, policy=name, **params)))
+    times: list = [[] for _ in specs]
+    for i in tqdm(range(frames), desc="cpu ingest, side by side", unit="frame"):
+        for session, out in zip(sessions, times):
+            _, dt = timed(lambda: session.ingest_frame(_scene(i), stamp=float(i), camera="cam"),
+                          "cpu")
+            out.append(dt)
+    rows = []
+    for spec, session, out in zip(specs, sessions, times):
+        d = _safe_describe(session)
+        rows.append({"policy": spec, "ingest": _stats(out),
+                     "mean_ms": 1e3 * float(np.mean(out)),
+                     "ratio_to_first": float(np.mean(out) / np.mean(times[0])),
+                     "cache_tokens": d.get("cache_tokens")})
+    return rows
 
 
 def _safe_describe(session) -> dict:

@@ -213,4 +213,13 @@ def _cpu(d: dict, png: Path) -> str:
         s = d.get(k) or {}
         lines.append(f"| {k} | {_f(s.get('p50_ms'), 0)} | {_f(s.get('p95_ms'), 0)} | "
                      f"{_f(s.get('max_ms'), 0)} | {s.get('n')} |")
+    if d.get("compare"):
+        lines += ["", "Ingest side by side (same frames, one session per policy, in turn):", "",
+                  "| policy | mean ms | p50 ms | p95 ms | vs first | cache tokens |",
+                  "|---|---|---|---|---|---|"]
+        for r in d["compare"]:
+            s = r["ingest"]
+            lines.append(f"| {r['policy']} | {_f(r['mean_ms'], 1)} | {_f(s.get('p50_ms'), 1)} | "
+                         f"{_f(s.get('p95_ms'), 1)} | {_f(r['ratio_to_first'], 3)} | "
+                         f"{r.get('cache_tokens')} |")
     return "\n".join(lines) + "\n"
