@@ -8,6 +8,7 @@ at each frame rate (frames fed per second of bag time; the DDS demo reaches ~0.5
 
     python scripts/far_recall.py                                  # 3 policies x 5 rates, CPU
     python scripts/far_recall.py --rates 0.5 --policies inf_mllm  # one run
+    python scripts/far_recall.py --policies inf_mllm,inf_mllm:novelty=0  # policy specs
 
 Writes docs/results/demo_far_recall.{json,md,png}.
 """
@@ -23,7 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ros2_infmllm.engine import SessionConfig, build_session  # noqa: E402
-from ros2_infmllm.eval.common import csv_list, run_metadata, save_figure  # noqa: E402
+from ros2_infmllm.eval.common import (csv_list, run_metadata, save_figure,  # noqa: E402
+                                      split_policy_spec)
 from ros2_infmllm.eval.questions import load_questions, sample_questions_path  # noqa: E402
 from ros2_infmllm.eval.replay import pick_topics, run_offline  # noqa: E402
 
@@ -115,8 +117,9 @@ def main() -> int:
     runs = []
     for pol in args.policies:
         for rate in args.rates:
+            name, params = split_policy_spec(pol)       # e.g. inf_mllm:novelty=0
             session = build_session(SessionConfig(model=args.model, device=args.device,
-                                                  policy=pol, budget=args.budget))
+                                                  policy=name, budget=args.budget, **params))
             out = run_offline(session, bag, questions, topics, rate, progress=False)
             print(f'{pol:>14} rate {rate:<5} far {far_hits(out["records"])}/'
                   f"{sum('far' in r['tags'] for r in out['records'])}, fed "

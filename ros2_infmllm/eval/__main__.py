@@ -60,11 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, 'results/memory_qa.json')
     p.add_argument('--policies', type=csv_list(str),
                    default=['full', 'streaming_llm', 'inf_mllm'])
-    p.add_argument('--budget', type=int, default=512)
+    p.add_argument('--budget', type=int, default=1024)
     p.add_argument('--distances', type=csv_list(int), default=[5, 20, 50, 100, 200, 300],
                    help='rounds between a fact and its question')
-    p.add_argument('--streams', type=int, default=8, help='seeded conversations per policy')
-    p.add_argument('--per-distance', type=int, default=1,
+    p.add_argument('--streams', type=int, default=12, help='seeded conversations per policy')
+    p.add_argument('--per-distance', type=int, default=2,
                    help='questions per distance in each conversation')
     p.add_argument('--mention-every', type=int, default=25,
                    help='rounds between passing mentions of a fact\'s subject (0 = never)')

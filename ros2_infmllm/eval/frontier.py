@@ -7,9 +7,12 @@ where the settings lie and whether any reaches the corner where both hold.
 
 A grid file (``meta.task == "grid"``, e.g. docs/results/inf_mllm_grid_200k.json) has
 ``rows``, each one setting's perplexity over the first 200,000 corpus tokens at budget
-1024 (``ppl_200k_budget_1024``) and its memory-qa accuracy per distance (budget 512,
-``memory_qa_by_distance``), and ``references`` with streaming_llm's figures from the same
-setups. ``infmllm-eval report`` renders it with :func:`markdown` and :func:`plot`.
+1024 (``ppl_200k_budget_1024``) and its memory-qa accuracy per distance
+(``memory_qa_by_distance``, at the row's ``memory_qa_budget``, 512 when absent), and
+``references`` with streaming_llm's figures from the same setups: its perplexity, and its
+memory-qa accuracy per budget (``memory_qa_by_budget``), so that each row is compared
+with streaming_llm at the memory-qa budget it was measured at. ``infmllm-eval report``
+renders it with :func:`markdown` and :func:`plot`.
 """
 
 from __future__ import annotations
@@ -24,22 +27,33 @@ from ros2_infmllm.eval.common import save_figure
 PPL_BAR_PERCENT = 0.0
 RECALL_BAR_POINTS = 20.0
 DISTANCE = '300'
+DEFAULT_QA_BUDGET = 512
+
+
+def qa_budget(row: dict) -> int:
+    """Memory-qa budget a row was measured at."""
+    return int(row.get('memory_qa_budget', DEFAULT_QA_BUDGET))
 
 
 def points(grid: dict, distance: str = DISTANCE) -> list:
-    """Per row with both figures: perplexity over streaming_llm's (%), recall minus its."""
+    """Per row with both figures: perplexity over streaming_llm's (%), recall minus its.
+
+    A row whose memory-qa budget has no streaming_llm reference raises KeyError.
+    """
     ref = grid['references']
     ppl_ref = ref['ppl_200k_budget_1024']['streaming_llm']
-    acc_ref = ref['memory_qa_by_distance']['streaming_llm'][distance]
     out = []
     for row in grid['rows']:
         acc = (row.get('memory_qa_by_distance') or {}).get(distance)
         ppl = row.get('ppl_200k_budget_1024')
         if acc is None or ppl is None:
             continue
+        budget = qa_budget(row)
+        acc_ref = ref['memory_qa_by_budget'][str(budget)]['streaming_llm'][distance]
         ppl_pct = 100.0 * (ppl / ppl_ref - 1.0)
         recall = 100.0 * (acc - acc_ref)
-        out.append({'policy': row['policy'], 'ppl_vs_streaming_pct': round(ppl_pct, 2),
+        out.append({'policy': row['policy'], 'memory_qa_budget': budget,
+                    'ppl_vs_streaming_pct': round(ppl_pct, 2),
                     'recall_vs_streaming_points': round(recall, 1),
                     'meets_both': ppl_pct <= PPL_BAR_PERCENT and recall >= RECALL_BAR_POINTS})
     return out
@@ -49,18 +63,21 @@ def markdown(grid: dict, png_name: Optional[str] = None) -> str:
     """Table of the settings (best perplexity first), a count of those meeting both bars."""
     pts = points(grid)
     ref = grid['references']
+    by_budget = ref['memory_qa_by_budget']
+    streaming = ', '.join(f"{100 * by_budget[b]['streaming_llm'][DISTANCE]:.0f} % at budget {b}"
+                          for b in sorted(by_budget, key=int))
     lines = [grid.get('what', ''), '',
              f"Perplexity relative to streaming_llm "
              f"({ref['ppl_200k_budget_1024']['streaming_llm']}) and recall "
-             f"{DISTANCE} rounds after a fact minus streaming_llm's "
-             f"({100 * ref['memory_qa_by_distance']['streaming_llm'][DISTANCE]:.0f} %). Bars: "
-             f"perplexity <= {PPL_BAR_PERCENT:+.0f} %, recall >= +{RECALL_BAR_POINTS:.0f} "
-             f"points.", '',
-             '| setting | perplexity vs streaming_llm | recall at 300 rounds vs streaming_llm '
-             '| both bars |', '|---|---:|---:|---|']
+             f"{DISTANCE} rounds after a fact minus streaming_llm's at the same memory-qa "
+             f"budget ({streaming}). Bars: perplexity <= {PPL_BAR_PERCENT:+.0f} %, recall >= "
+             f"+{RECALL_BAR_POINTS:.0f} points.", '',
+             '| setting | perplexity vs streaming_llm | memory-qa budget '
+             '| recall at 300 rounds vs streaming_llm | both bars |',
+             '|---|---:|---:|---:|---|']
     for p in sorted(pts, key=lambda p: p['ppl_vs_streaming_pct']):
         lines.append(f"| `{p['policy']}` | {p['ppl_vs_streaming_pct']:+.2f} % | "
-                     f"{p['recall_vs_streaming_points']:+.0f} | "
+                     f"{p['memory_qa_budget']} | {p['recall_vs_streaming_points']:+.0f} | "
                      f"{'yes' if p['meets_both'] else 'no'} |")
     lines += ['', f"{sum(p['meets_both'] for p in pts)} of {len(pts)} settings meet both."]
     notes = [r for r in grid['rows'] if r.get('note')]
@@ -85,7 +102,15 @@ def plot(grid: dict, png: Path | str) -> Path:
                     alpha=0.12, label='both bars met')
     ax.axvline(PPL_BAR_PERCENT, color='tab:green', lw=0.8, ls='--')
     ax.axhline(RECALL_BAR_POINTS, color='tab:green', lw=0.8, ls='--')
-    ax.scatter(xs, ys, color='tab:blue', zorder=3)
+    for budget, color in ((512, 'tab:blue'), (1024, 'tab:orange')):
+        sel = [(x, y) for p, x, y in zip(pts, xs, ys) if p['memory_qa_budget'] == budget]
+        if sel:
+            ax.scatter([x for x, _ in sel], [y for _, y in sel], color=color, zorder=3,
+                       label=f'memory-qa at budget {budget}')
+    other = [(x, y) for p, x, y in zip(pts, xs, ys) if p['memory_qa_budget'] not in (512, 1024)]
+    if other:
+        ax.scatter([x for x, _ in other], [y for _, y in other], color='gray', zorder=3,
+                   label='memory-qa at another budget')
     for p, x, y in zip(pts, xs, ys):
         if y != 0:          # the settings with no gain crowd the axis: named in the table
             label = p['policy'].replace('inf_mllm:', '').replace('inf_mllm', 'defaults')

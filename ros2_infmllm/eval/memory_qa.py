@@ -341,6 +341,12 @@ def markdown(result: dict, png_name: Optional[str] = None) -> str:
         accs = [r['accuracy_by_distance'].get(d) for d in ds]
         lines.append(f"| {r['policy']} | {100 * r['accuracy']:.0f}% | " + ' | '.join(
             '' if a is None else f'{100 * a:.0f}%' for a in accs) + ' |')
+    notes = [f"- `{r['policy']}`: {r['label_note']}" for r in result['runs']
+             if r.get('label_note')]
+    if meta.get('merged_from'):
+        notes.append(f"- merged: {meta['merged_from']}")
+    if notes:
+        lines += [''] + notes
     if png_name:
         lines += ['', f'![memory-qa accuracy]({png_name})']
     return '\n'.join(lines) + '\n'

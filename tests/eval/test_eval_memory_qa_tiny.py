@@ -71,3 +71,20 @@ def test_policy_spec_and_warmup():
     assert first_fact > 30 and all(r.kind == 'distractor' for r in conv.rounds[:30])
     with pytest.raises(ValueError):
         make_conversation(0, [5], warmup=-1)
+
+
+def test_markdown_lists_relabelled_runs_and_merged_invocations():
+    """A run relabelled with the spec that reproduces it, and a file merged from two
+    invocations, say so under the table."""
+    from ros2_infmllm.eval import memory_qa
+    runs = [{'policy': 'inf_mllm:carry=0.9', 'accuracy': 0.5,
+             'accuracy_by_distance': {'5': 1.0, '300': 0.0}, 'label_note': 'old defaults'},
+            {'policy': 'streaming_llm', 'accuracy': 0.5,
+             'accuracy_by_distance': {'5': 1.0, '300': 0.0}}]
+    result = {'budget': 1024, 'distances': [5, 300], 'streams': 2, 'per_distance': 1,
+              'mention_every': 25, 'runs': runs,
+              'meta': {'seed': 0, 'model': 'm', 'merged_from': 'two runs'}}
+    text = memory_qa.markdown(result)
+    assert '| inf_mllm:carry=0.9 | 50% | 100% | 0% |' in text
+    assert '- `inf_mllm:carry=0.9`: old defaults' in text and '- merged: two runs' in text
+    assert 'streaming_llm`:' not in text
