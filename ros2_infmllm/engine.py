@@ -374,6 +374,10 @@ class SessionConfig:
     multi_round: bool = True
 
 
+#: SessionConfig fields that are memory-policy parameters (passed to the policies that have them)
+POLICY_KEYS = ("budget", "n_sink", "n_recent", "window", "kernel", "bias", "carry", "novelty",
+               "selection")
+
 _ADAPTERS: dict[tuple[str, str, str, int], ModelAdapter] = {}
 _ADAPTERS_LOCK = threading.Lock()
 
@@ -400,9 +404,7 @@ def build_session(config: SessionConfig) -> StreamingSession:
     _positive_int("evidence_k", config.evidence_k, 0)
     cls = POLICIES[config.policy]
     names = {f.name for f in dataclasses.fields(cls)}
-    keys = ("budget", "n_sink", "n_recent", "window", "kernel", "bias", "carry", "novelty",
-            "selection")
-    params = {k: getattr(config, k) for k in keys if k in names}
+    params = {k: getattr(config, k) for k in POLICY_KEYS if k in names}
     policy = make_policy(config.policy, **params)   # validates with reasons
     key = (config.model, config.device, str(config.dtype), config.image_max_side)
     with _ADAPTERS_LOCK:

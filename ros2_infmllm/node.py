@@ -135,6 +135,8 @@ PARAMETERS: Dict[str, tuple] = {
     'image_max_side': (384, _descriptor(_I, 'frames downscaled to this longer side (px)', 16,
                                         4096)),
 }
+# parameters declared as doubles: an int given for one is taken as a float, and it must be finite
+FLOAT_PARAMS = tuple(k for k, (_, desc) in PARAMETERS.items() if desc.type == _D)
 
 
 def validate_parameters(values: Dict[str, Any]) -> Optional[str]:
@@ -164,7 +166,7 @@ def validate_parameters(values: Dict[str, Any]) -> Optional[str]:
         return f'query_queue_size must be <= {MAX_QUEUE}, got {values["query_queue_size"]}'
     if values['image_max_side'] < 16:
         return f'image_max_side must be >= 16 px, got {values["image_max_side"]}'
-    for name in ('memory.bias', 'memory.carry', 'memory.novelty'):
+    for name in FLOAT_PARAMS:
         if not math.isfinite(values[name]):
             return f"{name} must be finite, got {values[name]}"
     policy = values['memory.policy']
@@ -182,9 +184,7 @@ def _policy_params(values: Dict[str, Any]) -> Dict[str, Any]:
     """Pick the memory.* parameters that the chosen policy takes."""
     import dataclasses
     names = {f.name for f in dataclasses.fields(engine.POLICIES[values['memory.policy']])}
-    keys = ('budget', 'n_sink', 'n_recent', 'window', 'kernel', 'bias', 'carry', 'novelty',
-            'selection')
-    return {k: values[f'memory.{k}'] for k in keys if k in names}
+    return {k: values[f'memory.{k}'] for k in engine.POLICY_KEYS if k in names}
 
 
 def session_config(values: Dict[str, Any]) -> 'engine.SessionConfig':
@@ -435,8 +435,7 @@ class InfMllmNode(LifecycleNode):
                 if p.name not in PARAMETERS:
                     continue
                 value = p.value
-                if p.name in ('frame_rate', 'memory.bias', 'memory.carry', 'memory.novelty') \
-                        and isinstance(value, int):
+                if p.name in FLOAT_PARAMS and isinstance(value, int):
                     value = float(value)
                 values[p.name] = list(value) if p.name == 'image_topics' else value
             reason = validate_parameters(values)

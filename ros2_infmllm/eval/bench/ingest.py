@@ -266,8 +266,8 @@ def bench_cpu(frames: int, questions: int, max_new_tokens: int, budget: int,
     ingest, answers, first = [], [], []
     n_tokens = []
     for i in tqdm(range(frames), desc="cpu ingest", unit="frame"):
-        _, dt = timed(lambda: session.ingest_frame(_scene(i), stamp=float(i), camera="cam"),
-                      "cpu")
+        frame = _scene(i)
+        _, dt = timed(lambda: session.ingest_frame(frame, stamp=float(i), camera="cam"), "cpu")
         ingest.append(dt)
         if (i + 1) % max(1, frames // questions) == 0 and len(answers) < questions:
             q = QUESTIONS[len(answers) % len(QUESTIONS)]
@@ -304,8 +304,9 @@ def compare_ingest(specs: Sequence[str], frames: int, budget: int,
                                                     budget=budget, policy=name, **params)))
     times: list = [[] for _ in specs]
     for i in tqdm(range(frames), desc="cpu ingest, side by side", unit="frame"):
+        frame = _scene(i)
         for session, out in zip(sessions, times):
-            _, dt = timed(lambda: session.ingest_frame(_scene(i), stamp=float(i), camera="cam"),
+            _, dt = timed(lambda: session.ingest_frame(frame, stamp=float(i), camera="cam"),
                           "cpu")
             out.append(dt)
     rows = []
