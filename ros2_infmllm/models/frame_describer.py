@@ -64,6 +64,17 @@ def downscale(image: np.ndarray, max_side: int) -> np.ndarray:
                       interpolation=cv2.INTER_AREA)
 
 
+def marker_ids(ids) -> list[int]:
+    """Return the ids that ``detectMarkers`` found, as ints; nothing found is ``[]``.
+
+    OpenCV 4.x returns ``None`` when no marker is found, 5.x an empty array: both read
+    the same here, so the description does not depend on the OpenCV release.
+    """
+    if ids is None:
+        return []
+    return [int(i) for i in np.asarray(ids).reshape(-1)]
+
+
 def _where(x: float, width: int) -> str:
     """Horizontal place of a centre ``x`` in a frame ``width`` wide."""
     third = x / max(1, width)
@@ -187,11 +198,10 @@ class FrameDescriber:
             desc.motion = float((diff > 25).mean())
         grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         corners, ids, _ = self._aruco.detectMarkers(grey)
-        if ids is not None:
-            width = grey.shape[1]
-            found = {int(i): _where(float(np.asarray(c).reshape(-1, 2)[:, 0].mean()), width)
-                     for i, c in zip(np.asarray(ids).reshape(-1), corners)}
-            desc.markers = sorted(found.items())
+        width = grey.shape[1]
+        found = {i: _where(float(np.asarray(c).reshape(-1, 2)[:, 0].mean()), width)
+                 for i, c in zip(marker_ids(ids), corners)}
+        desc.markers = sorted(found.items())
         if self._qr is not None:
             found, _pts = self._qr.detect(grey)
             if found:

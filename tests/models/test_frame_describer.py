@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from ros2_infmllm.eval.scenario import Scenario, SceneRenderer
-from ros2_infmllm.models.frame_describer import FrameDescriber, format_stamp, frame_tag
+from ros2_infmllm.models.frame_describer import (FrameDescriber, format_stamp, frame_tag,
+                                                 marker_ids)
 
 RENDER = SceneRenderer(Scenario(), width=320, height=240, seed=0)
 
@@ -64,3 +65,10 @@ def test_stamp_format_and_bad_images():
     for bad in (np.zeros((4, 4), np.uint8), np.zeros((4, 4, 3), np.float32), [[1]]):
         with pytest.raises(ValueError):
             d.analyse(bad)
+
+
+@pytest.mark.parametrize('nothing', [None, np.empty((0, 1), dtype=np.int32)],
+                         ids=['opencv4-none', 'opencv5-empty'])
+def test_marker_ids_reads_both_nothing_found_conventions(nothing):
+    assert marker_ids(nothing) == []
+    assert marker_ids(np.array([[17], [42]], dtype=np.int32)) == [17, 42]

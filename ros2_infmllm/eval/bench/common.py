@@ -163,8 +163,11 @@ def meta(task: str, device: str, argv: list, **extra) -> dict:
     import sys
 
     import transformers
+
+    from ros2_infmllm.eval.common import lock_state, package_versions
     info = {"task": task, "device": device_label(device), "torch": torch.__version__,
             "transformers": transformers.__version__, "python": platform.python_version(),
+            "versions": package_versions(), "lock": lock_state(),
             "command": "infmllm-eval bench " + " ".join(argv),
             "argv0": os.path.basename(sys.argv[0]),
             "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
