@@ -31,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / 'constraints.txt'
 HELD_LINE = '# Held back on purpose:'
+OPTIONAL_LINE = '# Optional:'
 
 
 def log(msg: str) -> None:
@@ -101,6 +102,22 @@ def moved(old: dict[str, str], new: dict[str, str]) -> dict[str, list]:
     return out
 
 
+def optional_pins(old: dict[str, str], lock_text: str) -> dict[str, str]:
+    """Pins of the lock's optional section (weights a documented command installs).
+
+    setup.sh does not install them, so the scratch environment cannot upgrade them:
+    they are carried over as they are.
+    """
+    section, out = False, {}
+    for line in lock_text.splitlines():
+        if line.startswith(OPTIONAL_LINE):
+            section = True
+        elif section and '==' in line:
+            name = line.split('==', 1)[0].strip()
+            out[name] = old[name]
+    return out
+
+
 def demo(checkout: Path, work: Path, tag: str) -> dict:
     """Offline demo replay on ``checkout``'s own sample bag; its summary and answers."""
     out = work / f'demo_{tag}.json'
@@ -125,12 +142,25 @@ def digest(checkout: Path, work: Path, tag: str) -> dict:
     return json.loads(lines[-1]) if rc == 0 and lines else {'rc': rc}
 
 
-def write_lock(header: list[str], pins: dict[str, str], holds: list[str]) -> None:
-    """Rewrite constraints.txt: the same header, the held packages named, sorted pins."""
+def write_lock(header: list[str], pins: dict[str, str], holds: list[str],
+               optional: dict[str, str] | None = None) -> None:
+    """Rewrite constraints.txt: the header, the held packages named, sorted pins.
+
+    ``optional`` pins (packages setup.sh does not install) follow under their own
+    comment line, unchanged.
+    """
     held = ', '.join(holds) if holds else '(none)'
     header = [f'{HELD_LINE} {held}' if h.startswith(HELD_LINE) else h for h in header]
-    body = [f'{k}=={v}' for k, v in sorted(pins.items(), key=lambda kv: kv[0].lower())]
-    LOCK.write_text('\n'.join(header + body) + '\n')
+    optional = optional or {}
+    lines = header + _sorted_pins({k: v for k, v in pins.items() if k not in optional})
+    if optional:
+        lines += [f'{OPTIONAL_LINE} weights that setup.sh does not install; kept as they are',
+                  *_sorted_pins(optional)]
+    LOCK.write_text('\n'.join(lines) + '\n')
+
+
+def _sorted_pins(pins: dict[str, str]) -> list[str]:
+    return [f'{k}=={v}' for k, v in sorted(pins.items(), key=lambda kv: kv[0].lower())]
 
 
 def markdown(report: dict) -> str:
@@ -192,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     if rc != 0:
         log(f'setup failed (exit {rc}); see {work}/setup.log')
         return 1
-    newest = freeze(tree)
+    optional = optional_pins(locked, LOCK.read_text())
+    newest = dict(freeze(tree), **optional)
     report['moved'] = moved(locked, newest)
     for name, (a, b) in report['moved'].items():
         log(f'  {name}: {a or "-"} -> {b or "-"}')
@@ -232,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.dry_run:
         report['lock'] = 'kept (--dry-run); would be rewritten'
     else:
-        write_lock(header, newest, args.hold)
+        write_lock(header, newest, args.hold, optional)
         report['lock'] = 'rewritten with the newest versions'
     log(f"lock {report['lock']}")
 

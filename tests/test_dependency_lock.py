@@ -108,3 +108,18 @@ def test_upgrade_tool_reports_moves_and_rewrites_the_lock(tmp_path, monkeypatch)
     assert pins == {'b': '1', 'a': '2'}
     tool.write_lock(header, {'b': '3', 'A': '2'}, ['c==9'])
     assert lock.read_text() == '# the lock\n# Held back on purpose: c==9\nA==2\nb==3\n'
+
+
+def test_upgrade_tool_carries_the_optional_pins_over(tmp_path, monkeypatch):
+    tool = _load_upgrade_tool()
+    text = ('# the lock\n# Held back on purpose: (none)\nnumpy==2.4.6\n'
+            '# Optional: weights\nweights-part1==0.9\n')
+    lock = tmp_path / 'constraints.txt'
+    lock.write_text(text)
+    monkeypatch.setattr(tool, 'LOCK', lock)
+    header, pins = tool.read_lock(lock)
+    optional = tool.optional_pins(pins, text)
+    assert optional == {'weights-part1': '0.9'}
+    tool.write_lock(header, dict({'numpy': '2.5.0'}, **optional), [], optional)
+    assert lock.read_text().endswith('numpy==2.5.0\n# Optional: weights that setup.sh does '
+                                     'not install; kept as they are\nweights-part1==0.9\n')
