@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .memory import BoundedCache, POLICIES, make_policy
+from .memory import BoundedCache, POLICIES, make_policy, snapshot
 from .models.base import Chunk, ModelAdapter
 
 
@@ -317,6 +317,82 @@ class StreamingSession:
                     "questions_answered": self.questions_answered, "errors": self.errors,
                     "frames_in_memory": len(frames), "frames": frames,
                     "cache_tokens": int(max(per)), "memory": mem}
+
+    # ---- snapshots ---------------------------------------------------------------------
+    def identity(self) -> dict[str, Any]:
+        """What a snapshot must match to be restored here: model, dtype, policy, budget."""
+        info = self.adapter.describe()
+        return {"model": self.adapter.name, "family": info["family"], "dtype": info["dtype"],
+                "parameters": int(info["parameters"]), "policy": self.policy.name,
+                "policy_params": self.policy.params(), "budget": self.policy.capacity,
+                "multi_round": self.multi_round}
+
+    def save_memory(self, path: str) -> dict[str, float]:
+        """Write the memory and the stream's bookkeeping to ``path`` (atomic, see memory.snapshot).
+
+        Only the copy to the host runs under the model lock; checksum and file writing
+        run after it, so frames and questions wait for the copy alone. Returns ``bytes``,
+        ``copy_s`` (under the lock) and ``total_s``.
+        """
+        t0 = time.perf_counter()
+        with self._lock:
+            tensors, state = snapshot.cache_state(self.cache)
+            state["session"] = {
+                "next_id": self._next_id, "started": self._started,
+                "frames": [[sid, stamp, cam] for sid, (stamp, cam) in self._frame_meta.items()],
+                "frames_ingested": self.frames_ingested,
+                "questions_answered": self.questions_answered, "errors": self.errors}
+            described = []
+            for i, (cam, (prev, line)) in enumerate(sorted(
+                    self.adapter.describer.get_state().items())):
+                if prev is not None:
+                    tensors[f"describer.{i}"] = torch.from_numpy(prev)
+                described.append([cam, prev is not None, line])
+            state["describer"] = described
+        t_copy = time.perf_counter()
+        size = snapshot.write_snapshot(path, tensors, self.identity(), state)
+        return {"bytes": float(size), "copy_s": t_copy - t0,
+                "total_s": time.perf_counter() - t0}
+
+    def restore_memory(self, path: str) -> dict[str, float]:
+        """Replace the memory with the snapshot at ``path``; returns ``frames``, ``seconds``.
+
+        Raises memory.snapshot.SnapshotError (the memory is then empty) for a snapshot of
+        another model, policy or budget, or a truncated / corrupted file; OSError if the
+        file cannot be read.
+        """
+        t0 = time.perf_counter()
+        try:
+            tensors, state = snapshot.read_snapshot(path, self.identity())
+        except snapshot.SnapshotError:
+            self.reset()
+            raise
+        with self._lock:
+            try:
+                snapshot.restore_cache(self.cache, tensors, state, self.adapter.device)
+                sess = state["session"]
+                self._reset_state()
+                self._next_id = int(sess["next_id"])
+                self._started = bool(sess["started"])
+                self._frame_meta = {int(sid): (float(stamp), str(cam))
+                                    for sid, stamp, cam in sess["frames"]}
+                self._prune_at = max(_PRUNE_FRAMES, 2 * len(self._frame_meta))
+                self.frames_ingested = int(sess["frames_ingested"])
+                self.questions_answered = int(sess["questions_answered"])
+                self.errors = int(sess["errors"])
+                self.adapter.describer.set_state(
+                    {cam: (tensors[f"describer.{i}"].numpy() if has else None, line)
+                     for i, (cam, has, line) in enumerate(state["describer"])})
+            except Exception as exc:
+                self.cache.reset()
+                self.adapter.describer.reset()
+                self._reset_state()
+                if isinstance(exc, snapshot.SnapshotError):
+                    raise
+                raise snapshot.SnapshotError(
+                    "corrupt", f"snapshot state unusable: {type(exc).__name__}: {exc}") from exc
+        return {"frames": float(len(self._frame_meta)), "seconds": time.perf_counter() - t0}
+
 
 
 # ---- configuration -----------------------------------------------------------------------

@@ -183,6 +183,24 @@ class FrameDescriber:
             self._prev.clear()
             self._last_line.clear()
 
+    def get_state(self) -> dict[str, tuple[np.ndarray | None, str | None]]:
+        """Per camera: (previous small grey frame, previous line); a memory snapshot keeps it.
+
+        Why: the next frame's motion and "no change." read against these, so a restored
+        stream describes its next frame as the uninterrupted one would.
+        """
+        with self._lock:
+            cams = set(self._prev) | set(self._last_line)
+            return {c: (None if c not in self._prev else self._prev[c].copy(),
+                        self._last_line.get(c)) for c in cams}
+
+    def set_state(self, state: dict[str, tuple[np.ndarray | None, str | None]]) -> None:
+        """Replace the per-camera state with one :meth:`get_state` returned."""
+        with self._lock:
+            self._prev = {c: np.ascontiguousarray(p, dtype=np.uint8)
+                          for c, (p, _) in state.items() if p is not None}
+            self._last_line = {c: str(line) for c, (_, line) in state.items() if line is not None}
+
     def analyse(self, image: np.ndarray, camera: str = "") -> FrameDescription:
         """Describe ``image`` (HxWx3 uint8 RGB); updates the camera's previous frame."""
         image = check_image(image)
