@@ -9,7 +9,7 @@ from typing import Optional
 
 import yaml
 
-from ros2_infmllm.eval.scoring import MATCH_KINDS, match_answer
+from ros2_infmllm.eval.scoring import MATCH_KINDS, match_answer, normalise
 
 #: The question file of the bundled sample bag.
 SAMPLE_QUESTIONS = 'sample_questions.yaml'
@@ -28,10 +28,12 @@ class Question:
     evidence: list = field(default_factory=list)
     camera: Optional[str] = None
     tags: list = field(default_factory=list)
+    candidates: list = field(default_factory=list)
 
     def score(self, answer: str) -> bool:
-        """Return whether ``answer`` is correct under this question's match kind."""
-        return match_answer(answer, self.expected, self.match, self.tolerance)
+        """Return whether ``answer`` is correct: it matches and names no other candidate."""
+        others = [c for c in self.candidates if normalise(c) != normalise(self.expected)]
+        return match_answer(answer, self.expected, self.match, self.tolerance, others)
 
 
 def sample_questions_path() -> Path:
@@ -39,7 +41,27 @@ def sample_questions_path() -> Path:
     return Path(str(resources.files('ros2_infmllm.eval') / 'data' / SAMPLE_QUESTIONS))
 
 
-def _parse(entry: dict, idx: int, default_camera: Optional[str]) -> Question:
+def _candidates(entry: dict, kinds: dict, where: str) -> list:
+    """A question's candidates: its own ``candidates`` list, or those of its ``kind``."""
+    if 'candidates' in entry:
+        cands = entry['candidates']
+    elif 'kind' in entry:
+        if entry['kind'] not in kinds:
+            raise ValueError(f'{where}: kind {entry["kind"]!r} has no candidates; '
+                             f'declared kinds: {sorted(kinds)}')
+        cands = kinds[entry['kind']]
+    else:
+        return []
+    if not isinstance(cands, list) or not cands:
+        raise ValueError(f'{where}: candidates must be a non-empty list, got {cands!r}')
+    if not any(normalise(c) == normalise(entry['expected']) for c in cands):
+        raise ValueError(f'{where}: expected {entry["expected"]!r} is not among its '
+                         f'candidates {cands}')
+    return list(cands)
+
+
+def _parse(entry: dict, idx: int, default_camera: Optional[str],
+           kinds: Optional[dict] = None) -> Question:
     where = f'question #{idx}'
     if not isinstance(entry, dict):
         raise ValueError(f'{where}: must be a mapping, got {type(entry).__name__}')
@@ -57,7 +79,8 @@ def _parse(entry: dict, idx: int, default_camera: Optional[str]) -> Question:
                  question=str(entry['question']), expected=entry['expected'], match=match,
                  tolerance=float(entry.get('tolerance', 0.0)),
                  evidence=[[float(a), float(b)] for a, b in ev],
-                 camera=entry.get('camera', default_camera), tags=list(entry.get('tags', [])))
+                 camera=entry.get('camera', default_camera), tags=list(entry.get('tags', [])),
+                 candidates=_candidates(entry, kinds or {}, where))
     if q.t < 0:
         raise ValueError(f'{where}: t must be >= 0, got {q.t}')
     match_answer('', q.expected, q.match, q.tolerance)   # raises on a malformed expectation
@@ -65,22 +88,30 @@ def _parse(entry: dict, idx: int, default_camera: Optional[str]) -> Question:
 
 
 def load_questions(path: Path | str) -> list:
-    """Read a YAML (``questions:`` list) or JSONL question file; sorted by ``t``."""
+    """Read a YAML (``questions:`` list) or JSONL question file; sorted by ``t``.
+
+    A YAML file may declare ``candidates:`` (kind -> every answer of that kind in the
+    scene), which a question selects with ``kind:``; a question may list its own instead.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f'question file not found: {path}')
     text = path.read_text()
     default_camera = None
+    kinds: dict = {}
     if path.suffix == '.jsonl':
         entries = [json.loads(line) for line in text.splitlines() if line.strip()]
     else:
         doc = yaml.safe_load(text)
         if isinstance(doc, dict):
             default_camera = doc.get('camera')
+            kinds = doc.get('candidates') or {}
             entries = doc.get('questions')
         else:
             entries = doc
         if not isinstance(entries, list):
             raise ValueError(f'{path}: expected a list of questions (or a "questions:" key)')
-    qs = [_parse(e, i, default_camera) for i, e in enumerate(entries)]
+    if not isinstance(kinds, dict):
+        raise ValueError(f'{path}: candidates must map a kind to a list of answers')
+    qs = [_parse(e, i, default_camera, kinds) for i, e in enumerate(entries)]
     return sorted(qs, key=lambda q: q.t)

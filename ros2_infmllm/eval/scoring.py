@@ -2,6 +2,9 @@
 
 Why lenient matching kinds: small models answer in sentences; a question names how its
 answer is checked (exact / contains / regex / numeric / list) so that scoring is explicit.
+Why candidates: leniency alone rewards luck ("a red van with a blue box" contains "blue"),
+so a question may declare the other answers of its kind (colours, ids, names); an answer
+that also names one of them is wrong.
 """
 from __future__ import annotations
 
@@ -28,15 +31,40 @@ def numbers_in(text: str) -> list:
     return vals
 
 
+def names_other(answer: str, expected, others: Sequence) -> bool:
+    """Return whether ``answer`` names a candidate in ``others`` besides ``expected``.
+
+    Numbers are compared as numbers (``17`` does not name ``7``), text as whole normalised
+    words; a candidate that is part of the expected answer itself is not counted.
+    """
+    wanted = [normalise(e) for e in (expected if isinstance(expected, (list, tuple))
+                                     else [expected])]
+    words = f' {normalise(answer)} '
+    nums = set(numbers_in(answer))
+    for other in others:
+        if isinstance(other, (int, float)) and not isinstance(other, bool):
+            if float(other) in nums and all(float(other) not in numbers_in(w)
+                                            for w in wanted):
+                return True
+            continue
+        text = normalise(other)
+        if text and f' {text} ' in words and not any(f' {text} ' in f' {w} ' for w in wanted):
+            return True
+    return False
+
+
 def match_answer(answer: str, expected, kind: str = 'contains',
-                 tolerance: float = 0.0) -> bool:
+                 tolerance: float = 0.0, others: Sequence = ()) -> bool:
     """Return whether ``answer`` matches ``expected`` under match ``kind``.
 
     exact: equal after normalisation. contains: the normalised expected text occurs in the
     normalised answer as whole words. regex: ``re.search`` (case-insensitive) on the raw
     answer. numeric: some number in the answer is within ``tolerance`` of expected.
-    list: every item of ``expected`` (a list) is contained in the answer.
+    list: every item of ``expected`` (a list) is contained in the answer. Whatever the
+    kind, an answer that also names a candidate in ``others`` (:func:`names_other`) is wrong.
     """
+    if others and answer and names_other(str(answer), expected, others):
+        return False
     if kind not in MATCH_KINDS:
         raise ValueError(f'unknown match kind {kind!r}; use one of {MATCH_KINDS}')
     answer = '' if answer is None else str(answer)

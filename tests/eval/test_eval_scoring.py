@@ -53,3 +53,39 @@ def test_percentile():
     assert percentile([1, 2, 3, 4], 50) == 2.5
     assert percentile([5.0], 95) == 5.0
     assert percentile([], 50) is None
+
+
+@pytest.mark.parametrize('answer,expected,kind,others,ok', [
+    # the luck that contains alone rewarded: another colour named beside the expected one
+    ('a red van with a blue box in the centre', 'blue', 'contains', ['red', 'green'], False),
+    ('The box was blue.', 'blue', 'contains', ['red', 'green'], True),
+    # ids and numbers compare as numbers: 17 is not 7, and listing two ids is wrong
+    ('marker 17', 17, 'numeric', [7, 42], True),
+    ('17 or 42', 17, 'numeric', [7, 42], False),
+    ('It was 7.', 17, 'numeric', [7, 42], False),
+    # names; a candidate that is part of the expected text is not "another"
+    ('For Anna, not Ben.', 'ANNA', 'contains', ['BEN'], False),
+    ('DOCK B', 'DOCK B', 'contains', ['B', 'DOCK A'], True),
+    ('DOCK B and DOCK A', 'DOCK B', 'contains', ['DOCK A'], False),
+    ('17, 42 and 7', [17, 42], 'list', [7], False),
+])
+def test_another_candidate_makes_an_answer_wrong(answer, expected, kind, others, ok):
+    assert match_answer(answer, expected, kind, others=others) is ok
+
+
+def test_candidates_by_kind_in_a_question_file(tmp_path):
+    from ros2_infmllm.eval.questions import load_questions
+    path = tmp_path / 'q.yaml'
+    path.write_text('candidates:\n  colour: [red, blue]\nquestions:\n'
+                    '  - {t: 1, question: "Colour?", expected: blue, kind: colour}\n'
+                    '  - {t: 2, question: "Colour?", expected: red, candidates: [red, pink]}\n')
+    q1, q2 = load_questions(path)
+    assert q1.candidates == ['red', 'blue'] and q2.candidates == ['red', 'pink']
+    assert q1.score('blue') and not q1.score('blue and red')
+    assert not q2.score('red or pink')
+    path.write_text('questions:\n  - {t: 1, question: "Colour?", expected: blue, kind: colour}\n')
+    with pytest.raises(ValueError, match='no candidates'):
+        load_questions(path)
+    path.write_text('questions:\n  - {t: 1, question: "C?", expected: blue, candidates: [red]}\n')
+    with pytest.raises(ValueError, match='not among its candidates'):
+        load_questions(path)
