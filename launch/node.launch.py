@@ -2,8 +2,8 @@
 
 ``ros2 launch ros2_infmllm node.launch.py [name:=value ...]``.
 
-Arguments: params_file, namespace, model, image_topics, autostart, respawn. The node
-itself is described once, as plain data, in ``ros2_infmllm.launch.node_spec`` (shared with
+Arguments: params_file, namespace, model, image_topics, dds_profile, autostart, respawn.
+The node itself is described once, as plain data, in ``ros2_infmllm.launch.node_spec`` (shared with
 ``python -m ros2_infmllm.launch``, the runner for machines without ROS 2 launch).
 """
 from launch import LaunchContext, LaunchDescription
@@ -31,6 +31,7 @@ def _node_actions(context: LaunchContext) -> list:
         namespace=spec.namespace,
         parameters=parameters,
         remappings=spec.remappings,
+        additional_env=spec.env,
         respawn=spec.respawn,
         output='screen',
     )

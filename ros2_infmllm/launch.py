@@ -12,7 +12,12 @@ node when it dies and drives it to active again.
 Usage::
 
     python -m ros2_infmllm.launch [--params-file F] [--namespace NS] [--model M]
-        [--image-topics T1,T2] [--respawn] [--no-autostart] [--ros-args ...]
+        [--image-topics T1,T2] [--dds-profile FILE|none] [--respawn] [--no-autostart]
+        [--ros-args ...]
+
+The node process gets the shipped Fast DDS profile (config/fastdds_large_frames.xml) in
+FASTDDS_DEFAULT_PROFILES_FILE unless one is set already, so raw camera frames from other
+processes of this host arrive (docs/node.md, "Real cameras").
 
 ``name:=value`` arguments (as with ``ros2 launch``) are accepted too, and everything after
 ``--ros-args`` is handed to the node unchanged.
@@ -37,6 +42,11 @@ PACKAGE = 'ros2_infmllm'
 EXECUTABLE = 'infmllm_node'
 NODE_NAME = 'infmllm'
 PARAMS_FILE_NAME = 'params.yaml'
+# Fast DDS profile for raw camera frames on one host (shared memory with room for them)
+DDS_PROFILE_NAME = 'fastdds_large_frames.xml'
+DDS_PROFILE_ENV = 'FASTDDS_DEFAULT_PROFILES_FILE'
+# a profile the user chose already (the older name is Fast DDS 2's)
+DDS_PROFILE_USER_ENVS = (DDS_PROFILE_ENV, 'FASTRTPS_DEFAULT_PROFILES_FILE')
 
 # launch argument name -> (default, description); node.launch.py declares exactly these.
 LAUNCH_ARGUMENTS: Dict[str, Tuple[str, str]] = {
@@ -46,6 +56,9 @@ LAUNCH_ARGUMENTS: Dict[str, Tuple[str, str]] = {
                   '(empty = from the parameters file)'),
     'image_topics': ('', "camera topics override, comma separated or a YAML list, e.g. "
                          "/cam/image_raw,/cam2/image_raw/compressed (empty = from the file)"),
+    'dds_profile': ('', 'Fast DDS XML profile of the node process (empty = the shipped '
+                        'config/fastdds_large_frames.xml unless FASTDDS_DEFAULT_PROFILES_FILE '
+                        'is set; none = Fast DDS defaults); give camera drivers the same'),
     'autostart': ('true', 'drive the lifecycle node to active (configure + activate)'),
     'respawn': ('false', 'restart the node when it dies'),
 }
@@ -71,6 +84,8 @@ class NodeSpec:
         Parameter overrides applied after the file (name -> value).
     remappings : list of (str, str)
         Topic/service remappings.
+    env : dict
+        Environment variables set for the node process (the DDS profile).
     autostart : bool
         Drive the lifecycle node to active after start.
     respawn : bool
@@ -84,6 +99,7 @@ class NodeSpec:
     params_file: Optional[str] = None
     parameters: Dict[str, Any] = field(default_factory=dict)
     remappings: List[Tuple[str, str]] = field(default_factory=list)
+    env: Dict[str, str] = field(default_factory=dict)
     autostart: bool = True
     respawn: bool = False
 
@@ -137,22 +153,50 @@ def parse_image_topics(text: str) -> List[str]:
     return topics
 
 
-def default_params_file() -> Optional[str]:
-    """Locate config/params.yaml: the installed share directory first, else the source tree."""
+def config_file(name: str) -> Optional[str]:
+    """Locate config/<name>: the installed share directory first, else the source tree."""
     try:
         from ament_index_python.packages import get_package_share_directory
 
-        shared = Path(get_package_share_directory(PACKAGE)) / 'config' / PARAMS_FILE_NAME
+        shared = Path(get_package_share_directory(PACKAGE)) / 'config' / name
         if shared.is_file():
             return str(shared)
     except Exception:  # noqa: BLE001 - package not in the ament index (not built): fall back
         pass
-    source = Path(__file__).resolve().parent.parent / 'config' / PARAMS_FILE_NAME
+    source = Path(__file__).resolve().parent.parent / 'config' / name
     return str(source) if source.is_file() else None
 
 
+def default_params_file() -> Optional[str]:
+    """Locate config/params.yaml (installed share directory first, else the source tree)."""
+    return config_file(PARAMS_FILE_NAME)
+
+
+def dds_environment(dds_profile: str = '',
+                    environ: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """Environment that gives the node the Fast DDS profile: {} to leave DDS as it is.
+
+    '' = the shipped profile, unless the environment names a profile already (the user's
+    choice wins); 'none' = Fast DDS defaults; anything else is a profile file.
+    """
+    environ = os.environ if environ is None else environ
+    choice = dds_profile.strip()
+    if choice.lower() == 'none':
+        return {}
+    if not choice:
+        if any(environ.get(name) for name in DDS_PROFILE_USER_ENVS):
+            return {}
+        shipped = config_file(DDS_PROFILE_NAME)
+        return {DDS_PROFILE_ENV: shipped} if shipped else {}
+    path = Path(choice).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f'DDS profile not found: {dds_profile}')
+    return {DDS_PROFILE_ENV: str(path.resolve())}
+
+
 def node_spec(params_file: str = '', namespace: str = '', model: str = '',
-              image_topics: str = '', autostart: Any = True, respawn: Any = False) -> NodeSpec:
+              image_topics: str = '', dds_profile: str = '', autostart: Any = True,
+              respawn: Any = False) -> NodeSpec:
     """Build the node description from launch-argument strings ('' = not given)."""
     namespace = namespace.strip()
     if namespace and not namespace.startswith('/'):
@@ -172,8 +216,8 @@ def node_spec(params_file: str = '', namespace: str = '', model: str = '',
     if topics:
         overrides['image_topics'] = topics
     return NodeSpec(namespace=namespace, params_file=params_file or None,
-                    parameters=overrides, autostart=_truthy(autostart),
-                    respawn=_truthy(respawn))
+                    parameters=overrides, env=dds_environment(dds_profile),
+                    autostart=_truthy(autostart), respawn=_truthy(respawn))
 
 
 # ----------------------------------------------------------------------------- runner
@@ -333,6 +377,8 @@ def run(spec: NodeSpec, extra_ros_args: Sequence[str] = (), transition_timeout: 
     """Start the node, drive it to active, supervise it; returns the exit status."""
     command = executable_command(spec) + spec.ros_arguments() + list(extra_ros_args)
     stop = {'stop': False}
+    for key, value in spec.env.items():
+        _log(f'{key}={value}')
 
     def on_signal(signum: int, _frame: Any) -> None:
         stop['stop'] = True
@@ -350,7 +396,7 @@ def run(spec: NodeSpec, extra_ros_args: Sequence[str] = (), transition_timeout: 
             _log(('starting' if starts == 1 else f'respawning ({starts - 1})') + ': '
                  + ' '.join(command))
             started = time.monotonic()
-            proc = subprocess.Popen(command)
+            proc = subprocess.Popen(command, env=dict(os.environ, **spec.env))
             if driver is not None:
                 try:
                     driver.drive_to_active(proc, stop, transition_timeout)
@@ -429,7 +475,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         spec = node_spec(params_file=args.params_file, namespace=args.namespace,
                          model=args.model, image_topics=args.image_topics,
-                         autostart=args.autostart, respawn=args.respawn)
+                         dds_profile=args.dds_profile, autostart=args.autostart,
+                         respawn=args.respawn)
     except (ValueError, FileNotFoundError) as exc:
         print(f'ros2_infmllm.launch: {exc}', file=sys.stderr)
         return 2

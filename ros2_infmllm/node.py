@@ -36,10 +36,11 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
                                 ParameterType, SetParametersResult)
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import (HistoryPolicy, QoSProfile, ReliabilityPolicy,
-                       qos_profile_sensor_data)
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_policy_name_from_kind)
 from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
 
@@ -48,7 +49,7 @@ from ros2_infmllm_msgs.msg import Answer as AnswerMsg
 from ros2_infmllm_msgs.msg import CameraStats
 from ros2_infmllm_msgs.srv import DescribeMemory, Query
 
-from . import engine, heap
+from . import arrival, engine, heap, imaging
 from .imaging import FrameError, compressed_to_rgb, image_to_rgb
 
 try:  # lifecycle support comes with rclpy >= Humble; fall back to a plain node without it
@@ -74,9 +75,11 @@ GIL_SWITCH_S = 0.0005
 # the default services QoS (keep last 10) would drop the oldest of a larger burst unanswered
 SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=4 * MAX_QUEUE,
                          reliability=ReliabilityPolicy.RELIABLE)
+MIN_FRAME_SIDE = 2                     # models need 2x2 pixels; smaller is the frame's fault
 STAMP_FUTURE_S = 60.0                  # frames stamped further ahead of the clock are dropped
 LOOP_JUMP_S = 1.0                      # a backwards jump larger than this is a replay loop
 LOG_EVERY_S = 5.0                      # rate limit of drop/error logs, per reason
+ARRIVAL_LOG_EVERY_S = 30.0             # rate limit of a camera's arrival warning
 TRIM_EVERY_S = 5.0                     # the worker returns freed heap pages at most this often
 _DEVICE_RE = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')
 _TOPIC_RE = re.compile(r'^~?/?[A-Za-z][A-Za-z0-9_/]*$')
@@ -86,6 +89,14 @@ MEMORY_PARAMS = ('memory.policy', 'memory.budget', 'memory.n_sink', 'memory.n_re
                  'memory.window', 'memory.kernel', 'memory.bias', 'memory.carry',
                  'memory.novelty', 'memory.selection', 'image_max_side')
 MODEL_PARAMS = ('model', 'device', 'dtype')
+CAMERA_QOS_PARAMS = ('camera_qos.reliability', 'camera_qos.depth')
+RELIABILITY = {'best_effort': ReliabilityPolicy.BEST_EFFORT,
+               'reliable': ReliabilityPolicy.RELIABLE}
+# Why a frame is dropped: the decoder's reasons (imaging.REASONS) and the node's own; the
+# table in docs/node.md lists every one (a test checks)
+NODE_DROP_REASONS = ('stamp_future', 'stamp_not_increasing', 'superseded', 'frame_rejected',
+                     'model_error')
+DROP_REASONS = tuple(imaging.REASONS) + NODE_DROP_REASONS
 
 
 def _descriptor(kind: int, text: str, lo: Optional[float] = None,
@@ -108,6 +119,14 @@ PARAMETERS: Dict[str, tuple] = {
         'camera topics; names ending in /compressed are sensor_msgs/CompressedImage')),
     'frame_rate': (1.0, _descriptor(_D, 'frames per second fed into the model, per camera',
                                     0.001, 1000.0)),
+    'camera_qos.reliability': ('best_effort', _descriptor(
+        _S, 'best_effort (matches every publisher; sensor-data QoS) | reliable (matches '
+            'reliable publishers only, every frame retransmitted)')),
+    'camera_qos.depth': (5, _descriptor(_I, 'camera subscription history depth (keep last)',
+                                        1, 100)),
+    'camera_stall_s': (3.0, _descriptor(
+        _D, 'a matched camera publisher silent this long is reported (log, diagnostics)',
+        0.5, 3600.0)),
     'model': ('default', _descriptor(_S, 'default | tiny-test | local path | cached model id')),
     'device': ('auto', _descriptor(_S, 'auto | cpu | cuda | cuda:N')),
     'dtype': ('auto', _descriptor(_S, 'auto | float32 | float16 | bfloat16')),
@@ -134,6 +153,12 @@ PARAMETERS: Dict[str, tuple] = {
     'query_queue_size': (8, _descriptor(_I, 'questions waiting at most', 1, MAX_QUEUE)),
     'image_max_side': (384, _descriptor(_I, 'frames downscaled to this longer side (px)', 16,
                                         4096)),
+    'memory.snapshot_path': ('', _descriptor(
+        _S, 'file of the memory snapshot (restored on configure, written on ~/save_memory, '
+            'deactivate, shutdown and every snapshot_period s); empty = no snapshots')),
+    'memory.snapshot_period': (60.0, _descriptor(
+        _D, 'seconds between periodic snapshots while the memory changes (0 = only on '
+            '~/save_memory, deactivate and shutdown)', 0.0, 86400.0)),
 }
 # parameters declared as doubles: an int given for one is taken as a float, and it must be finite
 FLOAT_PARAMS = tuple(k for k, (_, desc) in PARAMETERS.items() if desc.type == _D)
@@ -152,6 +177,13 @@ def validate_parameters(values: Dict[str, Any]) -> Optional[str]:
     rate = values['frame_rate']
     if not math.isfinite(rate) or rate <= 0:
         return f'frame_rate must be > 0 Hz, got {rate}'
+    if values['camera_qos.reliability'] not in RELIABILITY:
+        return ("camera_qos.reliability must be best_effort or reliable, got "
+                f"{values['camera_qos.reliability']!r}")
+    if not 1 <= values['camera_qos.depth'] <= 100:
+        return f"camera_qos.depth must be 1..100, got {values['camera_qos.depth']}"
+    if not values['camera_stall_s'] > 0:
+        return f"camera_stall_s must be > 0 s, got {values['camera_stall_s']}"
     if not str(values['model']).strip():
         return 'model must name "default", "tiny-test", a local path or a cached model id'
     if not _DEVICE_RE.match(values['device']):
@@ -169,6 +201,15 @@ def validate_parameters(values: Dict[str, Any]) -> Optional[str]:
     for name in FLOAT_PARAMS:
         if not math.isfinite(values[name]):
             return f"{name} must be finite, got {values[name]}"
+    snap = values['memory.snapshot_path']
+    if snap:
+        folder = os.path.dirname(os.path.abspath(snap))
+        if os.path.isdir(snap) or snap.endswith('/'):
+            return f'memory.snapshot_path must name a file, {snap!r} is a folder'
+        if not os.path.isdir(folder):
+            return f'memory.snapshot_path: folder {folder!r} does not exist'
+    if values['memory.snapshot_period'] < 0:
+        return f"memory.snapshot_period must be >= 0 s, got {values['memory.snapshot_period']}"
     policy = values['memory.policy']
     if policy not in engine.POLICIES:
         return (f'memory.policy {policy!r} is unknown; valid: '
@@ -205,12 +246,35 @@ def to_time(stamp: float) -> Time:
     return Time(sec=int(sec), nanosec=min(int(round((stamp - sec) * 1e9)), 999_999_999))
 
 
+def camera_qos(values: Dict[str, Any]) -> QoSProfile:
+    """Subscription QoS of the cameras: sensor-data QoS with the camera_qos.* choices."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=values['camera_qos.depth'],
+                      reliability=RELIABILITY[values['camera_qos.reliability']],
+                      durability=DurabilityPolicy.VOLATILE)
+
+
 def _rss_bytes() -> int:
     try:
         with open('/proc/self/statm') as f:
             return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def _move_aside(path: str) -> str:
+    """Rename a refused snapshot to ``PATH.bad-<time>[-N]``, never over an existing file."""
+    base = f"{path}.bad-{time.strftime('%Y%m%dT%H%M%S')}"
+    for n in range(1000):
+        target = base if n == 0 else f'{base}-{n}'
+        try:
+            os.link(path, target)       # fails if target exists: nothing is overwritten
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            return f'(nowhere: {type(exc).__name__}: {exc}; left in place)'
+        os.unlink(path)
+        return target
+    return '(nowhere: 1000 earlier copies; left in place)'
 
 
 @dataclass
@@ -243,9 +307,11 @@ class Request:
 class CameraState:
     """Newest frame and counters of one camera topic."""
 
-    def __init__(self, topic: str) -> None:
+    def __init__(self, topic: str, stall_s: float) -> None:
         """Start with no frame and zero counters."""
         self.topic = topic
+        self.monitor = arrival.ArrivalMonitor(topic, stall_s)
+        self.problem: Optional[arrival.Problem] = None
         self.received = 0
         self.ingested = 0
         self.drops: Dict[str, int] = collections.defaultdict(int)
@@ -284,6 +350,11 @@ class InfMllmNode(LifecycleNode):
         self._last_latency = 0.0
         self._next_trim = 0.0
         self._questions = {'accepted': 0, 'refused': 0, 'answered': 0, 'failed': 0}
+        # snapshots: saves, failures, last size/time, why a restore was refused
+        self._snap: Dict[str, Any] = {'saves': 0, 'save_failures': 0, 'last_bytes': 0,
+                                      'last_save_s': 0.0, 'save_error': '', 'restored': '',
+                                      'restore_error': '', 'saved_at': None}
+        self._next_save = math.inf
         self._service_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
 
@@ -295,7 +366,7 @@ class InfMllmNode(LifecycleNode):
             raise ValueError(f'invalid parameter at start-up: {reason}')
         self.add_on_set_parameters_callback(self._on_set_parameters)
         for topic in self._values['image_topics']:
-            self._cameras[topic] = CameraState(topic)
+            self._cameras[topic] = CameraState(topic, self._values['camera_stall_s'])
 
         self._answers_pub = self.create_publisher(AnswerMsg, '~/answers', 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
@@ -304,6 +375,8 @@ class InfMllmNode(LifecycleNode):
         self.create_service(Trigger, '~/reset', self._on_reset,
                             qos_profile=SERVICE_QOS, callback_group=self._service_group)
         self.create_service(DescribeMemory, '~/describe_memory', self._on_describe,
+                            qos_profile=SERVICE_QOS, callback_group=self._service_group)
+        self.create_service(Trigger, '~/save_memory', self._on_save_memory,
                             qos_profile=SERVICE_QOS, callback_group=self._service_group)
         self._action = ActionServer(
             self, Ask, '~/ask', execute_callback=self._on_ask_execute,
@@ -332,8 +405,9 @@ class InfMllmNode(LifecycleNode):
         return super().on_activate(state)
 
     def on_deactivate(self, state: Any) -> Any:
-        """Stop feeding frames; questions are still answered from memory."""
+        """Stop feeding frames and snapshot the memory; questions are still answered."""
         self._deactivate()
+        self._save_memory('deactivate')
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: Any) -> Any:
@@ -342,8 +416,9 @@ class InfMllmNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: Any) -> Any:
-        """Stop everything; waiting questions are failed with the reason."""
+        """Snapshot the memory, stop everything; waiting questions fail with the reason."""
         self._deactivate()
+        self._save_memory('shutdown')
         self._cleanup('the node is shutting down')
         return TransitionCallbackReturn.SUCCESS
 
@@ -368,9 +443,12 @@ class InfMllmNode(LifecycleNode):
                 self._state = 'unconfigured'
             self.get_logger().error(f'model could not be loaded: {self._model_error}')
             return False
+        self._restore_memory(session, values['memory.snapshot_path'])
         with self._lock:
             self._session, self._model_error, self._state = session, '', 'inactive'
             self._snapshot = self._describe_session()
+            self._snap['saved_at'] = self._changes()
+            self._next_save = self._save_deadline()
             self._stopping.clear()
             self._worker = threading.Thread(target=self._work, name='infmllm_worker',
                                             daemon=True)
@@ -416,15 +494,55 @@ class InfMllmNode(LifecycleNode):
                 if cam.subscription is not None:
                     self.destroy_subscription(cam.subscription)
         for topic in topics:
-            cam = self._cameras.setdefault(topic, CameraState(topic))
+            cam = self._cameras.setdefault(topic, CameraState(topic,
+                                                              self._values['camera_stall_s']))
             if cam.subscription is None and self._state == 'active':
-                compressed = topic.endswith('/compressed')
-                cam.subscription = self.create_subscription(
-                    CompressedImage if compressed else Image, topic,
-                    lambda msg, c=cam, z=compressed: self._on_frame(c, msg, z),
-                    qos_profile_sensor_data,
-                    # one exclusive group per camera keeps its frames in order
-                    callback_group=MutuallyExclusiveCallbackGroup())
+                cam.subscription = self._camera_subscription(cam)
+
+    def _camera_subscription(self, cam: CameraState) -> Any:
+        """Subscribe one camera with camera_qos and the DDS events the arrival check needs."""
+        compressed = cam.topic.endswith('/compressed')
+        cam.monitor.resubscribed()
+        cam.problem = None
+        events = {
+            'incompatible_qos': lambda info, c=cam: self._on_incompatible(c, info),
+            'message_lost': lambda info, c=cam: self._on_lost(c, info),
+            'matched': lambda info, c=cam: self._on_matched(c, info),
+        }
+
+        def subscribe(callbacks: Dict[str, Callable[[Any], None]]) -> Any:
+            return self.create_subscription(
+                CompressedImage if compressed else Image, cam.topic,
+                lambda msg, c=cam, z=compressed: self._on_frame(c, msg, z),
+                camera_qos(self._values),
+                # one exclusive group per camera keeps its frames (and events) in order
+                callback_group=MutuallyExclusiveCallbackGroup(),
+                event_callbacks=SubscriptionEventCallbacks(**callbacks))
+
+        try:
+            return subscribe(events)
+        except UnsupportedEventTypeError:
+            # an RMW without these events: a loss then shows as silence (graph count)
+            self._log_limited('events', f'{cam.topic}: the RMW has no sample-lost or matched '
+                              'events; frames lost in transport show only as silence')
+            return subscribe({'incompatible_qos': events['incompatible_qos']})
+
+    def _on_matched(self, cam: CameraState, info: Any) -> None:
+        with self._lock:
+            cam.monitor.set_matched(info.current_count, time.monotonic())
+
+    def _on_lost(self, cam: CameraState, info: Any) -> None:
+        with self._lock:
+            cam.monitor.set_lost(info.total_count)
+
+    def _on_incompatible(self, cam: CameraState, info: Any) -> None:
+        policy = qos_policy_name_from_kind(info.last_policy_kind).lower()
+        with self._lock:
+            cam.monitor.set_incompatible(info.total_count, policy)
+        self._log_limited(f'{cam.topic}:incompatible', (
+            f'{cam.topic}: a publisher offers QoS incompatible with this subscription '
+            f'({policy}; camera_qos.reliability={self._values["camera_qos.reliability"]}): '
+            'none of its frames will arrive'))
 
     # ---- parameters -----------------------------------------------------------------------
     def _on_set_parameters(self, params: List[Any]) -> SetParametersResult:
@@ -449,7 +567,18 @@ class InfMllmNode(LifecycleNode):
             self._values = values
             if changed & set(MEMORY_PARAMS) and self._session is not None:
                 self._rebuild = True        # the worker rebuilds the memory between steps
-            if 'image_topics' in changed:
+            if changed & {'memory.snapshot_path', 'memory.snapshot_period'} \
+                    and self._session is not None:
+                self._next_save = self._save_deadline()
+            if 'camera_stall_s' in changed:
+                for cam in self._cameras.values():
+                    cam.monitor.stall_s = values['camera_stall_s']
+            if changed & set(CAMERA_QOS_PARAMS):
+                for cam in self._cameras.values():   # new QoS: subscribe again
+                    if cam.subscription is not None:
+                        self.destroy_subscription(cam.subscription)
+                        cam.subscription = None
+            if changed & (set(CAMERA_QOS_PARAMS) | {'image_topics'}):
                 self._subscribe(values['image_topics'])
             self._wake.notify_all()
         return SetParametersResult(successful=True)
@@ -459,6 +588,7 @@ class InfMllmNode(LifecycleNode):
         """Decode and keep the newest frame; never inference here, never raise."""
         with self._lock:
             cam.received += 1
+            cam.monitor.frame(time.monotonic())
             max_side = self._values['image_max_side']
         try:
             if compressed:
@@ -471,6 +601,11 @@ class InfMllmNode(LifecycleNode):
             return
         except Exception as exc:  # noqa: BLE001 - a message must never kill the node
             self._drop(cam, 'decode_failed', f'{type(exc).__name__}: {exc}')
+            return
+        if min(rgb.shape[:2]) < MIN_FRAME_SIDE:
+            self._drop(cam, 'too_small', f'frame is {rgb.shape[1]}x{rgb.shape[0]} after '
+                       f'decoding (image_max_side {max_side}), smaller than '
+                       f'{MIN_FRAME_SIDE}x{MIN_FRAME_SIDE} pixels')
             return
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         now = self.get_clock().now().nanoseconds * 1e-9
@@ -502,9 +637,10 @@ class InfMllmNode(LifecycleNode):
         self._log_limited(f'{cam.topic}:{reason}',
                           f'{cam.topic}: frame dropped ({reason}, {count} so far): {detail}')
 
-    def _log_limited(self, key: str, text: str, error: bool = False) -> None:
+    def _log_limited(self, key: str, text: str, error: bool = False,
+                     every: float = LOG_EVERY_S) -> None:
         now = time.monotonic()
-        if now - self._last_log.get(key, -1e9) >= LOG_EVERY_S:
+        if now - self._last_log.get(key, -1e9) >= every:
             self._last_log[key] = now
             # one call site per severity: rclpy refuses a severity change at one call site
             try:
@@ -594,6 +730,8 @@ class InfMllmNode(LifecycleNode):
                 elif self._queue:
                     job = ('ask', self._queue.popleft())
                     self._current = job[1]
+                elif time.monotonic() >= self._next_save:
+                    job = ('save', None)
                 else:
                     cam, wait = self._due_camera()
                     if cam is not None:
@@ -604,6 +742,11 @@ class InfMllmNode(LifecycleNode):
             try:
                 if job[0] == 'rebuild':
                     self._rebuild_session()
+                elif job[0] == 'save':
+                    if self._changes() != self._snap['saved_at']:
+                        self._save_memory('periodic')
+                    with self._lock:
+                        self._next_save = self._save_deadline()
                 elif job[0] == 'ask':
                     self._answer(job[1])
                 else:
@@ -652,6 +795,9 @@ class InfMllmNode(LifecycleNode):
         rgb, stamp = frame
         try:
             session.ingest_frame(rgb, stamp, cam.topic)
+        except ValueError as exc:  # the engine's answer to a frame it cannot take
+            self._drop(cam, 'frame_rejected', str(exc))
+            return
         except Exception as exc:  # noqa: BLE001 - model failure: count, report, go on
             self._model_error = f'{type(exc).__name__}: {exc}'
             self._drop(cam, 'model_error', self._model_error)
@@ -719,6 +865,67 @@ class InfMllmNode(LifecycleNode):
         except Exception as exc:  # noqa: BLE001 - diagnostics must not kill the worker
             return {'error': f'{type(exc).__name__}: {exc}'}
 
+    # ---- memory snapshots -----------------------------------------------------------------
+    def _save_deadline(self) -> float:
+        """monotonic() of the next periodic snapshot (inf when off)."""
+        period = self._values['memory.snapshot_period']
+        if not self._values['memory.snapshot_path'] or period <= 0:
+            return math.inf
+        return time.monotonic() + period
+
+    def _changes(self) -> tuple:
+        """What a snapshot would differ in: frames ingested and questions answered."""
+        snap = self._snapshot
+        return snap.get('frames_ingested'), snap.get('questions_answered')
+
+    def _save_memory(self, why: str) -> tuple:
+        """Write the memory to memory.snapshot_path (atomic); ``(ok, message)``, never raises."""
+        with self._lock:
+            path = self._values['memory.snapshot_path']
+            session = self._session
+            changes = self._changes()
+        if not path:
+            return False, 'memory.snapshot_path is empty: snapshots are off'
+        if session is None:
+            return False, f'model not loaded (node state: {self._state})'
+        try:
+            info = session.save_memory(path)
+        except Exception as exc:  # noqa: BLE001 - a failed save is reported, the node goes on
+            text = f'memory snapshot ({why}) to {path} failed: {type(exc).__name__}: {exc}'
+            with self._lock:
+                self._snap['save_failures'] += 1
+                self._snap['save_error'] = text
+            self._log_limited('snapshot', text, error=True)
+            return False, text
+        with self._lock:
+            self._snap.update(saves=self._snap['saves'] + 1, last_bytes=int(info['bytes']),
+                              last_save_s=info['total_s'], save_error='', saved_at=changes)
+        return True, (f"memory saved to {path} ({int(info['bytes'])} bytes, "
+                      f"{info['total_s']:.3f} s)")
+
+    def _restore_memory(self, session: Any, path: str) -> None:
+        """Restore a snapshot on configure; a refused one is logged and moved aside."""
+        if not path or not os.path.exists(path):
+            return
+        try:
+            info = session.restore_memory(path)
+        except Exception as exc:  # noqa: BLE001 - any bad snapshot: start empty, keep the file
+            kind = getattr(exc, 'kind', type(exc).__name__)
+            aside = _move_aside(path)
+            text = (f'memory snapshot {path} refused ({kind}): {exc}; starting with an empty '
+                    f'memory, the file was moved to {aside}')
+            self._snap['restore_error'] = text
+            self.get_logger().error(text)
+            return
+        self._snap['restored'] = (f"{int(info['frames'])} frames from {path} in "
+                                  f"{info['seconds']:.2f} s")
+        self._snap['restore_error'] = ''
+        self.get_logger().info(f"memory restored: {self._snap['restored']}")
+
+    def _on_save_memory(self, request: Any, response: Any) -> Any:
+        response.success, response.message = self._save_memory('service')
+        return response
+
     # ---- reset / describe / diagnostics ---------------------------------------------------
     def _on_reset(self, request: Any, response: Any) -> Any:
         session = self._session
@@ -759,8 +966,15 @@ class InfMllmNode(LifecycleNode):
             response.compactions = int(mem.get('compactions', 0))
             response.cameras = []
             for cam in self._cameras.values():
+                mon = cam.monitor
                 stats = CameraStats(camera=cam.topic, frames_received=cam.received,
-                                    frames_ingested=cam.ingested, frames_dropped=cam.dropped)
+                                    frames_ingested=cam.ingested, frames_dropped=cam.dropped,
+                                    publishers=mon.publishers,
+                                    matched_publishers=mon.matched_publishers(),
+                                    frames_lost=mon.lost, qos_incompatible=mon.incompatible,
+                                    arrival_rate_hz=mon.arrival_rate(time.monotonic()),
+                                    arrival_problem=cam.problem.code if cam.problem else '',
+                                    arrival_message=cam.problem.text if cam.problem else '')
                 stats.drop_reasons = list(cam.drops)
                 stats.drop_counts = [int(v) for v in cam.drops.values()]
                 response.cameras.append(stats)
@@ -799,12 +1013,23 @@ class InfMllmNode(LifecycleNode):
                 'questions_failed': self._questions['failed'],
                 'last_latency_s': f'{self._last_latency:.3f}',
                 'model_error': self._model_error,
+                'snapshot_path': self._values['memory.snapshot_path'],
+                'snapshot_saves': self._snap['saves'],
+                'snapshot_save_failures': self._snap['save_failures'],
+                'snapshot_last_bytes': self._snap['last_bytes'],
+                'snapshot_last_save_s': f"{self._snap['last_save_s']:.3f}",
+                'snapshot_save_error': self._snap['save_error'],
+                'snapshot_restored': self._snap['restored'],
+                'snapshot_restore_error': self._snap['restore_error'],
             }
             level, message = DiagnosticStatus.OK, 'ok'
             if self._model_error:
                 level, message = DiagnosticStatus.ERROR, f'model failed: {self._model_error}'
             elif self._session is None:
                 level, message = DiagnosticStatus.WARN, f'model not loaded ({self._state})'
+            elif self._snap['restore_error'] or self._snap['save_error']:
+                level, message = DiagnosticStatus.WARN, \
+                    self._snap['restore_error'] or self._snap['save_error']
             elif bad:
                 level, message = DiagnosticStatus.WARN, f'{bad} bad frames dropped'
         try:
@@ -814,9 +1039,54 @@ class InfMllmNode(LifecycleNode):
         status = DiagnosticStatus(level=level, name=f'{self.get_fully_qualified_name()}: memory',
                                   message=message, hardware_id=str(values['model']))
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        array = DiagnosticArray(status=[status])
+        array = DiagnosticArray(status=[status] + self._camera_statuses())
         array.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(array)
+
+    def _camera_statuses(self) -> List[DiagnosticStatus]:
+        """Check every camera's arrival (warn on a problem); one status per camera."""
+        now = time.monotonic()
+        statuses, warnings = [], []
+        with self._lock:
+            reliability = self._values['camera_qos.reliability']
+            for cam in self._cameras.values():
+                mon = cam.monitor
+                level, message = DiagnosticStatus.OK, 'not subscribed (node not active)'
+                if cam.subscription is not None:
+                    cam.problem = mon.check(now, self.count_publishers(cam.topic))
+                    if cam.problem is not None:
+                        level, message = DiagnosticStatus.WARN, cam.problem.text
+                        warnings.append((f'{cam.topic}:arrival:{cam.problem.code}',
+                                         cam.problem.text))
+                    elif mon.publishers == 0:
+                        message = 'no publisher on the topic'
+                    else:
+                        message = (f'{mon.arrival_rate(now):.1f} frames/s arriving from '
+                                   f'{mon.matched_publishers()} publisher(s)')
+                age = '' if mon.last_arrival is None else f'{now - mon.last_arrival:.1f}'
+                values = {
+                    'topic': cam.topic, 'reliability': reliability,
+                    'publishers': mon.publishers, 'matched_publishers': mon.matched_publishers(),
+                    'frames_received': cam.received, 'frames_ingested': cam.ingested,
+                    'frames_lost': mon.lost, 'qos_incompatible': mon.incompatible,
+                    'arrival_rate_hz': f'{mon.arrival_rate(now):.2f}',
+                    'sent_rate_hz': f'{mon.sent_rate(now):.2f}',
+                    'last_frame_age_s': age,
+                    'problem': cam.problem.code if cam.problem else '',
+                }
+                status = DiagnosticStatus(
+                    level=level, name=f'{self.get_fully_qualified_name()}: camera {cam.topic}',
+                    message=message, hardware_id=cam.topic)
+                status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+                statuses.append(status)
+        for key, text in warnings:
+            self._log_limited(key, text, every=ARRIVAL_LOG_EVERY_S)
+        return statuses
+
+    def save_memory_at_exit(self) -> None:
+        """Snapshot the memory on process exit (SIGINT), unless shutdown already did."""
+        if self._session is not None:
+            self._save_memory('exit')
 
     def shutdown_worker(self) -> None:
         """Stop the worker and fail waiting questions (process exit path)."""
@@ -842,6 +1112,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        node.save_memory_at_exit()
         node.shutdown_worker()
         executor.shutdown()
         node.destroy_node()
