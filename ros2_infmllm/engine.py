@@ -320,7 +320,7 @@ class StreamingSession:
 
     # ---- snapshots ---------------------------------------------------------------------
     def identity(self) -> dict[str, Any]:
-        """What a snapshot must match to be restored here: model, dtype, policy, budget."""
+        """Return what a snapshot must match to be restored here (model, dtype, policy...)."""
         info = self.adapter.describe()
         return {"model": self.adapter.name, "family": info["family"], "dtype": info["dtype"],
                 "parameters": int(info["parameters"]), "policy": self.policy.name,

@@ -874,7 +874,7 @@ class InfMllmNode(LifecycleNode):
         return time.monotonic() + period
 
     def _changes(self) -> tuple:
-        """What a snapshot would differ in: frames ingested and questions answered."""
+        """Return what a snapshot would differ in: frames ingested, questions answered."""
         snap = self._snapshot
         return snap.get('frames_ingested'), snap.get('questions_answered')
 

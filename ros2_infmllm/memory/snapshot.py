@@ -189,7 +189,7 @@ def write_snapshot(path: str, tensors: dict[str, torch.Tensor], identity: dict[s
 
 
 def _header_of(data: bytes) -> dict[str, Any]:
-    """The JSON header from a safetensors file's metadata (truncated/corrupt -> error)."""
+    """Return the JSON header from a safetensors file's metadata (truncated/corrupt: error)."""
     if len(data) < 8:
         raise SnapshotError("truncated", f"file has {len(data)} bytes, not even a header size")
     size = int.from_bytes(data[:8], "little")
