@@ -90,9 +90,12 @@ class ArrivalMonitor:
         self.incompatible = max(self.incompatible, int(total))
         self.incompatible_policy = policy
 
-    def resubscribed(self) -> None:
-        """Forget the DDS counts: a new subscription starts its counters from zero."""
-        self.matched, self._matched_at = None, None
+    def resubscribed(self, matched_events: bool) -> None:
+        """Forget the DDS counts: a new subscription starts its counters from zero.
+
+        ``matched_events``: the RMW reports matched events (else the graph's count is used).
+        """
+        self.matched, self._matched_at = (0 if matched_events else None), None
         self.lost = self.incompatible = 0
         self.incompatible_policy = ''
         self._samples.clear()

@@ -88,7 +88,7 @@ DTYPES = ('auto', 'float32', 'float16', 'bfloat16')
 MEMORY_PARAMS = ('memory.policy', 'memory.budget', 'memory.n_sink', 'memory.n_recent',
                  'memory.window', 'memory.kernel', 'memory.bias', 'memory.carry',
                  'memory.novelty', 'memory.selection', 'image_max_side')
-MODEL_PARAMS = ('model', 'device', 'dtype')
+MODEL_PARAMS = ('model', 'device', 'dtype', 'decode')
 CAMERA_QOS_PARAMS = ('camera_qos.reliability', 'camera_qos.depth')
 RELIABILITY = {'best_effort': ReliabilityPolicy.BEST_EFFORT,
                'reliable': ReliabilityPolicy.RELIABLE}
@@ -130,6 +130,9 @@ PARAMETERS: Dict[str, tuple] = {
     'model': ('default', _descriptor(_S, 'default | tiny-test | local path | cached model id')),
     'device': ('auto', _descriptor(_S, 'auto | cpu | cuda | cuda:N')),
     'dtype': ('auto', _descriptor(_S, 'auto | float32 | float16 | bfloat16')),
+    'decode': ('auto', _descriptor(
+        _S, 'one-token decode path: auto (owned step + CUDA graphs where possible) | eager | '
+        'graph (CUDA only)')),
     'memory.policy': ('inf_mllm', _descriptor(
         _S, 'KV memory policy: inf_mllm, full, window, streaming_llm, h2o, snapkv')),
     'memory.budget': (1024, _descriptor(_I, 'tokens kept per layer', 1, 1 << 20)),
@@ -190,6 +193,9 @@ def validate_parameters(values: Dict[str, Any]) -> Optional[str]:
         return f"device must be auto, cpu, cuda or cuda:N, got {values['device']!r}"
     if values['dtype'] not in DTYPES:
         return f"dtype must be one of {', '.join(DTYPES)}, got {values['dtype']!r}"
+    if values['decode'] not in engine.DECODE_MODES:
+        return (f"decode must be one of {', '.join(engine.DECODE_MODES)}, got "
+                f"{values['decode']!r}")
     for name in ('max_new_tokens', 'max_question_chars', 'query_queue_size', 'image_max_side',
                  'memory.budget', 'memory.window', 'memory.kernel'):
         if values[name] < 1:
@@ -232,6 +238,7 @@ def session_config(values: Dict[str, Any]) -> 'engine.SessionConfig':
     """Map node parameters onto the engine's SessionConfig."""
     return engine.SessionConfig(
         model=values['model'], device=values['device'], dtype=values['dtype'],
+        decode=values['decode'],
         policy=values['memory.policy'], budget=values['memory.budget'],
         n_sink=values['memory.n_sink'], n_recent=values['memory.n_recent'],
         window=values['memory.window'], kernel=values['memory.kernel'],
@@ -349,7 +356,8 @@ class InfMllmNode(LifecycleNode):
         self._model_error = ''
         self._last_latency = 0.0
         self._next_trim = 0.0
-        self._questions = {'accepted': 0, 'refused': 0, 'answered': 0, 'failed': 0}
+        self._questions = {'accepted': 0, 'refused': 0, 'answered': 0, 'failed': 0,
+                           'replayed': 0}
         # snapshots: saves, failures, last size/time, why a restore was refused
         self._snap: Dict[str, Any] = {'saves': 0, 'save_failures': 0, 'last_bytes': 0,
                                       'last_save_s': 0.0, 'save_error': '', 'restored': '',
@@ -445,6 +453,7 @@ class InfMllmNode(LifecycleNode):
             return False
         self._restore_memory(session, values['memory.snapshot_path'])
         with self._lock:
+            self._replay_journal()
             self._session, self._model_error, self._state = session, '', 'inactive'
             self._snapshot = self._describe_session()
             self._snap['saved_at'] = self._changes()
@@ -483,6 +492,7 @@ class InfMllmNode(LifecycleNode):
         with self._lock:
             while self._queue:
                 self._queue.popleft().finish(False, reason)
+            self._write_journal()
             self._session, self._worker, self._state = None, None, 'unconfigured'
             self._snapshot = {}
 
@@ -502,7 +512,6 @@ class InfMllmNode(LifecycleNode):
     def _camera_subscription(self, cam: CameraState) -> Any:
         """Subscribe one camera with camera_qos and the DDS events the arrival check needs."""
         compressed = cam.topic.endswith('/compressed')
-        cam.monitor.resubscribed()
         cam.problem = None
         events = {
             'incompatible_qos': lambda info, c=cam: self._on_incompatible(c, info),
@@ -519,13 +528,18 @@ class InfMllmNode(LifecycleNode):
                 callback_group=MutuallyExclusiveCallbackGroup(),
                 event_callbacks=SubscriptionEventCallbacks(**callbacks))
 
+        # called with the lock held: no event of the new subscription is handled before
+        # its monitor is reset
         try:
-            return subscribe(events)
+            subscription = subscribe(events)
+            cam.monitor.resubscribed(matched_events=True)
         except UnsupportedEventTypeError:
             # an RMW without these events: a loss then shows as silence (graph count)
             self._log_limited('events', f'{cam.topic}: the RMW has no sample-lost or matched '
                               'events; frames lost in transport show only as silence')
-            return subscribe({'incompatible_qos': events['incompatible_qos']})
+            subscription = subscribe({'incompatible_qos': events['incompatible_qos']})
+            cam.monitor.resubscribed(matched_events=False)
+        return subscription
 
     def _on_matched(self, cam: CameraState, info: Any) -> None:
         with self._lock:
@@ -681,6 +695,7 @@ class InfMllmNode(LifecycleNode):
                 return req
             self._questions['accepted'] += 1
             self._queue.append(req)
+            self._write_journal()
             self._wake.notify_all()
             return req
 
@@ -758,7 +773,10 @@ class InfMllmNode(LifecycleNode):
                     self._questions['failed'] += 1
                     job[1].finish(False, f'model error: {self._model_error}')
             finally:
-                self._current = None
+                with self._lock:
+                    self._current = None
+                    if job[0] == 'ask':
+                        self._write_journal()
             self._trim_heap()
 
     def _trim_heap(self) -> None:
@@ -922,6 +940,56 @@ class InfMllmNode(LifecycleNode):
         self._snap['restore_error'] = ''
         self.get_logger().info(f"memory restored: {self._snap['restored']}")
 
+    def _journal_path(self) -> str:
+        path = self._values['memory.snapshot_path']
+        return f'{path}.questions.json' if path else ''
+
+    def _write_journal(self) -> None:
+        """Record the accepted, unanswered questions beside the snapshot (lock held).
+
+        Why: a question accepted before a kill -9 must not vanish; the restarted node answers
+        it again from the restored memory. Written by rename without fsync: a crashed
+        process keeps it, a power loss may not.
+        """
+        path = self._journal_path()
+        if not path:
+            return
+        pending = ([self._current] if self._current is not None else []) + list(self._queue)
+        rows = [{'question': r.question, 'camera': r.camera,
+                 'max_new_tokens': r.max_new_tokens} for r in pending if not r.done.is_set()]
+        try:
+            with open(path + '.tmp', 'w') as f:
+                json.dump(rows, f)
+            os.replace(path + '.tmp', path)
+        except OSError as exc:
+            self._log_limited('journal', f'question journal {path} not written: {exc}',
+                              error=True)
+
+    def _replay_journal(self) -> None:
+        """Queue again the questions a previous process accepted but never answered (lock held).
+
+        Their answers go to ~/answers (the caller's own call died with that process).
+        """
+        path = self._journal_path()
+        if not path or not os.path.exists(path):
+            return
+        try:
+            with open(path) as f:
+                rows = [Request(str(r['question']), str(r.get('camera', '')),
+                                int(r['max_new_tokens'])) for r in json.load(f)]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            self.get_logger().error(f'question journal {path} unreadable ({exc}): questions '
+                                    'accepted before the restart are lost; resubmit them')
+            return
+        rows = rows[:self._values['query_queue_size']]
+        if rows:
+            self.get_logger().warning(
+                f'{len(rows)} question(s) accepted before the node stopped were never '
+                'answered: answering them again from the restored memory (on ~/answers): '
+                + '; '.join(repr(r.question[:80]) for r in rows))
+        self._questions['replayed'] += len(rows)
+        self._queue.extend(rows)
+
     def _on_save_memory(self, request: Any, response: Any) -> Any:
         response.success, response.message = self._save_memory('service')
         return response
@@ -1011,8 +1079,11 @@ class InfMllmNode(LifecycleNode):
                 'questions_answered': self._questions['answered'],
                 'questions_refused': self._questions['refused'],
                 'questions_failed': self._questions['failed'],
+                'questions_replayed': self._questions['replayed'],
                 'last_latency_s': f'{self._last_latency:.3f}',
                 'model_error': self._model_error,
+                'decode_path': snap.get('decode', {}).get('path', ''),
+                'decode_warmup_s': snap.get('decode', {}).get('warmup_s', 0.0),
                 'snapshot_path': self._values['memory.snapshot_path'],
                 'snapshot_saves': self._snap['saves'],
                 'snapshot_save_failures': self._snap['save_failures'],

@@ -99,12 +99,13 @@ RAW_BAD = [
     ("data_size", dict(data=bytes(8 * 3 * 6 - 1))),
     ("data_size", dict(data=bytes(8 * 3 * 6 + 100))),
     ("too_large", dict(width=20000, height=20000, step=60000, data=bytes(64))),
+    ("too_small", dict(width=1, height=1, step=3, data=bytes(3))),
 ]
 
 
 @pytest.mark.parametrize("reason, fields", RAW_BAD,
                          ids=["unknown_encoding", "width0", "height0", "step_small",
-                              "data_short", "data_long", "huge_header"])
+                              "data_short", "data_long", "huge_header", "one_pixel"])
 def test_bad_raw_frame_is_counted(node, client, pubs, reason, fields):
     _expect_drop(node, client, pubs["bad"], lambda: _raw(client, **fields), reason)
 
@@ -125,15 +126,28 @@ COMPRESSED_BAD = [
     ("format_mismatch", "jpeg", _png),
     ("format_mismatch", "png", _jpeg),
     ("unknown_format", "tiff", _png),
+    ("too_small", "png", lambda: _png((1, 1))),
 ]
 
 
 @pytest.mark.parametrize("reason, fmt, make", COMPRESSED_BAD,
                          ids=["corrupt_jpeg", "truncated_jpeg", "truncated_png",
-                              "png_claims_jpeg", "jpeg_claims_png", "unknown_format"])
+                              "png_claims_jpeg", "jpeg_claims_png", "unknown_format",
+                              "png_1x1"])
 def test_bad_compressed_frame_is_counted(node, client, pubs, reason, fmt, make):
     data = make()
     _expect_drop(node, client, pubs["compressed"], lambda: _compressed(client, fmt, data), reason)
+
+
+def test_one_pixel_png_is_not_a_model_error(node, client, pubs):
+    """Issue 23: a 1x1 PNG was counted as model_error (the describer's 'frame too small')."""
+    data = _png((1, 1))
+    before = client.describe()
+    _expect_drop(node, client, pubs["compressed"], lambda: _compressed(client, "png", data),
+                 "too_small")
+    after = client.describe()
+    assert drop_count(after, "model_error") == drop_count(before, "model_error"), after
+    assert drop_count(after, "frame_rejected") == drop_count(before, "frame_rejected"), after
 
 
 def _expect_ingested(node, client, pub, make_msg) -> dict:
