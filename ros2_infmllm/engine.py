@@ -10,8 +10,8 @@ tallies per frame while the question and answer are processed. No ROS here.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
+import logging
 import math
 import threading
 import time
@@ -23,6 +23,10 @@ import torch
 
 from .memory import BoundedCache, POLICIES, make_policy, snapshot
 from .models.base import Chunk, ModelAdapter
+from .models.fast_decode import DECODE_MODES, Decoder
+
+_LOG = logging.getLogger(__name__)
+_LOGGED: set = set()    # (model, reason) pairs already logged: the eager fallback says why once
 
 
 _PRUNE_FRAMES = 256     # frames remembered before ingest forgets those no longer in memory
@@ -84,16 +88,44 @@ class Answer:
     cancelled: bool = False
 
 
+class _Pieces:
+    """Incremental detokenisation: each token decodes a few ids, not the whole answer.
+
+    The text of the ids since ``prefix`` is decoded with and without the newest ones; the
+    difference is the new piece (held back while it ends in an incomplete character).
+    """
+
+    def __init__(self, decode: Callable[[list[int]], str]):
+        """``decode``: the adapter's ids -> text."""
+        self.decode = decode
+        self.ids: list[int] = []
+        self.prefix = self.read = 0
+
+    def add(self, token: int) -> str:
+        """Take one generated id; return the text it completes ("" if none yet)."""
+        self.ids.append(token)
+        old = self.decode(self.ids[self.prefix:self.read])
+        new = self.decode(self.ids[self.prefix:])
+        if len(new) <= len(old) or new.endswith("\ufffd"):
+            return ""
+        self.prefix, self.read = self.read, len(self.ids)
+        return new[len(old):]
+
+
 class StreamingSession:
     """One camera stream + conversation over a bounded KV cache. Thread-safe.
 
     All model work runs under the adapter's lock (shared by sessions of one model), so
     frames and questions are serialised; ``cancel`` is checked before every decode step.
+    ``decode`` picks the one-token path (``models/fast_decode.py``: ``auto`` takes the owned
+    step + CUDA graphs where the model allows it); its warm-up runs here, before the first
+    question.
     """
 
     def __init__(self, adapter: ModelAdapter, policy: Any, max_chunk: int = 512,
-                 evidence_k: int = 3, multi_round: bool = True, decode_slack: int = 64):
-        """Build the bounded cache for ``adapter.model`` with ``policy``."""
+                 evidence_k: int = 3, multi_round: bool = True, decode_slack: int = 64,
+                 decode: str = "auto"):
+        """Build the bounded cache for ``adapter.model`` with ``policy``; warm up decode."""
         if isinstance(evidence_k, bool) or not isinstance(evidence_k, int) or evidence_k < 0:
             raise ValueError(f"evidence_k must be an int >= 0, got {evidence_k!r}")
         self.adapter = adapter
@@ -107,6 +139,15 @@ class StreamingSession:
             # sessions of one model share its adapter and frame describer: a new session
             # must not describe its first frame as motion against another session's last
             adapter.describer.reset()
+            self.decoder = Decoder(adapter, self.cache, decode)
+            self.decoder.warm_up(self.cache, tally=evidence_k > 0)
+        if self.decoder.reason is not None and decode == "auto" \
+                and (adapter.name, self.decoder.reason) not in _LOGGED:
+            _LOGGED.add((adapter.name, self.decoder.reason))
+            _LOG.warning("decode: eager for %s: %s", adapter.name, self.decoder.reason)
+        # the device reads a token into pinned memory while the next step runs
+        self._async = adapter.device.type == "cuda"
+        self._host_token = torch.zeros(1, dtype=torch.long, pin_memory=self._async)
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -202,7 +243,48 @@ class StreamingSession:
                     on_token: Callable[[str], Any] | None, cancel: threading.Event | None,
                     wait: float, t0: float) -> Answer:
         self._ensure_started()
-        saved = None if self.multi_round else copy.deepcopy(self.cache)
+        if self.multi_round:
+            return self._exchange(question, camera, max_new_tokens, on_token, cancel, wait, t0)
+        # leave no trace: nothing is compacted meanwhile, and the cache is truncated back
+        self.cache.hold()
+        try:
+            return self._exchange(question, camera, max_new_tokens, on_token, cancel, wait, t0)
+        finally:
+            self.cache.rewind()
+
+    def _step(self, token: torch.Tensor) -> torch.Tensor:
+        """One decode step (``token`` on the device) with rollback on failure."""
+        self.cache.mark()
+        try:
+            return self.decoder.step(token, self.cache)
+        except Exception as exc:
+            self.cache.rollback()
+            self.errors += 1
+            raise EngineError(f"model forward failed (decode step): {type(exc).__name__}: "
+                              f"{exc}") from exc
+
+    def _read_token(self, token: torch.Tensor) -> Callable[[], int]:
+        """Start copying ``token`` to the host; the returned call waits for it (one sync)."""
+        if not self._async:
+            return lambda: int(token)
+        self._host_token.copy_(token.view(1), non_blocking=True)
+        ready = torch.cuda.Event()
+        ready.record()
+
+        def read() -> int:
+            ready.synchronize()
+            return int(self._host_token[0])
+        return read
+
+    def _exchange(self, question: str, camera: str | None, max_new_tokens: int,
+                  on_token: Callable[[str], Any] | None, cancel: threading.Event | None,
+                  wait: float, t0: float) -> Answer:
+        """Question prefill, greedy decode, (multi-round) closing turn, evidence.
+
+        On CUDA the step feeding token ``k`` is launched before token ``k`` is read on the
+        host (the device never waits for the host's detokenisation and streaming); an
+        end-of-text token fed that way is rolled back. Elsewhere tokens are read first.
+        """
         ad = self.adapter
         q_text = question if not camera else f"(camera {camera}) {question}"
         q_chunk = ad.text_chunk(q_text, "user")
@@ -220,49 +302,53 @@ class StreamingSession:
         t_prefill = time.perf_counter()
         self._new_source("answer")
         ids: list[int] = []
-        text = ""
+        pieces = _Pieces(ad.decode) if on_token is not None else None
         cancelled = False
         t_first = None
-        pending: int | None = None          # last generated token, not yet in the cache
+        fed = False                  # the last id in ``ids`` is already in the cache
+        token = torch.argmax(logits).view(1, 1)
+        self.cache.decode_tally = self.evidence_k > 0
         try:
-            while len(ids) < max_new_tokens:
-                if cancel is not None and cancel.is_set():
-                    cancelled = True
-                    break
-                if pending is not None:
-                    self.cache.request_scores()
-                    tok = pending
-                    logits = self._run(Chunk(torch.tensor([[tok]]), "assistant"),
-                                       lambda: ad.decode_step(tok, self.cache))
-                    pending = None
-                nxt = int(torch.argmax(logits).item())
-                if t_first is None:
-                    t_first = time.perf_counter()
-                if nxt in ad.eos_token_ids:
-                    break
-                ids.append(nxt)
-                pending = nxt
-                new_text = ad.decode(ids)
-                if on_token is not None and len(new_text) > len(text) \
-                        and not new_text.endswith("\ufffd"):
-                    on_token(new_text[len(text):])
-                    text = new_text
-                elif on_token is None:
-                    text = new_text
+            with torch.no_grad():
+                while True:
+                    if cancel is not None and cancel.is_set():
+                        cancelled = True
+                        break
+                    more = len(ids) + 1 < max_new_tokens
+                    read = self._read_token(token)
+                    if more and self._async:
+                        logits = self._step(token)          # feeds the token not yet read
+                    nxt = read()
+                    if t_first is None:
+                        t_first = time.perf_counter()
+                    if nxt in ad.eos_token_ids:
+                        if more and self._async:
+                            self.cache.rollback()           # the end token does not stay
+                        break
+                    if more and not self._async:
+                        logits = self._step(token)
+                    ids.append(nxt)
+                    fed = more
+                    if pieces is not None:
+                        piece = pieces.add(nxt)
+                        if piece:
+                            on_token(piece)
+                    if not more:
+                        break
+                    token = torch.argmax(logits).view(1, 1)
         finally:
+            self.cache.decode_tally = False
             self.cache.end_request()
         t_dec = time.perf_counter()
         text = ad.decode(ids)
         if self.multi_round:
-            # close the turn: the last token and the end-of-turn marker enter the stream
+            # close the turn: the last token (if not fed) and the end-of-turn marker
             tail = ad.encode(ad.answer_suffix())
-            if pending is not None:
-                tail = torch.cat([torch.tensor([[pending]], device=tail.device), tail], dim=1)
+            if ids and not fed:
+                tail = torch.cat([torch.tensor([[ids[-1]]], device=tail.device), tail], dim=1)
             self._run(Chunk(tail, "assistant", ad.answer_suffix()))
         # after the turn is closed (its compaction may evict): only frames still in memory
         evidence = self._evidence()
-        if not self.multi_round:
-            self.cache = saved
         self.questions_answered += 1
         t_end = time.perf_counter()
         n = len(ids)
@@ -316,7 +402,8 @@ class StreamingSession:
                     "frames_ingested": self.frames_ingested,
                     "questions_answered": self.questions_answered, "errors": self.errors,
                     "frames_in_memory": len(frames), "frames": frames,
-                    "cache_tokens": int(max(per)), "memory": mem}
+                    "cache_tokens": int(max(per)), "memory": mem,
+                    "decode": self.decoder.describe()}
 
     # ---- snapshots ---------------------------------------------------------------------
     def identity(self) -> dict[str, Any]:
@@ -394,7 +481,6 @@ class StreamingSession:
         return {"frames": float(len(self._frame_meta)), "seconds": time.perf_counter() - t0}
 
 
-
 # ---- configuration -----------------------------------------------------------------------
 @dataclass
 class SessionConfig:
@@ -429,6 +515,10 @@ class SessionConfig:
         Evidence stamps per answer (at most).
     multi_round : bool
         Questions and answers enter the stream (True) or leave no trace (False).
+    decode : str
+        One-token decode path: ``auto`` (owned step + CUDA graphs where the model and
+        device allow, else eager with the reason logged), ``eager``, or ``graph`` (an
+        error where unavailable, e.g. without CUDA).
     """
 
     model: str = "default"
@@ -448,6 +538,7 @@ class SessionConfig:
     max_chunk: int = 512
     evidence_k: int = 3
     multi_round: bool = True
+    decode: str = "auto"
 
 
 #: SessionConfig fields that are memory-policy parameters (passed to the policies that have them)
@@ -478,6 +569,15 @@ def build_session(config: SessionConfig) -> StreamingSession:
     _positive_int("image_max_side", config.image_max_side, 16)
     _positive_int("max_chunk", config.max_chunk, 1)
     _positive_int("evidence_k", config.evidence_k, 0)
+    if config.decode not in DECODE_MODES:
+        raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}, got "
+                         f"{config.decode!r}")
+    if config.decode == "graph":
+        from .models.base import resolve_device
+        if not resolve_device(config.device).startswith("cuda"):
+            raise ValueError(f"decode 'graph' needs a CUDA device, but device "
+                             f"{config.device!r} resolves to the CPU here (use decode 'auto' "
+                             f"or 'eager')")
     cls = POLICIES[config.policy]
     names = {f.name for f in dataclasses.fields(cls)}
     params = {k: getattr(config, k) for k in POLICY_KEYS if k in names}
@@ -491,4 +591,5 @@ def build_session(config: SessionConfig) -> StreamingSession:
                                    image_max_side=config.image_max_side)
             _ADAPTERS[key] = adapter
     return StreamingSession(adapter, policy, max_chunk=config.max_chunk,
-                            evidence_k=config.evidence_k, multi_round=config.multi_round)
+                            evidence_k=config.evidence_k, multi_round=config.multi_round,
+                            decode=config.decode)

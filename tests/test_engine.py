@@ -149,3 +149,47 @@ def test_tiny_new_session_describes_its_first_frame_as_first():
     b = _session()
     assert b.adapter is a.adapter
     assert b.ingest_frame(_frame(1), 102.0, "front").text.endswith("first frame.\n")
+
+
+def test_tiny_decode_graph_without_cuda_fails_at_build_and_auto_says_why(caplog, monkeypatch):
+    """decode 'graph' on a CPU-only machine is a clear error; 'auto' decodes eagerly and logs
+    the reason once; an unknown mode is rejected."""
+    import torch
+
+    from ros2_infmllm import engine
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="decode 'graph' needs a CUDA device"):
+        _session(decode="graph")
+    with pytest.raises(ValueError, match="decode must be one of"):
+        _session(decode="fast")
+    monkeypatch.setattr(engine, "_LOGGED", set())
+    with caplog.at_level("WARNING", logger="ros2_infmllm.engine"):
+        s = _session(decode="auto")
+        _session(decode="auto")
+    d = s.describe()["decode"]
+    assert d["path"] == "eager" and "CUDA" in d["reason"] and d["warmup_s"] == 0.0
+    logged = [r.getMessage() for r in caplog.records if "decode: eager" in r.getMessage()]
+    assert len(logged) == 1 and d["reason"] in logged[0]
+
+
+def test_tiny_question_without_trace_leaves_memory_as_it_was():
+    """multi_round False: after an answer (streamed, through compaction pressure) the memory
+    is exactly what it was: same tokens, keys, positions, sources and policy scores."""
+    import torch
+    s = _session(budget=96, n_recent=24, multi_round=False)
+    for i in range(10):
+        s.ingest_frame(_frame(i), 1.0 + i, "front")
+    s.cache.compact()
+    before = s.describe()["memory"]
+    layers = [(la.keys.clone(), la.meta[..., :la.length].clone(), la.scores[:, :la.length]
+               .clone()) for la in s.cache.layers]
+    pieces: list = []
+    ans = s.ask("What was there?", max_new_tokens=40, on_token=pieces.append)
+    assert ans.timings["new_tokens"] == 40 and pieces
+    assert s.describe()["memory"] == before
+    for la, (k, meta, sc) in zip(s.cache.layers, layers):
+        la.flush()
+        assert torch.equal(la.keys, k) and torch.equal(la.meta[..., :la.length], meta)
+        assert torch.equal(la.scores[:, :la.length], sc)
+    assert not s.cache.holding

@@ -40,6 +40,7 @@ size 1 only (one stream per cache).
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -89,6 +90,7 @@ class _Stack:
         self.v = torch.zeros((n_layers, h, cap, dv), dtype=dtype, device=dev)
         self.meta = torch.zeros((n_layers, rows + 2, h, cap), dtype=torch.long, device=dev)
         self.scores = torch.zeros((n_layers, h, cap), dtype=torch.float32, device=dev)
+        self.att = torch.zeros((n_layers, h, cap), dtype=torch.float32, device=dev)
         self.members = [False] * n_layers
         self.complete = True
         self.orphan_bytes = 0        # slots of layers that left (still allocated)
@@ -96,7 +98,7 @@ class _Stack:
     def slot_bytes(self) -> int:
         """Bytes of one layer's slot (all roles)."""
         return sum(t[0].numel() * t.element_size()
-                   for t in (self.k, self.v, self.meta, self.scores))
+                   for t in (self.k, self.v, self.meta, self.scores, self.att))
 
 
 class BoundedLayer(CacheLayerMixin):
@@ -106,7 +108,10 @@ class BoundedLayer(CacheLayerMixin):
     gathered with the keys on every compaction: rows ``0..R-1`` the current RoPE
     position(s) (R = 3 for M-RoPE), row ``R`` the arrival index in the stream (the
     original absolute 1-D position) and row ``R + 1`` the dense source index. The
-    policy's running ``scores`` ``[H, cap]`` float32 sit beside it.
+    policy's running ``scores`` ``[H, cap]`` float32 sit beside it, and ``att`` ``[H, cap]``
+    float32 sums the attention of one-token steps per slot while the cache's
+    ``decode_tally`` is on (the evidence tally of an answer, folded per source at the next
+    compaction or read, so a decode step adds to it on the device without host work).
     """
 
     is_sliding = False
@@ -131,10 +136,13 @@ class BoundedLayer(CacheLayerMixin):
         self.unscored = 0           # newest tokens appended by unscored one-token steps
         self.scored_arrival = 0     # stream arrival count at the last received scores
         self.tally_now = False
+        self.tally_step = False     # this one-token step's scores go to ``att``
+        self.score_policy = False   # this forward's scores go to the policy's ``scores``
+        self.att_dirty = False      # ``att`` holds attention not yet folded into the tally
         self.undo_epoch = 0
         self.undo_state: tuple = ()
         self.segments: list[list[int]] = []   # [start, end, pos0, arrival0, source] unwritten
-        self.meta = self.scores = None
+        self.meta = self.scores = self.att = None
         self.key_buf = self.value_buf = None
 
     # ---- storage -------------------------------------------------------------------------
@@ -151,7 +159,7 @@ class BoundedLayer(CacheLayerMixin):
         if views is None:
             self._allocate(self.owner.initial_capacity)
         else:
-            self.key_buf, self.value_buf, self.meta, self.scores = views
+            self.key_buf, self.value_buf, self.meta, self.scores, self.att = views
             self.capacity = self.key_buf.shape[2]
             self.in_stack = True
             self.keys = self.key_buf[:, :, :0]
@@ -178,18 +186,20 @@ class BoundedLayer(CacheLayerMixin):
         new_v = torch.zeros((1, h, capacity, self.v_dim), dtype=self.dtype, device=dev)
         new_meta = torch.zeros((rows + 2, h, capacity), dtype=torch.long, device=dev)
         new_sc = torch.zeros((h, capacity), dtype=torch.float32, device=dev)
+        new_att = torch.zeros((h, capacity), dtype=torch.float32, device=dev)
         if self.key_buf is not None:
             if n:
                 new_k[:, :, :n] = self.key_buf[:, :, :n]
                 new_v[:, :, :n] = self.value_buf[:, :, :n]
                 new_meta[..., :n] = self.meta[..., :n]
                 new_sc[:, :n] = self.scores[:, :n]
+                new_att[:, :n] = self.att[:, :n]
             self.reallocations += 1
         if self.in_stack:
             self.owner.leave_stack(self)
             self.in_stack = False
         self.key_buf, self.value_buf = new_k, new_v
-        self.meta, self.scores = new_meta, new_sc
+        self.meta, self.scores, self.att = new_meta, new_sc, new_att
         self.capacity = capacity
         self.keys = self.key_buf[:, :, :n]
         self.values = self.value_buf[:, :, :n]
@@ -226,7 +236,7 @@ class BoundedLayer(CacheLayerMixin):
         if self.key_buf is None:
             return 0
         return sum(t.numel() * t.element_size() for t in
-                   (self.key_buf, self.value_buf, self.meta, self.scores))
+                   (self.key_buf, self.value_buf, self.meta, self.scores, self.att))
 
     def kv_nbytes(self) -> int:
         """Bytes of the key/value buffers alone."""
@@ -315,14 +325,20 @@ class BoundedLayer(CacheLayerMixin):
         if policy.keeps_scores:
             self.scores[:, n:end] = 0.0
         self.unscored = self.unscored + 1 if q == 1 else 0   # receive_scores resets it
-        over = budget is not None and end > budget
+        over = budget is not None and end > budget and not owner.holding
         self.pending = over and (q > 1 or end >= budget + owner.decode_slack)
         self.tally_now = owner.take_score_request(self.layer_idx)
+        self.tally_step = q == 1 and owner.decode_tally and not self.tally_now
+        self.att_dirty = self.att_dirty or self.tally_step
+        self.score_policy = mode == "all" or self.tally_now or (
+            mode == "window" and ((self.pending and (q > 1 or not self.scores_carried()))
+                                  or (q > 1 and policy.keeps_scores)))
         if mode == "all":
             scoring.set_awaiting(self, None)
-        elif (mode == "window" and ((self.pending and (q > 1 or not self.scores_carried()))
-                                    or (q > 1 and policy.keeps_scores))) or self.tally_now:
+        elif self.score_policy:
             scoring.set_awaiting(self, policy.scoring_window)
+        elif self.tally_step:
+            scoring.set_awaiting(self, 1)
         else:
             scoring.clear_awaiting()
         return self.keys, self.values
@@ -346,8 +362,16 @@ class BoundedLayer(CacheLayerMixin):
         return self.scores_carried()
 
     def receive_scores(self, scores: torch.Tensor) -> None:
-        """Take ``[H_kv, T]`` scores from the attention function."""
+        """Take ``[H_kv, T]`` scores from the attention function.
+
+        A one-token step of an answer (``tally_step``) adds them to ``att`` on the device;
+        they feed the policy's scores only when the policy asked for this step's scores.
+        """
         t = scores.shape[-1]
+        if self.tally_step:
+            self.att[:, :t] += scores
+            if not self.score_policy:
+                return
         policy = self.owner.policy
         if policy.keeps_scores:
             factor = policy.carry_factor(self.arrived - self.scored_arrival)
@@ -374,6 +398,7 @@ class BoundedLayer(CacheLayerMixin):
         if budget is None or self.length <= budget:
             return
         n = self.length
+        self.owner.fold_layer(self)
         scores = None
         unscored = 0
         if policy.score_mode is not None:
@@ -438,6 +463,8 @@ class BoundedLayer(CacheLayerMixin):
         del self.segments[n_seg:]
         if self.segments and self.segments[-1][1] > n:
             self.segments[-1][1] = n
+        if self.att_dirty:        # slots past n are written again later: no stale attention
+            self.att[:, n:self.length] = 0.0
         self.length = n
         self.keys = self.key_buf[:, :, :n]
         self.values = self.value_buf[:, :, :n]
@@ -456,6 +483,9 @@ class BoundedLayer(CacheLayerMixin):
         self.unscored = 0
         self.scored_arrival = 0
         self.tally_now = False
+        if self.att_dirty:
+            self.att.zero_()
+            self.att_dirty = False
         self.segments.clear()
         if self.key_buf is not None:
             self.keys = self.key_buf[:, :, :0]
@@ -525,6 +555,7 @@ class BoundedCache(Cache):
         self._scratch: dict[tuple, torch.Tensor] = {}
         self._stack: _Stack | None = None
         self.batched = True      # False: every layer compacts alone (reference path)
+        self.decode_tally = False   # one-token steps add their attention to the evidence
         self._init_state()
 
     def scratch(self, role: str, like: torch.Tensor, k: int) -> torch.Tensor:
@@ -552,6 +583,12 @@ class BoundedCache(Cache):
         self._tally: torch.Tensor | None = None
         self._lazy_next: torch.Tensor | None = None    # [L] next positions, on the device
         self._lazy_vals: list | None = None
+        self._held: dict | None = None                 # hold(): the state rewind() restores
+
+    @property
+    def holding(self) -> bool:
+        """Whether :meth:`hold` is in force (nothing is compacted until :meth:`rewind`)."""
+        return self._held is not None
 
     # ---- transformers Cache API ---------------------------------------------------------------
     def get_seq_length(self, layer_idx: int = 0) -> int:
@@ -662,6 +699,29 @@ class BoundedCache(Cache):
         """Start a new evidence tally."""
         if self._tally is not None:
             self._tally.zero_()
+        for layer in self.layers:
+            if layer.att_dirty:
+                layer.att[:, :layer.length] = 0.0
+                layer.att_dirty = False
+
+    def fold_layer(self, layer: BoundedLayer) -> None:
+        """Add ``layer``'s per-slot decode attention to the per-source tally, then clear it.
+
+        Runs before a compaction moves slots and before the tally is read; device ops only.
+        """
+        if not layer.att_dirty:
+            return
+        layer.att_dirty = False
+        n = layer.length
+        if n:
+            layer.flush()
+            self.tally(layer, layer.att[:, :n])
+            layer.att[:, :n] = 0.0
+
+    def fold_tally(self) -> None:
+        """Fold every layer's decode attention into the tally (see :meth:`fold_layer`)."""
+        for layer in self.layers:
+            self.fold_layer(layer)
 
     def source_attention(self) -> dict[Any, float]:
         """Attention mass per source id since the last :meth:`reset_attention_tally`.
@@ -672,6 +732,7 @@ class BoundedCache(Cache):
         if any(layer.tally_now for layer in self.layers):
             raise RuntimeError("request_scores() was called but the model's attention did not "
                                "deliver scores: call use_scoring_attention(model) first")
+        self.fold_tally()
         if self._tally is None:
             return {}
         vals = self._tally[:len(self.source_ids)].tolist()
@@ -725,6 +786,60 @@ class BoundedCache(Cache):
         self._score_layers = set()
         self._explicit_pos = None
 
+    _LAYER_STATE = ("length", "_next_pos", "arrived", "evicted", "compactions", "scored_len",
+                    "unscored", "scored_arrival")
+    _CACHE_STATE = ("_score_layers", "_explicit_pos", "_explicit_top", "_explicit_left",
+                    "source_ids", "source_index", "source_meta", "_free_sources", "_prune_at",
+                    "current_source", "_lazy_vals")
+
+    def hold(self) -> None:
+        """Keep what is cached now until :meth:`rewind` (an exchange that leaves no trace).
+
+        Pending compactions run first (what the next chunk would run anyway); then nothing
+        is compacted until :meth:`rewind`: new tokens go to the buffers' slack (growing
+        them if they overflow). Only what those tokens can change is saved: every layer's
+        counters and metadata segments, the policy's scores of the kept tokens, the source
+        bookkeeping and the evidence tally (no key/value copy: kept slots are not touched).
+        """
+        if self._held is not None:
+            raise RuntimeError("hold() twice without rewind()")
+        self.compact()
+        layers = []
+        for layer in self.layers:
+            state = {k: getattr(layer, k) for k in self._LAYER_STATE}
+            state["segments"] = [list(seg) for seg in layer.segments]
+            state["scores"] = layer.scores[:, :layer.length].clone() \
+                if layer.scores is not None else None
+            layers.append(state)
+        cache = {k: copy.copy(getattr(self, k)) for k in self._CACHE_STATE}
+        cache["_tally"] = self._tally.clone() if self._tally is not None else None
+        cache["_lazy_next"] = self._lazy_next.clone() if self._lazy_next is not None else None
+        self._held = {"layers": layers, "cache": cache}
+
+    def rewind(self) -> None:
+        """Return to the state :meth:`hold` saved: drop every token appended since."""
+        held, self._held = self._held, None
+        if held is None:
+            raise RuntimeError("rewind() without hold()")
+        for layer, state in zip(self.layers, held["layers"]):
+            if layer.att_dirty:
+                layer.att[:, :max(layer.length, state["length"])] = 0.0
+                layer.att_dirty = False
+            for k in self._LAYER_STATE:
+                setattr(layer, k, state[k])
+            layer.segments = state["segments"]
+            layer.pending = layer.tally_now = False
+            layer.undo_state = ()
+            n = layer.length
+            if state["scores"] is not None:
+                layer.scores[:, :n] = state["scores"]
+            if layer.key_buf is not None:
+                layer.keys = layer.key_buf[:, :, :n]
+                layer.values = layer.value_buf[:, :, :n]
+        for k, v in held["cache"].items():
+            setattr(self, k, v)
+        scoring.clear_awaiting()
+
     def compact(self) -> None:
         """Run every pending compaction now (all layers together when they allow it)."""
         if self._compact_stacked():
@@ -759,7 +874,7 @@ class BoundedCache(Cache):
             return None
         i = layer.layer_idx
         st.members[i] = True
-        return st.k[i:i + 1], st.v[i:i + 1], st.meta[i], st.scores[i]
+        return st.k[i:i + 1], st.v[i:i + 1], st.meta[i], st.scores[i], st.att[i]
 
     def leave_stack(self, layer: BoundedLayer) -> None:
         """``layer`` reallocated its own buffers: its stack slot is no longer used."""
@@ -832,6 +947,7 @@ class BoundedCache(Cache):
         if not self._stack_ready():
             return False
         st, policy, layers = self._stack, self.policy, self.layers
+        self.fold_tally()
         first = layers[0]
         n, arrived = first.length, first.arrived
         n_layers, h, rows = len(layers), first.n_heads, self.pos_rows

@@ -61,7 +61,10 @@ def advance_layer(layer: Any) -> None:
     layer.keys = layer.key_buf[:, :, :end]
     layer.values = layer.value_buf[:, :, :end]
     budget = policy.capacity
-    layer.pending = budget is not None and end > budget and end >= budget + owner.decode_slack
+    layer.pending = budget is not None and end > budget and end >= budget + owner.decode_slack \
+        and not owner.holding
+    layer.tally_step = owner.decode_tally           # the graph added to ``att`` on the device
+    layer.att_dirty = layer.att_dirty or layer.tally_step
     if policy.score_mode == "all":         # scored inside the graph (every query)
         layer.scored_len = end
         layer.unscored = 0
@@ -93,10 +96,11 @@ def graph_signature(cache: Any) -> Optional[tuple]:
     end = n + 1
     if end > first.capacity:
         return None
-    if policy.score_mode == "window" and end >= policy.capacity + cache.decode_slack:
+    if policy.score_mode == "window" and end >= policy.capacity + cache.decode_slack \
+            and not cache.holding:
         if not all(layer.scores_carried() for layer in layers):
             return None
-    return (n, first.key_buf.data_ptr())
+    return (n, first.key_buf.data_ptr(), bool(cache.decode_tally))
 
 
 def compact_if_all_pending(cache: Any) -> bool:
@@ -126,6 +130,9 @@ class GraphDecodeRunner:
         The bounded cache (batch 1, 1-D RoPE positions).
     max_graphs : int
         Most graphs kept (one per kept length); lengths beyond run eagerly.
+
+    ``capture`` (attribute, default True): set it False after a warm-up so that a length
+    with no graph yet runs eagerly instead of being captured in the middle of an answer.
     """
 
     def __init__(self, model: torch.nn.Module, cache: Any, max_graphs: int = 256):
@@ -149,6 +156,7 @@ class GraphDecodeRunner:
         self.eager_steps = 0
         self.captures = 0
         self.compactions = 0
+        self.capture = True
 
     def _signature(self) -> Optional[tuple]:
         """Key of the current cache state if a graph may serve the next step, else None."""
@@ -173,7 +181,8 @@ class GraphDecodeRunner:
                 advance_layer(layer)
             self.replays += 1
             return logits
-        if sig is not None and sig in self.seen and len(self.graphs) < self.max_graphs:
+        if sig is not None and sig in self.seen and self.capture \
+                and len(self.graphs) < self.max_graphs:
             try:
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
@@ -190,7 +199,7 @@ class GraphDecodeRunner:
                 self.graphs.clear()
                 raise RuntimeError(f"CUDA graph capture failed: {self.disabled}") from exc
         self.eager_steps += 1
-        if sig is None:
+        if sig is None or not self.capture:
             return self._forward()
         self.seen.add(sig)
         # first visit of this length: run it on the capture stream (the warm-up that

@@ -50,8 +50,9 @@ from ros2_infmllm.models.fused_linear import FusedPart
 MODEL_TYPES = ("llama", "qwen2")
 _NORMS = ("LlamaRMSNorm", "Qwen2RMSNorm")
 _ROPE_TYPES = ("default", "linear", "llama3", "yarn")    # fixed inv_freq, plain cos/sin
+# ``logits_to_keep``: the engine's adapters pass 1; a one-token call has one position either way
 _FORWARD_KW = {"input_ids", "position_ids", "use_cache", "cache", "past_key_values",
-               "attention_mask", "return_dict"}
+               "attention_mask", "return_dict", "logits_to_keep"}
 
 
 def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

@@ -9,6 +9,8 @@ Subcommands (each writes ``bench_<what>.json`` + ``.md`` + ``.png`` into ``--out
 - ``ingest``: VLM frame ingest over a time-compressed 1-hour stream, per-policy comparison,
   scoring and compaction cost, torch.profiler table (issue 9).
 - ``cpu``: the bundled default model through the engine on this CPU (ingest, answer).
+- ``engine``: ``StreamingSession`` as the node drives it against the bench fast path (decode
+  tok/s and roofline, time to first token, no-trace cost, VL ingest per frame; issue 20).
 - ``report``: re-render Markdown and plots from existing JSON files.
 
 Weights are random in real model shapes: speed does not depend on weight values.
@@ -24,7 +26,7 @@ from typing import Optional, Sequence
 from ros2_infmllm.eval.bench.common import DTYPES, POLICY_ORDER
 from ros2_infmllm.eval.common import csv_list
 
-WHATS = ("memory", "decode", "ingest", "cpu", "report")
+WHATS = ("memory", "decode", "ingest", "cpu", "engine", "report")
 
 
 def _policies(text: str) -> list:
@@ -109,6 +111,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="policy specs whose ingest is then timed side by side on the same "
                         "frames (e.g. inf_mllm,inf_mllm:novelty=0,streaming_llm)")
 
+    p = sub.add_parser("engine", help="the node's path (StreamingSession) vs the bench fast path")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--out-dir", default=os.path.join("results", "bench"))
+    p.add_argument("--tag", default="")
+    p.add_argument("--smoke", action="store_true", help="seconds-long CPU version (tests)")
+    p.add_argument("--budget", type=int, default=1024)
+    p.add_argument("--questions", type=int, default=3, help="asks per policy")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--question-tokens", type=int, default=64)
+    p.add_argument("--bench-steps", type=int, default=256,
+                   help="timed steps of the bench fast path per policy")
+    p.add_argument("--ingest-frames", type=int, default=40)
+    p.add_argument("--frame-px", type=int, default=392, help="frame side (392: 196 tokens)")
+    p.add_argument("--shapes", type=csv_list(str), default=["2b", "7b"],
+                   help="Qwen2-VL shapes of the ingest part")
+    p.add_argument("--no-eager-before", action="store_true",
+                   help="skip the engine's eager ask on the plain model (the 'before' row)")
+
     p = sub.add_parser("report", help="re-render Markdown + PNG from JSON files")
     p.add_argument("files", nargs="+")
     return ap
@@ -135,6 +155,10 @@ def _smoke(args) -> None:
     elif args.what == "ingest":
         args.frames, args.compare_frames, args.grid, args.budget = 12, 6, 4, 64
         args.compare = ["inf_mllm", "window", "full"]
+    elif args.what == "engine":
+        args.budget, args.questions, args.max_new_tokens, args.question_tokens = 64, 1, 8, 32
+        args.bench_steps, args.ingest_frames, args.frame_px = 8, 6, 56
+        args.shapes = ["tiny"]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -158,6 +182,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if args.smoke:
         _smoke(args)
+    if args.what == "engine":
+        from ros2_infmllm.eval.bench import common
+        from ros2_infmllm.eval.bench.engine import bench_engine
+        device = common.pick_device(args.device)
+        bench_engine(device, args.budget, args.questions, args.max_new_tokens,
+                     args.question_tokens, args.bench_steps, args.ingest_frames, args.frame_px,
+                     not args.no_eager_before, _saver(out, common.meta("engine", device, argv)),
+                     shapes=tuple(args.shapes))
+        _show(out)
+        return 0
     import torch
 
     from ros2_infmllm.eval.bench import common, runs

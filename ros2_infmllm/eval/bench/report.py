@@ -23,7 +23,8 @@ def render(path: Path) -> str:
     """Write ``<name>.md`` and ``<name>.png`` beside ``path``; return the Markdown."""
     data = json.loads(Path(path).read_text())
     what = data.get("meta", {}).get("task") or Path(path).stem.split("_")[1]
-    fn = {"memory": _memory, "decode": _decode, "ingest": _ingest, "cpu": _cpu}[what]
+    fn = {"memory": _memory, "decode": _decode, "ingest": _ingest, "cpu": _cpu,
+          "engine": _engine}[what]
     png = Path(path).with_suffix(".png")
     md = fn(data, png)
     m = data.get("meta", {})
@@ -223,3 +224,40 @@ def _cpu(d: dict, png: Path) -> str:
                          f"{_f(s.get('p95_ms'), 1)} | {_f(r['ratio_to_first'], 3)} | "
                          f"{r.get('cache_tokens')} |")
     return "\n".join(lines) + "\n"
+
+
+def _engine(data: dict, png: Path) -> str:
+    """Engine vs bench decode, TTFT, no-trace cost, VL ingest (tables only, no plot)."""
+    bw = data.get("copy_bandwidth") or {}
+    dec = data.get("decode", {})
+    out = [f"decode: {dec.get('shape')} shape, budget {dec.get('budget')}, "
+           f"max_new_tokens {dec.get('max_new_tokens')}, {dec.get('question_tokens')}-token "
+           f"question on a full memory; copy bandwidth {_f(bw.get('gb_per_s'), 0)} GB/s "
+           f"(roofline = bytes read per token / copy bandwidth)\n"]
+    before = dec.get("eager_before")
+    if before:
+        out.append(f"engine before (decode eager, plain model, inf_mllm): "
+                   f"{_f(before['tokens_per_s'], 1)} tok/s, first token "
+                   f"{_f(1e3 * before['first_token_s'], 1)} ms\n")
+    out += ["| policy | engine tok/s | engine / roofline | bench owned+graph tok/s | "
+            "bench / roofline | engine / bench | TTFT ms | prefill ms | decode path | "
+            "warm-up s | deep copy ms -> hold+rewind ms |", "|" + "---|" * 11]
+    for r in dec.get("rows", []):
+        d = r.get("decode", {})
+        out.append(f"| {r['policy']} | {_f(r['engine_tokens_per_s'], 1)} | "
+                   f"{_f(r.get('engine_roofline'), 3)} | {_f(r['bench_tokens_per_s'], 1)} | "
+                   f"{_f(r.get('bench_roofline'), 3)} | {_f(r['engine_over_bench'], 3)} | "
+                   f"{_f(r['first_token_ms'], 1)} | {_f(r['prefill_ms'], 1)} | "
+                   f"{d.get('path')} | {_f(d.get('warmup_s'), 1)} | "
+                   f"{_f(r['deepcopy_ms'], 1)} -> {_f(r['hold_rewind_ms'], 2)} |")
+    ing = data.get("ingest", {})
+    out += [f"\ningest through `ingest_frame`: {ing.get('frame_px')} px frames, budget "
+            f"{ing.get('budget')}, steady state (memory full), vision tower included\n",
+            "| shape | policy | tokens/frame | frames | p50 ms | p95 ms | max ms | decode path |",
+            "|" + "---|" * 8]
+    for shape, rows in ing.get("shapes", {}).items():
+        for name, r in rows.items():
+            out.append(f"| {shape} | {name} | {r['tokens_per_frame']} | {r['n']} | "
+                       f"{_f(r['p50_ms'], 1)} | {_f(r['p95_ms'], 1)} | {_f(r['max_ms'], 1)} | "
+                       f"{r['decode'].get('path')} ({r['decode'].get('reason') or 'graph'}) |")
+    return "\n".join(out) + "\n"
