@@ -56,7 +56,7 @@ def _frames(n: int, side: int, seed: int = 0) -> list:
 
 
 def _question(adapter, tokens: int) -> str:
-    """A question whose chunk (turn + answer prefix) is ``tokens`` long."""
+    """Return a question whose chunk (turn + answer prefix) is ``tokens`` long."""
     prefix = adapter.answer_prefix().n_tokens
     base = adapter.text_chunk("", "user").n_tokens + prefix
     words = "what did the camera see near the gate before the parcel arrived "
