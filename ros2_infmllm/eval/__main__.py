@@ -103,7 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--duration', type=float, default=None,
                    help='seconds of bag time (default: the whole scene)')
     p.add_argument('--rate', type=float, default=10.0)
-    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--seed', type=int, default=None, help="default: the scene's")
+    p.add_argument('--scene', choices=['sample', 'heldout'], default='sample',
+                   help='bundled scene (eval/scenario.py SCENES)')
+    p.add_argument('--no-second-camera', action='store_true')
     p.add_argument('--overwrite', action='store_true')
     p.add_argument('--if-missing', action='store_true',
                    help='do nothing when the bag already exists')
@@ -232,7 +235,8 @@ def cmd_make_bag(args) -> int:
         print(f'{out} exists; nothing to do')
         return 0
     info = write_sample_bag(out, duration=args.duration, rate=args.rate, seed=args.seed,
-                            storage=args.storage, overwrite=args.overwrite, progress=True)
+                            storage=args.storage, overwrite=args.overwrite, progress=True,
+                            scene=args.scene, second_camera=not args.no_second_camera)
     print(f"wrote {info['path']} ({info['storage']}): {info['counts']}")
     return 0
 

@@ -16,7 +16,7 @@ import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from ros2_infmllm.eval.scenario import Scenario, SceneRenderer
+from ros2_infmllm.eval.scenario import SCENES, SceneRenderer
 
 #: Absolute time of the first message (fixed so that the bag is byte-for-byte repeatable).
 BAG_START_NS = 1_700_000_000 * 1_000_000_000
@@ -30,16 +30,19 @@ def _stamp(typestore, ns: int):
 
 
 def write_sample_bag(out: Path | str, duration: Optional[float] = None, rate: float = 10.0,
-                     width: int = 160, height: int = 120, seed: int = 0,
+                     width: int = 160, height: int = 120, seed: Optional[int] = None,
                      storage: str = 'sqlite3', second_camera: bool = True,
                      camera2_rate: float = 2.0, overwrite: bool = False,
-                     progress: bool = False) -> dict:
-    """Write the sample bag and return a summary (topics, message counts, start time).
+                     progress: bool = False, scene: str = 'sample') -> dict:
+    """Write a bundled scene's bag and return a summary (topics, message counts, start time).
 
     ``duration`` (s) defaults to the whole scene (``Scenario.duration``); a shorter one for
-    quick tests simply leaves the later events out.
+    quick tests simply leaves the later events out. ``seed`` defaults to the scene's.
     """
-    scene = Scenario()
+    if scene not in SCENES:
+        raise ValueError(f'unknown scene {scene!r}; known: {sorted(SCENES)}')
+    name, scene = scene, SCENES[scene]
+    seed = scene.seed if seed is None else seed
     duration = scene.duration if duration is None else duration
     if rate <= 0 or duration <= 0:
         raise ValueError(f'rate and duration must be > 0 (got rate={rate}, '
@@ -91,7 +94,7 @@ def write_sample_bag(out: Path | str, duration: Optional[float] = None, rate: fl
                                   format='jpeg', data=np.asarray(jpg, np.uint8).reshape(-1))
                 writer.write(conn2, ns, typestore.serialize_cdr(msg2, Compressed.__msgtype__))
                 counts[CAMERA2_TOPIC] += 1
-    return {'path': str(out), 'storage': storage, 'start_s': BAG_START_NS / 1e9,
+    return {'path': str(out), 'scene': name, 'storage': storage, 'start_s': BAG_START_NS / 1e9,
             'duration_s': duration, 'rate_hz': rate, 'size': [width, height],
             'seed': seed, 'counts': {k: v for k, v in counts.items() if v}}
 
@@ -105,7 +108,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument('--rate', type=float, default=10.0, help='camera rate in Hz')
     ap.add_argument('--width', type=int, default=160)
     ap.add_argument('--height', type=int, default=120)
-    ap.add_argument('--seed', type=int, default=0)
+    ap.add_argument('--seed', type=int, default=None, help="default: the scene's")
+    ap.add_argument('--scene', choices=sorted(SCENES), default='sample')
     ap.add_argument('--storage', choices=['sqlite3', 'mcap'], default='sqlite3')
     ap.add_argument('--no-second-camera', action='store_true',
                     help='omit the JPEG camera on ' + CAMERA2_TOPIC)
@@ -116,7 +120,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                 width=args.width, height=args.height, seed=args.seed,
                                 storage=args.storage,
                                 second_camera=not args.no_second_camera,
-                                overwrite=args.overwrite, progress=True)
+                                overwrite=args.overwrite, progress=True, scene=args.scene)
     except (FileExistsError, ValueError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2

@@ -13,6 +13,8 @@ from ros2_infmllm.eval.scoring import MATCH_KINDS, match_answer, normalise
 
 #: The question file of the bundled sample bag.
 SAMPLE_QUESTIONS = 'sample_questions.yaml'
+#: Question files of the bundled scenes, by scene name (``scenario.SCENES``).
+SCENE_QUESTIONS = {'sample': SAMPLE_QUESTIONS, 'heldout': 'heldout_questions.yaml'}
 
 
 @dataclass
@@ -38,7 +40,14 @@ class Question:
 
 def sample_questions_path() -> Path:
     """Return the path of the bundled sample question file."""
-    return Path(str(resources.files('ros2_infmllm.eval') / 'data' / SAMPLE_QUESTIONS))
+    return questions_path('sample')
+
+
+def questions_path(scene: str) -> Path:
+    """Return the path of the question file of bundled scene ``scene``."""
+    if scene not in SCENE_QUESTIONS:
+        raise ValueError(f'no bundled scene {scene!r}; known: {sorted(SCENE_QUESTIONS)}')
+    return Path(str(resources.files('ros2_infmllm.eval') / 'data' / SCENE_QUESTIONS[scene]))
 
 
 def _candidates(entry: dict, kinds: dict, where: str) -> list:
