@@ -238,3 +238,12 @@ def read_snapshot(path: str, identity: dict[str, Any]
     if _digest(tensors) != header.get("digest"):
         raise SnapshotError("corrupt", "tensor bytes do not match the snapshot's checksum")
     return tensors, header["state"]
+
+
+def read_header(path: str) -> dict[str, Any]:
+    """Return the header of the snapshot at ``path`` without loading or checking tensors.
+
+    For tools and tests that ask what a snapshot holds (frames, counters) cheaply.
+    """
+    with open(path, "rb") as f:
+        return _header_of(f.read())
