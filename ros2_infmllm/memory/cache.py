@@ -112,6 +112,10 @@ class BoundedLayer(CacheLayerMixin):
     float32 sums the attention of one-token steps per slot while the cache's
     ``decode_tally`` is on (the evidence tally of an answer, folded per source at the next
     compaction or read, so a decode step adds to it on the device without host work).
+    Steps whose scores the policy does not need only store their query in ``qring``
+    (``[H_q, ring, D]``, slot ``i`` at ``i % ring``): the fold scores all stored queries
+    in one batch (causal over the keys they saw: nothing moves between a step and its
+    fold), the same sum as scoring each step, at one copy per step instead of a score.
     """
 
     is_sliding = False
@@ -136,9 +140,12 @@ class BoundedLayer(CacheLayerMixin):
         self.unscored = 0           # newest tokens appended by unscored one-token steps
         self.scored_arrival = 0     # stream arrival count at the last received scores
         self.tally_now = False
-        self.tally_step = False     # this one-token step's scores go to ``att``
+        self.tally_step = False     # this one-token step's attention goes to the tally
         self.score_policy = False   # this forward's scores go to the policy's ``scores``
         self.att_dirty = False      # ``att`` holds attention not yet folded into the tally
+        self.qring: torch.Tensor | None = None
+        self.q_count = 0            # newest one-token steps whose query waits in ``qring``
+        self.q_scaling = 1.0
         self.undo_epoch = 0
         self.undo_state: tuple = ()
         self.segments: list[list[int]] = []   # [start, end, pos0, arrival0, source] unwritten
@@ -285,6 +292,8 @@ class BoundedLayer(CacheLayerMixin):
         owner = self.owner
         policy = owner.policy
         q = key_states.shape[-2]
+        if self.q_count and (q > 1 or not owner.decode_tally or self.q_count >= owner.ring):
+            owner.fold_layer(self)      # stored queries must be the newest tokens' own
         n = self.length
         if owner.epoch and self.undo_epoch != owner.epoch:      # first update since mark()
             self.undo_epoch = owner.epoch
@@ -329,16 +338,16 @@ class BoundedLayer(CacheLayerMixin):
         self.pending = over and (q > 1 or end >= budget + owner.decode_slack)
         self.tally_now = owner.take_score_request(self.layer_idx)
         self.tally_step = q == 1 and owner.decode_tally and not self.tally_now
-        self.att_dirty = self.att_dirty or self.tally_step
         self.score_policy = mode == "all" or self.tally_now or (
             mode == "window" and ((self.pending and (q > 1 or not self.scores_carried()))
                                   or (q > 1 and policy.keeps_scores)))
+        self.att_dirty = self.att_dirty or (self.tally_step and self.score_policy)
         if mode == "all":
             scoring.set_awaiting(self, None)
         elif self.score_policy:
             scoring.set_awaiting(self, policy.scoring_window)
         elif self.tally_step:
-            scoring.set_awaiting(self, 1)
+            scoring.set_awaiting(self, 1, query_only=True)
         else:
             scoring.clear_awaiting()
         return self.keys, self.values
@@ -388,6 +397,16 @@ class BoundedLayer(CacheLayerMixin):
             self.flush()
             self.owner.tally(self, scores)
             self.tally_now = False
+
+    def receive_query(self, query: torch.Tensor, scaling: float) -> None:
+        """Store a one-token step's query ``[1, H_q, 1, D]`` for the fold (tally only)."""
+        ring = self.owner.ring
+        if self.qring is None:
+            self.qring = torch.zeros((query.shape[1], ring, query.shape[-1]),
+                                     dtype=query.dtype, device=query.device)
+        self.qring[:, (self.length - 1) % ring] = query[0, :, -1]
+        self.q_scaling = scaling
+        self.q_count += 1
 
     # ---- compaction ---------------------------------------------------------------------------
     def compact(self) -> None:
@@ -465,6 +484,7 @@ class BoundedLayer(CacheLayerMixin):
             self.segments[-1][1] = n
         if self.att_dirty:        # slots past n are written again later: no stale attention
             self.att[:, n:self.length] = 0.0
+        self.q_count = max(0, self.q_count - (self.length - n))
         self.length = n
         self.keys = self.key_buf[:, :, :n]
         self.values = self.value_buf[:, :, :n]
@@ -486,6 +506,7 @@ class BoundedLayer(CacheLayerMixin):
         if self.att_dirty:
             self.att.zero_()
             self.att_dirty = False
+        self.q_count = 0
         self.segments.clear()
         if self.key_buf is not None:
             self.keys = self.key_buf[:, :, :0]
@@ -556,6 +577,7 @@ class BoundedCache(Cache):
         self._stack: _Stack | None = None
         self.batched = True      # False: every layer compacts alone (reference path)
         self.decode_tally = False   # one-token steps add their attention to the evidence
+        self.ring = decode_slack + 2    # queries stored per layer before a forced fold
         self._init_state()
 
     def scratch(self, role: str, like: torch.Tensor, k: int) -> torch.Tensor:
@@ -703,16 +725,25 @@ class BoundedCache(Cache):
             if layer.att_dirty:
                 layer.att[:, :layer.length] = 0.0
                 layer.att_dirty = False
+            layer.q_count = 0
 
     def fold_layer(self, layer: BoundedLayer) -> None:
         """Add ``layer``'s per-slot decode attention to the per-source tally, then clear it.
 
         Runs before a compaction moves slots and before the tally is read; device ops only.
         """
+        n, s = layer.length, layer.q_count
+        if s:
+            layer.q_count = 0
+            idx = (torch.arange(s, device=layer.qring.device) + (n - s)) % self.ring
+            with torch.no_grad():
+                scores = scoring.window_scores(layer.qring[:, idx].unsqueeze(0), layer.keys,
+                                               None, layer.q_scaling, None)
+            layer.flush()
+            self.tally(layer, scores)
         if not layer.att_dirty:
             return
         layer.att_dirty = False
-        n = layer.length
         if n:
             layer.flush()
             self.tally(layer, layer.att[:, :n])
@@ -825,6 +856,7 @@ class BoundedCache(Cache):
             if layer.att_dirty:
                 layer.att[:, :max(layer.length, state["length"])] = 0.0
                 layer.att_dirty = False
+            layer.q_count = 0
             for k in self._LAYER_STATE:
                 setattr(layer, k, state[k])
             layer.segments = state["segments"]

@@ -26,10 +26,15 @@ ATTN_NAME = "infmllm_sdpa"
 _AWAIT = threading.local()
 
 
-def set_awaiting(layer, n_queries: int | None) -> None:
-    """Mark ``layer`` as wanting scores of its next attention call (None = all queries)."""
+def set_awaiting(layer, n_queries: int | None, query_only: bool = False) -> None:
+    """Mark ``layer`` as wanting scores of its next attention call (None = all queries).
+
+    ``query_only``: the layer takes the call's query instead (``receive_query``) and scores
+    it later with the queries of the steps after it, in one batch.
+    """
     _AWAIT.layer = layer
     _AWAIT.n_queries = n_queries
+    _AWAIT.query_only = query_only
 
 
 def clear_awaiting() -> None:
@@ -93,6 +98,9 @@ def give_scores(query: torch.Tensor, key: torch.Tensor, scaling: float | None,
         raise RuntimeError(
             f"scoring attention: key length {key.shape[2]} (batch {key.shape[0]}) does not "
             f"match the cache layer awaiting scores ({layer.length} tokens, batch 1)")
+    if _AWAIT.query_only:
+        layer.receive_query(query, scaling if scaling is not None else query.shape[-1] ** -0.5)
+        return True
     with torch.no_grad():
         scores = window_scores(query, key, _AWAIT.n_queries, scaling, attention_mask)
     layer.receive_scores(scores)

@@ -63,8 +63,11 @@ def advance_layer(layer: Any) -> None:
     budget = policy.capacity
     layer.pending = budget is not None and end > budget and end >= budget + owner.decode_slack \
         and not owner.holding
-    layer.tally_step = owner.decode_tally           # the graph added to ``att`` on the device
-    layer.att_dirty = layer.att_dirty or layer.tally_step
+    if owner.decode_tally:          # the graph added to ``att`` (H2O) or stored the query
+        if policy.score_mode == "all":
+            layer.att_dirty = True
+        else:
+            layer.q_count += 1
     if policy.score_mode == "all":         # scored inside the graph (every query)
         layer.scored_len = end
         layer.unscored = 0
@@ -173,6 +176,9 @@ class GraphDecodeRunner:
         self.pos.fill_(position)
         if not self.disabled and compact_if_all_pending(self.cache):
             self.compactions += 1
+        cache = self.cache
+        if cache.decode_tally and cache.layers[0].q_count >= cache.ring:
+            cache.fold_tally()                     # the stored queries' ring is full
         sig = None if self.disabled else self._signature()
         if sig is not None and sig in self.graphs:
             graph, logits = self.graphs[sig]

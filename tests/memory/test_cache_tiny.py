@@ -652,3 +652,34 @@ def test_tiny_shared_selection_keeps_the_same_tokens_in_every_layer_and_head(mod
         kept.append(arrival[0])
     if batched:
         assert all(torch.equal(k, kept[0]) for k in kept)                # and every layer
+
+
+@pytest.mark.parametrize("policy", ["inf_mllm", "h2o"])
+def test_tiny_decode_tally_equals_scoring_every_step(models, policy):
+    """decode_tally (queries stored, scored in one batch at the fold; H2O: summed per slot)
+    gives the per-source tally of request_scores() before every step: inf_mllm through
+    forced folds of a full query ring (no compaction: a scored step would also change its
+    policy scores), H2O (every step scored anyway) also through compactions."""
+    model = models["llama"]
+    params = dict(budget=64 if policy == "h2o" else 128, n_sink=2, n_recent=16)
+    if policy == "inf_mllm":
+        params.update(window=8, kernel=3)
+    caches = [BoundedCache(make_policy(policy, **params), model.config, max_chunk=64,
+                           decode_slack=6) for _ in range(2)]
+    tallies = []
+    for mode, cache in zip(("batched", "per_step"), caches):
+        for frame in range(3):
+            cache.begin_source(frame, stamp=float(frame), kind="frame")
+            forward(model, _ids(30, seed=frame), cache)
+        cache.begin_source("answer")
+        cache.reset_attention_tally()
+        cache.decode_tally = mode == "batched"
+        for step in range(20):
+            if mode == "per_step":
+                cache.request_scores()
+            forward(model, _ids(1, seed=100 + step), cache)
+        tallies.append(cache.source_attention())
+    assert caches[0].layers[0].compactions >= (2 if policy == "h2o" else 0)
+    assert tallies[0].keys() == tallies[1].keys()
+    for sid in tallies[1]:
+        assert tallies[0][sid] == pytest.approx(tallies[1][sid], rel=1e-4, abs=1e-5)
