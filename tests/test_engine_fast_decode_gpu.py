@@ -28,6 +28,7 @@ def _frame(i: int) -> np.ndarray:
 def _run(session: StreamingSession, frames: int, max_new: int) -> list:
     """Frames, then each question after a few more frames: (text, pieces, stamps) each."""
     out = []
+    session.adapter.describer.reset()        # sessions of one adapter share its describer
     for i in range(frames):
         session.ingest_frame(_frame(i), 10.0 + i, "front")
     for j, q in enumerate(QUESTIONS):
