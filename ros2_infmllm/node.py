@@ -88,6 +88,10 @@ DTYPES = ('auto', 'float32', 'float16', 'bfloat16')
 MEMORY_PARAMS = ('memory.policy', 'memory.budget', 'memory.n_sink', 'memory.n_recent',
                  'memory.window', 'memory.kernel', 'memory.bias', 'memory.carry',
                  'memory.novelty', 'memory.selection', 'image_max_side')
+# why a question is refused at once (counted per reason in /diagnostics)
+REFUSALS = ('empty', 'too_long', 'unknown_camera', 'not_loaded', 'rate_limited',
+            'queue_full')
+MAX_CALLERS = 4096                     # rate buckets kept; full (idle) ones are forgotten
 MODEL_PARAMS = ('model', 'device', 'dtype', 'decode')
 CAMERA_QOS_PARAMS = ('camera_qos.reliability', 'camera_qos.depth')
 RELIABILITY = {'best_effort': ReliabilityPolicy.BEST_EFFORT,
@@ -154,6 +158,12 @@ PARAMETERS: Dict[str, tuple] = {
     'max_question_chars': (1000, _descriptor(_I, 'longest accepted question (characters)', 1,
                                              100000)),
     'query_queue_size': (8, _descriptor(_I, 'questions waiting at most', 1, MAX_QUEUE)),
+    'limits.caller_rate': (10.0, _descriptor(
+        _D, 'questions per second one caller (request field caller) may ask on average',
+        0.001, 1000.0)),
+    'limits.caller_burst': (64, _descriptor(
+        _I, 'questions one caller may ask at once before limits.caller_rate applies', 1,
+        10000)),
     'image_max_side': (384, _descriptor(_I, 'frames downscaled to this longer side (px)', 16,
                                         4096)),
     'memory.snapshot_path': ('', _descriptor(
@@ -200,6 +210,9 @@ def validate_parameters(values: Dict[str, Any]) -> Optional[str]:
                  'memory.budget', 'memory.window', 'memory.kernel'):
         if values[name] < 1:
             return f'{name} must be >= 1, got {values[name]}'
+    if not values['limits.caller_rate'] > 0 or values['limits.caller_burst'] < 1:
+        return ('limits.caller_rate must be > 0 and limits.caller_burst >= 1, got '
+                f"{values['limits.caller_rate']} and {values['limits.caller_burst']}")
     if values['query_queue_size'] > MAX_QUEUE:
         return f'query_queue_size must be <= {MAX_QUEUE}, got {values["query_queue_size"]}'
     if values['image_max_side'] < 16:
@@ -363,6 +376,8 @@ class InfMllmNode(LifecycleNode):
                                       'last_save_s': 0.0, 'save_error': '', 'restored': '',
                                       'restore_error': '', 'saved_at': None}
         self._next_save = math.inf
+        self._refused: Dict[str, int] = dict.fromkeys(REFUSALS, 0)
+        self._buckets: Dict[str, List[float]] = {}   # caller -> [questions left, at]
         self._service_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
 
@@ -666,31 +681,61 @@ class InfMllmNode(LifecycleNode):
                 pass
 
     # ---- questions ------------------------------------------------------------------------
+    def _rate_wait(self, caller: str) -> float:
+        """Take one question from ``caller``'s bucket; 0, or seconds until one is left.
+
+        Token bucket per caller (lock held): ``limits.caller_burst`` questions at once,
+        refilled at ``limits.caller_rate`` per second, so one busy or hostile client cannot
+        fill the queue that every other caller shares.
+        """
+        rate, burst = self._values['limits.caller_rate'], self._values['limits.caller_burst']
+        now = time.monotonic()
+        left, at = self._buckets.get(caller, (float(burst), now))
+        left = min(float(burst), left + (now - at) * rate)
+        if left < 1.0:
+            self._buckets[caller] = [left, now]
+            return (1.0 - left) / rate
+        self._buckets[caller] = [left - 1.0, now]
+        if len(self._buckets) > MAX_CALLERS:
+            self._buckets = {c: b for c, b in self._buckets.items()
+                             if b[0] + (now - b[1]) * rate < burst}
+        return 0.0
+
     def _admit(self, question: str, camera: str, max_new_tokens: int,
-               on_token: Optional[Callable[[str], None]] = None) -> Request:
+               on_token: Optional[Callable[[str], None]] = None, caller: str = '') -> Request:
         """Validate and enqueue; the returned request is finished at once when refused."""
         with self._lock:
             values = self._values
             limit = values['max_new_tokens']
             req = Request(question, camera, min(int(max_new_tokens) or limit, limit),
                           on_token=on_token)
-            reason = ''
+            reason = kind = ''
             if not question.strip():
-                reason = 'question is empty'
+                kind, reason = 'empty', 'question is empty'
             elif len(question) > values['max_question_chars']:
-                reason = (f'question has {len(question)} characters, more than '
-                          f'max_question_chars={values["max_question_chars"]}')
+                kind, reason = 'too_long', (
+                    f'question has {len(question)} characters, more than '
+                    f'max_question_chars={values["max_question_chars"]}')
             elif camera and camera not in self._cameras:
-                reason = (f'unknown camera {camera!r}; cameras: '
-                          f"{', '.join(self._cameras) or 'none'}")
+                kind, reason = 'unknown_camera', (f'unknown camera {camera!r}; cameras: '
+                                                  f"{', '.join(self._cameras) or 'none'}")
             elif self._session is None:
-                reason = ('model not loaded (node state: '
-                          f"{self._state}{'; ' + self._model_error if self._model_error else ''})")
+                kind, reason = 'not_loaded', (
+                    'model not loaded (node state: '
+                    f"{self._state}{'; ' + self._model_error if self._model_error else ''})")
+            elif (wait := self._rate_wait(caller[:256])) > 0:
+                kind, reason = 'rate_limited', (
+                    f'rate limit: caller {caller[:64] or "(anonymous)"!r} asked more than '
+                    f"{values['limits.caller_burst']} questions at once or more than "
+                    f"{values['limits.caller_rate']:g} per second (limits.caller_burst, "
+                    f'limits.caller_rate); retry in {wait:.1f} s')
             elif len(self._queue) >= values['query_queue_size']:
-                reason = (f"question queue full ({values['query_queue_size']} waiting, "
-                          'query_queue_size); try again later')
+                kind, reason = 'queue_full', (
+                    f"question queue full ({values['query_queue_size']} waiting, "
+                    'query_queue_size); try again later')
             if reason:
                 self._questions['refused'] += 1
+                self._refused[kind] += 1
                 req.finish(False, reason)
                 return req
             self._questions['accepted'] += 1
@@ -700,7 +745,8 @@ class InfMllmNode(LifecycleNode):
             return req
 
     def _on_query(self, request: Any, response: Any) -> Any:
-        req = self._admit(request.question, request.camera, request.max_new_tokens)
+        req = self._admit(request.question, request.camera, request.max_new_tokens,
+                          caller=request.caller)
         req.done.wait()
         response.success, response.answer, response.message = req.success, req.answer, \
             req.message
@@ -718,7 +764,8 @@ class InfMllmNode(LifecycleNode):
             goal_handle.publish_feedback(Ask.Feedback(partial_answer=tokens[1],
                                                       tokens=tokens[0]))
 
-        req = self._admit(goal.question, goal.camera, goal.max_new_tokens, on_token)
+        req = self._admit(goal.question, goal.camera, goal.max_new_tokens, on_token,
+                          caller=goal.caller)
         while not req.done.wait(0.05):
             if goal_handle.is_cancel_requested:
                 req.cancel.set()
@@ -1078,6 +1125,8 @@ class InfMllmNode(LifecycleNode):
                 'queue_depth': len(self._queue),
                 'questions_answered': self._questions['answered'],
                 'questions_refused': self._questions['refused'],
+                **{f'questions_refused_{k}': n for k, n in self._refused.items()},
+                'callers_tracked': len(self._buckets),
                 'questions_failed': self._questions['failed'],
                 'questions_replayed': self._questions['replayed'],
                 'last_latency_s': f'{self._last_latency:.3f}',

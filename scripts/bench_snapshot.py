@@ -80,8 +80,8 @@ def bench(model: str, device: str, dtype: str, budget: int, repeat: int) -> dict
         "bytes": size, "kv_bytes_allocated": d["memory"]["kv_bytes_allocated"],
         "save_s_median": statistics.median(saves), "save_copy_s_median": statistics.median(copies),
         "restore_s_median": statistics.median(restores), "save_s": saves, "restore_s": restores,
-        "identical_answer": (got.text, got.evidence_stamps) == (expected.text,
-                                                                  expected.evidence_stamps),
+        "identical_answer": (got.text, got.evidence_stamps)
+        == (expected.text, expected.evidence_stamps),
         "load_average": os.getloadavg(),
     }
 
