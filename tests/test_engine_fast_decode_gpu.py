@@ -69,12 +69,13 @@ def test_gpu_tiny_engine_graph_decode_equals_plain_eager(name):
 
 
 def test_gpu_7b_shape_engine_graph_decode_equals_owned_eager():
-    """Llama-2-7B shape, random bf16 weights: graph replays vs the same owned step eagerly."""
+    """Llama-2-7B shape, random float32 weights (bf16 rounding flips the near-tied argmax of
+    random weights): graph replays vs the same owned step run eagerly."""
     from ros2_infmllm.eval.bench.common import llama_model
     from ros2_infmllm.memory import use_scoring_attention
     from ros2_infmllm.models.base import ModelAdapter
     from ros2_infmllm.models.tiny import byte_tokenizer
-    model = llama_model("7b", "cuda", torch.bfloat16)
+    model = llama_model("7b", "cuda", torch.float32)
     use_scoring_attention(model)
     adapter = ModelAdapter(model, byte_tokenizer(), "llama-7b (random)")
     adapter.eos_token_ids = set()
