@@ -64,11 +64,13 @@ def copy_checkout(dest: Path) -> None:
 
 
 def run(cmd: list[str] | str, cwd: Path, logfile: Path, env: dict | None = None) -> tuple:
-    """Run ``cmd`` (a shell line when a str), output to ``logfile``; (exit code, seconds)."""
+    """Run ``cmd`` (a bash line when a str), output to ``logfile``; (exit code, seconds)."""
+    if isinstance(cmd, str):
+        cmd = ['bash', '-c', cmd]        # install/setup.bash needs bash, not sh
     t0 = time.monotonic()
     with logfile.open('w') as out:
-        rc = subprocess.run(cmd, cwd=cwd, shell=isinstance(cmd, str), stdout=out,
-                            stderr=subprocess.STDOUT, env=env).returncode
+        rc = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                            env=env).returncode
     return rc, round(time.monotonic() - t0, 1)
 
 
