@@ -74,10 +74,15 @@ def run(cmd: list[str] | str, cwd: Path, logfile: Path, env: dict | None = None)
     return rc, round(time.monotonic() - t0, 1)
 
 
-def in_env(checkout: Path, command: str) -> str:
-    """Return a shell line that runs ``command`` with ``checkout``'s .venv and install/."""
-    return (f'. {checkout}/.venv/bin/activate && set +u && . {checkout}/install/setup.bash '
-            f'&& export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 && {command}')
+def in_env(env_root: Path, code: Path, command: str) -> str:
+    """Return a bash line running ``command`` on ``code``'s sources in ``env_root``'s .venv.
+
+    Both environments run the same sources (the exported HEAD), so only the installed
+    versions differ between the locked and the upgraded run.
+    """
+    return (f'. {env_root}/.venv/bin/activate && set +u && . {env_root}/install/setup.bash '
+            f'&& export PYTHONPATH={code} TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 '
+            f'&& {command}')
 
 
 def freeze(checkout: Path) -> dict[str, str]:
@@ -120,12 +125,13 @@ def optional_pins(old: dict[str, str], lock_text: str) -> dict[str, str]:
     return out
 
 
-def demo(checkout: Path, work: Path, tag: str) -> dict:
-    """Offline demo replay on ``checkout``'s own sample bag; its summary and answers."""
+def demo(env_root: Path, code: Path, work: Path, tag: str) -> dict:
+    """Offline demo replay on ``env_root``'s own sample bag; its summary and answers."""
     out = work / f'demo_{tag}.json'
-    rc, secs = run(in_env(checkout, f'python -m ros2_infmllm.eval replay --offline '
-                                    f'--frame-rate 1.0 --bag data/sample_bag --out {out}'),
-                   checkout, work / f'demo_{tag}.log')
+    rc, secs = run(in_env(env_root, code, f'python -m ros2_infmllm.eval replay --offline '
+                                          f'--frame-rate 1.0 --bag {env_root}/data/sample_bag '
+                                          f'--out {out}'),
+                   code, work / f'demo_{tag}.log')
     if rc != 0:
         return {'rc': rc, 'seconds': secs}
     data = json.loads(out.read_text())
@@ -134,12 +140,13 @@ def demo(checkout: Path, work: Path, tag: str) -> dict:
             'answers': {r['id']: r['answer'] for r in data['records']}}
 
 
-def digest(checkout: Path, work: Path, tag: str) -> dict:
-    """Return the frame describer's digest over ``checkout``'s own sample bag."""
+def digest(env_root: Path, code: Path, work: Path, tag: str) -> dict:
+    """Return the frame describer's digest over ``env_root``'s own sample bag."""
     logfile = work / f'describer_{tag}.log'
-    rc, _ = run(in_env(checkout, f'python {ROOT}/scripts/describer_digest.py '
-                                 f'--bag data/sample_bag --out {work}/describer_{tag}.txt'),
-                checkout, logfile)
+    rc, _ = run(in_env(env_root, code, f'python {code}/scripts/describer_digest.py '
+                                       f'--bag {env_root}/data/sample_bag '
+                                       f'--out {work}/describer_{tag}.txt'),
+                code, logfile)
     lines = logfile.read_text().strip().splitlines()
     return json.loads(lines[-1]) if rc == 0 and lines else {'rc': rc}
 
@@ -243,11 +250,11 @@ def main(argv: list[str] | None = None) -> int:
         log(f"tests: {report['tests']['result']}: {report['tests']['summary']}")
 
     log('frame describer and offline demo, locked and newest')
-    report['describer'] = {'locked': digest(ROOT, work, 'locked'),
-                           'upgraded': digest(tree, work, 'upgraded')}
+    report['describer'] = {'locked': digest(ROOT, tree, work, 'locked'),
+                           'upgraded': digest(tree, tree, work, 'upgraded')}
     sums = [d.get('sha256') for d in report['describer'].values()]
     report['describer_same'] = sums[0] is not None and sums[0] == sums[1]
-    a, b = demo(ROOT, work, 'locked'), demo(tree, work, 'upgraded')
+    a, b = demo(ROOT, tree, work, 'locked'), demo(tree, tree, work, 'upgraded')
     report['demo'] = {'locked': a, 'upgraded': b, 'same_answers': 'n/a'}
     if 'answers' in a and 'answers' in b:
         same = sum(a['answers'].get(k) == v for k, v in b['answers'].items())
