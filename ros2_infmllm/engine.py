@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .memory import BoundedCache, POLICIES, make_policy, snapshot
+from .memory.kept import kept_tokens
 from .models.base import Chunk, ModelAdapter
 from .models.fast_decode import DECODE_MODES, Decoder
 
@@ -30,6 +31,16 @@ _LOGGED: set = set()    # (model, reason) pairs already logged: the eager fallba
 
 
 _PRUNE_FRAMES = 256     # frames remembered before ingest forgets those no longer in memory
+
+
+def _thumbnail(image: np.ndarray, width: int = 64) -> np.ndarray | None:
+    """Small RGB copy of a frame for the memory view (None if it is not an HxWx3 image)."""
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 \
+            or image.dtype != np.uint8 or min(image.shape[:2]) < 1:
+        return None
+    import cv2
+    h = max(1, round(image.shape[0] * width / image.shape[1]))
+    return cv2.resize(image, (width, h), interpolation=cv2.INTER_AREA)
 
 
 class EngineError(RuntimeError):
@@ -154,6 +165,7 @@ class StreamingSession:
         self._next_id = 0
         self._frame_meta: dict[int, tuple[float, str]] = {}
         self._prune_at = _PRUNE_FRAMES
+        self._thumbs: dict[int, np.ndarray] = {}    # frame source id -> small RGB copy
         self._started = False
         self.frames_ingested = 0
         self.questions_answered = 0
@@ -208,6 +220,7 @@ class StreamingSession:
             chunk = self.adapter.frame_chunk(image, float(stamp), camera)
             sid = self._new_source("frame", float(stamp))
             self._frame_meta[sid] = (float(stamp), camera)
+            self._thumbs[sid] = _thumbnail(image)
             self._run(chunk)
             self.frames_ingested += 1
             if len(self._frame_meta) >= self._prune_at:
@@ -378,6 +391,7 @@ class StreamingSession:
         """Forget frames no longer in memory (bounded on an endless stream)."""
         for sid in [s for s in self._frame_meta if live.get(s, 0) == 0]:
             del self._frame_meta[sid]
+            self._thumbs.pop(sid, None)
 
     def reset(self) -> None:
         """Forget every frame and turn (buffers kept)."""
@@ -404,6 +418,25 @@ class StreamingSession:
                     "frames_in_memory": len(frames), "frames": frames,
                     "cache_tokens": int(max(per)), "memory": mem,
                     "decode": self.decoder.describe()}
+
+    def memory_map(self) -> dict[str, Any]:
+        """Return what the memory keeps per token, with frame thumbnails (the memory view).
+
+        ``tokens`` lists ``(arrival, source id, kind)`` of layer 0 / KV head 0 in cache
+        order; ``frames`` maps live frame ids to ``(stamp, camera, thumbnail or None)``;
+        ``n_sink``/``n_recent`` say which kept tokens the policy forces.
+        """
+        with self._lock:
+            kept = kept_tokens(self.cache)
+            kinds = {sid: meta[1] for sid, meta in kept["sources"].items()}
+            frames = {sid: (*self._frame_meta[sid], self._thumbs.get(sid))
+                      for sid in kinds if sid in self._frame_meta}
+            n_sink, n_recent = self.policy.forced()
+            pairs = zip(kept["arrival"], kept["source"])
+            return {"tokens": [(a, s, kinds.get(s, "")) for a, s in pairs],
+                    "tokens_seen": kept["tokens_seen"], "frames": frames, "n_sink": n_sink,
+                    "n_recent": n_recent, "budget": self.policy.capacity,
+                    "policy": self.policy.name}
 
     # ---- snapshots ---------------------------------------------------------------------
     def identity(self) -> dict[str, Any]:

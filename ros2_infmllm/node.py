@@ -51,6 +51,7 @@ from ros2_infmllm_msgs.srv import DescribeMemory, Query
 
 from . import arrival, engine, heap, imaging
 from .imaging import FrameError, compressed_to_rgb, image_to_rgb
+from .memory_view import render as render_memory_view
 
 try:  # lifecycle support comes with rclpy >= Humble; fall back to a plain node without it
     if os.environ.get('INFMLLM_PLAIN_NODE', '') not in ('', '0'):
@@ -164,6 +165,9 @@ PARAMETERS: Dict[str, tuple] = {
     'limits.caller_burst': (64, _descriptor(
         _I, 'questions one caller may ask at once before limits.caller_rate applies', 1,
         10000)),
+    'memory_view_rate': (0.0, _descriptor(
+        _D, 'Hz of the ~/memory_view image (only while someone subscribes; 0 = off)', 0.0,
+        10.0)),
     'image_max_side': (384, _descriptor(_I, 'frames downscaled to this longer side (px)', 16,
                                         4096)),
     'memory.snapshot_path': ('', _descriptor(
@@ -210,6 +214,8 @@ def validate_parameters(values: Dict[str, Any]) -> Optional[str]:
                  'memory.budget', 'memory.window', 'memory.kernel'):
         if values[name] < 1:
             return f'{name} must be >= 1, got {values[name]}'
+    if values['memory_view_rate'] < 0:
+        return f"memory_view_rate must be >= 0 Hz, got {values['memory_view_rate']}"
     if not values['limits.caller_rate'] > 0 or values['limits.caller_burst'] < 1:
         return ('limits.caller_rate must be > 0 and limits.caller_burst >= 1, got '
                 f"{values['limits.caller_rate']} and {values['limits.caller_burst']}")
@@ -393,6 +399,8 @@ class InfMllmNode(LifecycleNode):
 
         self._answers_pub = self.create_publisher(AnswerMsg, '~/answers', 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._view_pub = self.create_publisher(Image, '~/memory_view', 1)
+        self._next_view = 0.0
         self.create_service(Query, '~/query', self._on_query,
                             qos_profile=SERVICE_QOS, callback_group=self._service_group)
         self.create_service(Trigger, '~/reset', self._on_reset,
@@ -408,6 +416,7 @@ class InfMllmNode(LifecycleNode):
             goal_service_qos_profile=SERVICE_QOS, result_service_qos_profile=SERVICE_QOS,
             cancel_service_qos_profile=SERVICE_QOS, callback_group=self._service_group)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=self._timer_group)
+        self.create_timer(0.1, self._publish_memory_view, callback_group=self._timer_group)
         if LIFECYCLE_ERROR:
             self.get_logger().warning(
                 f'lifecycle support unavailable ({LIFECYCLE_ERROR}): running as a plain node '
@@ -1106,6 +1115,26 @@ class InfMllmNode(LifecycleNode):
         except Exception:  # noqa: BLE001 - no device counter: report 0 rather than fail
             response.device_memory_bytes = 0
         return response
+
+    def _publish_memory_view(self) -> None:
+        """Publish the memory picture at memory_view_rate while someone subscribes."""
+        rate, session = self._values['memory_view_rate'], self._session
+        now = time.monotonic()
+        if rate <= 0 or session is None or now < self._next_view \
+                or self._view_pub.get_subscription_count() == 0:
+            return
+        self._next_view = now + 1.0 / rate
+        try:
+            rgb = render_memory_view(session.memory_map())
+        except Exception as exc:  # noqa: BLE001 - a picture must never stop the node
+            self._log_limited('memory_view', f'memory view failed: {type(exc).__name__}: {exc}')
+            return
+        msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding='rgb8',
+                    step=rgb.shape[1] * 3, is_bigendian=0)
+        msg.data = rgb.tobytes()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = 'memory_view'
+        self._view_pub.publish(msg)
 
     def _publish_diagnostics(self) -> None:
         with self._lock:

@@ -78,6 +78,10 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     params = {"model": args.model, "device": args.device, "image_topics": topics,
               "frame_rate": args.frame_rate, "max_new_tokens": args.max_new_tokens,
               "query_queue_size": args.queue_size}
+    snapshot = tmp / "memory.safetensors"
+    if args.snapshot_period > 0:
+        params.update({"memory.snapshot_path": str(snapshot),
+                       "memory.snapshot_period": args.snapshot_period})
     node = harness.NodeProcess(domain, params, record=tmp / "record.jsonl", log=tmp / "node.log")
     client = harness.Client(domain, "load_client")
     report: Dict[str, Any] = {
@@ -172,6 +176,12 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             t.join(args.answer_timeout + 30)
         final = client.describe(timeout=60)
         report["node_alive_at_end"] = node.alive()
+        if args.snapshot_period > 0 and snapshot.exists():
+            from ros2_infmllm.memory.snapshot import read_header
+            session = read_header(str(snapshot))["state"]["session"]
+            report["snapshot"] = {"period_s": args.snapshot_period,
+                                  "bytes": snapshot.stat().st_size,
+                                  "frames_ingested_in_last": session["frames_ingested"]}
         report["frames_published"] = sum(published.values())
         report["frames_ingested"] = counters.frames_ingested(final)
         report["frames_dropped_by_reason"] = counters.drops_by_reason(final)
@@ -249,6 +259,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--sample-every", type=float, default=2.0)
     p.add_argument("--warmup-frac", type=float, default=0.2)
     p.add_argument("--out", type=Path, default=None, help="JSON report path")
+    p.add_argument("--snapshot-period", type=float, default=0.0,
+                   help="memory snapshots every this many seconds (0 = off)")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.short:

@@ -141,3 +141,27 @@ def test_snapshot_parameters_validated_and_periodic_save(client, node):
     time.sleep(1.5)
     assert int(diag.wait('snapshot_saves', lambda v: True)['snapshot_saves']) == settled
     assert node.alive()
+
+
+def test_memory_view_published_only_when_on_and_subscribed(client, node):
+    from sensor_msgs.msg import Image
+    got = []
+    assert not client.set_params({'memory_view_rate': -1.0}).successful
+    sub = client.node.create_subscription(Image, f'{NS}/memory_view', got.append, 5)
+    _feed(client, 4, 3000.0)
+    time.sleep(1.5)
+    assert not got, 'memory view published while off'
+    assert client.set_params({'memory_view_rate': 2.0}).successful
+    deadline = time.monotonic() + 15
+    while len(got) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(got) >= 2, node.log_tail()
+    img = got[-1]
+    assert img.encoding == 'rgb8' and img.width == 960 and img.height > 100
+    assert len(img.data) == img.step * img.height
+    assert client.set_params({'memory_view_rate': 0.0}).successful
+    time.sleep(0.6)
+    n = len(got)
+    time.sleep(1.5)
+    assert len(got) == n, 'memory view still published after memory_view_rate 0'
+    client.node.destroy_subscription(sub)
