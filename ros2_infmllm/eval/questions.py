@@ -51,7 +51,7 @@ def questions_path(scene: str) -> Path:
 
 
 def _candidates(entry: dict, kinds: dict, where: str) -> list:
-    """A question's candidates: its own ``candidates`` list, or those of its ``kind``."""
+    """Return a question's candidates: its own ``candidates`` list, or its ``kind``'s."""
     if 'candidates' in entry:
         cands = entry['candidates']
     elif 'kind' in entry:

