@@ -316,15 +316,19 @@ def test_bad_frames_dropped_with_reasons_tiny(client, node):
     ]
     jpeg = _jpeg()
     corrupt = [jpeg[:len(jpeg) // 2], b'\xff\xd8\xff' + bytes(64) + b'\xff\xd9']
-    for _ in range(3):            # best effort QoS: repeat, counts only need to appear
+    # best effort QoS: repeat, counts only need to appear. Frames are decoded when the
+    # worker takes them (frame_rate 10 Hz per camera): one that a newer one replaces
+    # before is counted as superseded, so each waits 0.25 s for the worker
+    # (stamps increase: the stamp is checked on arrival, before the decode)
+    for k in range(3):
         for m in bad:
             raw.publish(m)
-            time.sleep(0.05)
-        for data in corrupt:
+            time.sleep(0.25)
+        for j, data in enumerate(corrupt):
             c = CompressedImage(format='jpeg', data=data)
-            c.header.stamp = img(5).header.stamp
+            c.header.stamp = img(5 + 2 * k + j).header.stamp
             comp.publish(c)
-            time.sleep(0.05)
+            time.sleep(0.25)
 
     def reasons() -> Dict[str, int]:
         d = client.describe()
@@ -353,6 +357,8 @@ def test_bad_frames_dropped_with_reasons_tiny(client, node):
     ({'device': 'tpu'}, 'device'),
     ({'device': 'cpu:1'}, 'device'),
     ({'model': 'other-model'}, 'model'),
+    ({'decode': 'fast'}, 'decode must be one of'),
+    ({'decode': 'eager'}, 'decode cannot change'),
     ({'max_new_tokens': 8, 'memory.policy': 'nonsense'}, 'memory.policy'),
 ])
 def test_bad_parameters_rejected_nothing_applied_tiny(client, node, values, needle):
