@@ -341,7 +341,7 @@ class CameraState:
         self.received = 0
         self.ingested = 0
         self.drops: Dict[str, int] = collections.defaultdict(int)
-        self.frame = None          # (rgb, stamp) not yet fed
+        self.frame = None          # (message, compressed, stamp) not yet fed
         self.last_stamp: Optional[float] = None
         self.next_due = 0.0
         self.subscription = None
@@ -623,29 +623,20 @@ class InfMllmNode(LifecycleNode):
 
     # ---- cameras --------------------------------------------------------------------------
     def _on_frame(self, cam: CameraState, msg: Any, compressed: bool) -> None:
-        """Decode and keep the newest frame; never inference here, never raise."""
+        """Check the stamp and keep the newest message; never decode or infer here.
+
+        Decoding waits for the worker (:meth:`_decode`), so a camera at 30 Hz costs the
+        callback only the message itself: a frame superseded before it is fed is never
+        decoded (at 1 Hz fed, 29 of 30 raw 1080p frames).
+        """
         with self._lock:
             cam.received += 1
             cam.monitor.frame(time.monotonic())
-            max_side = self._values['image_max_side']
         try:
-            if compressed:
-                rgb = compressed_to_rgb(msg.format, msg.data, max_side=max_side)
-            else:
-                rgb = image_to_rgb(msg.encoding, msg.width, msg.height, msg.step, msg.data,
-                                   is_bigendian=bool(msg.is_bigendian), max_side=max_side)
-        except FrameError as exc:
-            self._drop(cam, exc.reason, str(exc))
-            return
+            stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         except Exception as exc:  # noqa: BLE001 - a message must never kill the node
-            self._drop(cam, 'decode_failed', f'{type(exc).__name__}: {exc}')
+            self._drop(cam, 'decode_failed', f'header: {type(exc).__name__}: {exc}')
             return
-        if min(rgb.shape[:2]) < MIN_FRAME_SIDE:
-            self._drop(cam, 'too_small', f'frame is {rgb.shape[1]}x{rgb.shape[0]} after '
-                       f'decoding (image_max_side {max_side}), smaller than '
-                       f'{MIN_FRAME_SIDE}x{MIN_FRAME_SIDE} pixels')
-            return
-        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         now = self.get_clock().now().nanoseconds * 1e-9
         unstamped = stamp == 0.0
         if unstamped:
@@ -664,9 +655,31 @@ class InfMllmNode(LifecycleNode):
                                   f'{cam.last_stamp - stamp:.1f} s (replay loop?); accepted')
             if cam.frame is not None:
                 cam.drops['superseded'] += 1
-            cam.frame = (rgb, stamp)
+            cam.frame = (msg, compressed, stamp)
             cam.last_stamp = stamp
             self._wake.notify_all()
+
+    def _decode(self, cam: CameraState, msg: Any, compressed: bool,
+                max_side: int) -> Optional[Any]:
+        """Message -> RGB array downscaled to ``max_side``; None (counted drop) if bad."""
+        try:
+            if compressed:
+                rgb = compressed_to_rgb(msg.format, msg.data, max_side=max_side)
+            else:
+                rgb = image_to_rgb(msg.encoding, msg.width, msg.height, msg.step, msg.data,
+                                   is_bigendian=bool(msg.is_bigendian), max_side=max_side)
+        except FrameError as exc:
+            self._drop(cam, exc.reason, str(exc))
+            return None
+        except Exception as exc:  # noqa: BLE001 - a message must never kill the node
+            self._drop(cam, 'decode_failed', f'{type(exc).__name__}: {exc}')
+            return None
+        if min(rgb.shape[:2]) < MIN_FRAME_SIDE:
+            self._drop(cam, 'too_small', f'frame is {rgb.shape[1]}x{rgb.shape[0]} after '
+                       f'decoding (image_max_side {max_side}), smaller than '
+                       f'{MIN_FRAME_SIDE}x{MIN_FRAME_SIDE} pixels')
+            return None
+        return rgb
 
     def _drop(self, cam: CameraState, reason: str, detail: str) -> None:
         with self._lock:
@@ -864,9 +877,13 @@ class InfMllmNode(LifecycleNode):
         with self._lock:
             frame, cam.frame = cam.frame, None
             session = self._session
+            max_side = self._values['image_max_side']
         if frame is None or session is None:
             return
-        rgb, stamp = frame
+        msg, compressed, stamp = frame
+        rgb = self._decode(cam, msg, compressed, max_side)
+        if rgb is None:
+            return
         try:
             session.ingest_frame(rgb, stamp, cam.topic)
         except ValueError as exc:  # the engine's answer to a frame it cannot take
