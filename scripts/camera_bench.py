@@ -163,7 +163,9 @@ def run_one(client: Any, node: Any, config: str, size: str, encoding: str, qos: 
             except (TimeoutError, StopIteration):
                 pass
     out = pub.stdout.read().strip().splitlines() if pub.stdout else []
-    sent = json.loads(out[-1]) if out else {'published': 0, 'publish_s': 0.0}
+    # a publisher that died prints nothing: its row says so (published 0, publisher_failed)
+    sent = json.loads(out[-1]) if out else {'published': 0, 'publish_s': duration,
+                                            'publisher_failed': True}
     time.sleep(1.5)                                   # frames in flight, the 1 Hz check
     after = _camera(client, topic)
     cpu = (_cpu_seconds(node.proc.pid) - cpu0) / max(1e-9, time.monotonic() - t0)
@@ -183,6 +185,7 @@ def run_one(client: Any, node: Any, config: str, size: str, encoding: str, qos: 
         'warned_after_s': warned_after,
         'node_cpu_core_share': round(cpu, 3), 'node_rss_mib': round(_rss_mib(node.proc.pid), 1),
         'publisher_matched_after_s': sent.get('matched_after_s'),
+        'publisher_failed': bool(sent.get('publisher_failed')),
     }
 
 
