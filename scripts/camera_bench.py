@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Camera arrival benchmark: real camera frame sizes at 30 Hz from other processes over DDS.
+r"""Camera arrival benchmark: real camera frame sizes at 30 Hz from other processes over DDS.
 
 For every size x encoding x publisher QoS, a publisher process sends frames at ``--rate``
 for ``--duration`` seconds to a node process (tiny-test model unless ``--model``), and the
@@ -246,7 +246,7 @@ def _line(row: Dict[str, Any]) -> str:
 
 
 def markdown(result: Dict[str, Any]) -> str:
-    """The result as a Markdown table (docs/results)."""
+    """Render the result as a Markdown table (docs/results)."""
     head = ('| transport | size | encoding | publisher QoS | published | arrived | share | '
             'arrival Hz | ingest Hz | node CPU (cores) | node RSS MiB | lost events | '
             'warning (after s) |')

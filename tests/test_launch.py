@@ -326,3 +326,21 @@ def test_launch_file_tiny_node_reaches_active(tmp_path):
         service.shutdown()  # from another thread: schedules the shutdown on the loop
         runner.join(60)
         assert not runner.is_alive(), 'launch service did not shut down'
+
+
+def test_dds_profile_is_given_to_the_node_unless_the_user_chose_one(tmp_path):
+    """Issue 23: the runner applies the shipped Fast DDS profile for raw camera frames."""
+    shipped = shared.dds_environment('', environ={})
+    path = shipped[shared.DDS_PROFILE_ENV]
+    assert path.endswith('config/fastdds_large_frames.xml') and Path(path).is_file()
+    assert '<segment_size>' in Path(path).read_text()
+    for name in shared.DDS_PROFILE_USER_ENVS:       # the user's own profile wins
+        assert shared.dds_environment('', environ={name: '/x.xml'}) == {}
+    assert shared.dds_environment('none', environ={}) == {}
+    mine = tmp_path / 'mine.xml'
+    mine.write_text('<profiles/>')
+    assert shared.dds_environment(str(mine)) == {shared.DDS_PROFILE_ENV: str(mine)}
+    with pytest.raises(FileNotFoundError):
+        shared.dds_environment(str(tmp_path / 'missing.xml'))
+    assert 'dds_profile' in shared.LAUNCH_ARGUMENTS
+    assert shared.node_spec(dds_profile='none').env == {}
