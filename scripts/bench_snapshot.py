@@ -52,6 +52,7 @@ def _fill(session, budget: int) -> int:
 
 
 def bench(model: str, device: str, dtype: str, budget: int, repeat: int) -> dict:
+    """Fill a session to ``budget``, time ``repeat`` saves and restores; one result row."""
     cfg = SessionConfig(model=model, device=device, dtype=dtype, budget=budget)
     a = build_session(cfg)
     asked = _fill(a, budget)
@@ -87,6 +88,7 @@ def bench(model: str, device: str, dtype: str, budget: int, repeat: int) -> dict
 
 
 def main() -> int:
+    """Benchmark each budget; print JSON rows and a Markdown table."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="default")
     ap.add_argument("--device", default="cpu")

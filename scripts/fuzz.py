@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
+    """Run the fuzz tests at the given scale; print and optionally save the case counts."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scale", type=float, default=13.0)
     ap.add_argument("--out", default="", help="also write the counts and verdict as JSON")
