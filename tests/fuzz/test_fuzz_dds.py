@@ -23,8 +23,10 @@ from hypothesis import strategies as st
 def dds(tmp_path_factory):
     pytest.importorskip("ros2_infmllm_msgs", reason="interfaces not built: run ./setup.sh")
     domain = random_domain_id()
-    log = tmp_path_factory.mktemp("fuzz") / "node.log"
-    proc = NodeProcess(domain, dict(BASE_PARAMS, **{"limits.caller_burst": 10000}), log=log)
+    work = tmp_path_factory.mktemp("fuzz")
+    # fuzzed memory.snapshot_path values are relative paths: they land in work, not the repo
+    proc = NodeProcess(domain, dict(BASE_PARAMS, **{"limits.caller_burst": 10000}),
+                       log=work / "node.log", cwd=work)
     client = Client(domain, "fuzz_client")
     client.wait_ready(timeout=120, proc=proc)
     raw = client.image_publisher(CAM_BAD, reliable=True, depth=50)

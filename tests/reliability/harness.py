@@ -104,8 +104,12 @@ class NodeProcess:
         command: Optional[Sequence[str]] = None,
         extra_env: Optional[Dict[str, str]] = None,
         launcher_args: Sequence[str] = (),
+        cwd: Optional[Path] = None,
     ) -> None:
-        """Start it at once; `command` replaces the instrumented launcher (e.g. launch)."""
+        """Start it at once; `command` replaces the instrumented launcher (e.g. launch).
+
+        `cwd` (default: the repo) is where relative paths in parameters land.
+        """
         self.log_path = log
         self.domain_id = domain_id
         if command is None:
@@ -119,7 +123,7 @@ class NodeProcess:
         self._log = open(log, "w") if log else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             argv,
-            cwd=str(REPO),
+            cwd=str(cwd or REPO),
             env=ros_env(domain_id, extra_env),
             stdout=self._log,
             stderr=subprocess.STDOUT,
