@@ -26,6 +26,7 @@ from ros2_infmllm.memory_view import render  # noqa: E402
 
 
 def main() -> int:
+    """Replay the bag offline and write the memory-view picture."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bag", default=str(REPO / "data" / "sample_bag"))
     ap.add_argument("--model", default="default")

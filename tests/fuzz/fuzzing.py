@@ -24,7 +24,7 @@ JUNK_STRING = st.text(string.printable, max_size=40) | st.sampled_from(["", "\x0
 
 
 def examples(n: int) -> settings:
-    """Return settings for ``n`` examples (times SCALE), no deadline, no health checks."""
+    """Return hypothesis settings: n examples times SCALE, no deadline, no health checks."""
     return settings(max_examples=max(1, int(n * SCALE)), deadline=None, derandomize=False,
                     suppress_health_check=list(HealthCheck), database=None)
 

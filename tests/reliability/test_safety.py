@@ -79,17 +79,53 @@ def test_torch_load_only_with_weights_only():
                     f"{path.name}:{node.lineno} torch.load without weights_only=True")
 
 
+# Functions that open the memory snapshot or the question journal beside it: the path
+# comes from the memory.snapshot_path parameter (node._journal_path, the engine's
+# save/restore calls), never from a request.
+SNAPSHOT_PATH_FUNCTIONS = {("node.py", "_write_journal"), ("node.py", "_replay_journal"),
+                           ("snapshot.py", "write_snapshot"), ("snapshot.py", "read_snapshot"),
+                           ("snapshot.py", "read_header")}
+
+
+def _opens_by_function(tree: ast.AST) -> Iterator[Tuple[str, ast.Call]]:
+    """Yield (innermost enclosing function name, call) for every file-opening call."""
+    def visit(node: ast.AST, func: str) -> Iterator[Tuple[str, ast.Call]]:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            func = node.name
+        if isinstance(node, ast.Call) and _call_name(node) in ("open", "read_text",
+                                                               "read_bytes"):
+            yield func, node
+        for child in ast.iter_child_nodes(node):
+            yield from visit(child, func)
+    yield from visit(tree, "")
+
+
 def test_file_opens_only_in_model_loading():
-    """File reads happen only where a model named by a parameter is loaded (or /proc/self)."""
+    """File reads happen only where a model or the snapshot named by a parameter is opened.
+
+    /proc/self counters are the one fixed path allowed.
+    """
     for path, tree in _sources():
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and _call_name(node) in ("open", "read_text",
-                                                                   "read_bytes"):
-                arg = node.args[0] if node.args else None
-                if isinstance(arg, ast.Constant) and str(arg.value).startswith("/proc/self/"):
-                    continue  # the process's own counters (RSS), a fixed path
-                assert path.parent.name == "models", (
-                    f"{path.name}:{node.lineno} reads a file outside model loading")
+        for func, node in _opens_by_function(tree):
+            arg = node.args[0] if node.args else None
+            if isinstance(arg, ast.Constant) and str(arg.value).startswith("/proc/self/"):
+                continue  # the process's own counters (RSS), a fixed path
+            if (path.name, func) in SNAPSHOT_PATH_FUNCTIONS:
+                continue
+            assert path.parent.name == "models", (
+                f"{path.name}:{node.lineno} reads a file outside model loading")
+
+
+def test_journal_path_comes_from_the_snapshot_parameter():
+    """The functions allowed to open files above get their path from memory.snapshot_path."""
+    tree = ast.parse((PKG / "node.py").read_text())
+    fn = next(n for n in ast.walk(tree)
+              if isinstance(n, ast.FunctionDef) and n.name == "_journal_path")
+    assert "snapshot_path" in ast.unparse(fn)
+    for name in ("_write_journal", "_replay_journal"):
+        fn = next(n for n in ast.walk(tree)
+                  if isinstance(n, ast.FunctionDef) and n.name == name)
+        assert "self._journal_path()" in ast.unparse(fn)
 
 
 @pytest.fixture(scope="module")
