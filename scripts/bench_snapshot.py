@@ -8,6 +8,13 @@ restored session must answer a question exactly as the saved one (checked, not t
 
     python scripts/bench_snapshot.py                       # default model, CPU, 1024 4096
     python scripts/bench_snapshot.py --device cuda --budgets 1024,4096 --out F.json
+    python scripts/bench_snapshot.py --shape 7b --out F.json    # Llama-2-7B shape, CUDA
+
+``--shape 7b`` builds a random-weight Llama-2-7B (the benchmarks' shape, from a config:
+nothing is downloaded) in float16 on CUDA with the byte tokenizer of the tiny test model:
+the snapshot's size and time depend on the cache's shape, not on the weights. That path
+imports the engine, memory and models layers only (no ROS), so it runs where rclpy is
+absent.
 
 Prints one JSON object per budget and a Markdown table.
 """
@@ -40,21 +47,65 @@ def _frame(i: int) -> np.ndarray:
 
 
 def _fill(session, budget: int) -> int:
-    """Frames then long questions until the memory holds ``budget`` tokens; questions used."""
+    """Frames then long questions until the memory holds ``budget`` tokens; questions used.
+
+    A question stays below 480 tokens (the engine's chunk limit is 512): a byte-level
+    tokenizer spends one token a character.
+    """
     for i in range(8):
         session.ingest_frame(_frame(i), 1000.0 + i, "front")
     asked = 0
     while session.describe()["cache_tokens"] < budget and asked < 200:
-        words = [_WORDS[(asked * 7 + j) % len(_WORDS)] for j in range(300)]
-        session.ask("Remember: " + " ".join(words), max_new_tokens=1)
+        n = 300
+        while True:
+            words = [_WORDS[(asked * 7 + j) % len(_WORDS)] for j in range(n)]
+            text = "Remember: " + " ".join(words)
+            if session.adapter.text_chunk(text, "user").n_tokens <= 480 or n <= 10:
+                break
+            n //= 2
+        session.ask(text, max_new_tokens=1)
         asked += 1
     return asked
 
 
-def bench(model: str, device: str, dtype: str, budget: int, repeat: int) -> dict:
+def _sessions_7b(device: str, dtype: str, budget: int) -> tuple:
+    """Two sessions on one random-weight Llama-2-7B-shape model (built once per process)."""
+    import dataclasses
+
+    from ros2_infmllm.engine import POLICY_KEYS, StreamingSession
+    from ros2_infmllm.eval.bench.common import DTYPES, llama_model
+    from ros2_infmllm.memory import POLICIES, make_policy, use_scoring_attention
+    from ros2_infmllm.models.base import ModelAdapter
+    from ros2_infmllm.models.tiny import byte_tokenizer
+    if not _MODEL_7B:
+        torch_dtype = DTYPES["float16" if dtype == "auto" else dtype]
+        model = use_scoring_attention(llama_model("7b", device, torch_dtype))
+        adapter = ModelAdapter(model, byte_tokenizer(), "llama-2-7b shape (random weights)")
+        adapter.eos_token_ids = set()       # random weights: answers run to max_new_tokens
+        _MODEL_7B.append(adapter)
+    adapter = _MODEL_7B[0]
+    # the node's policy defaults at this budget (n_recent at most budget / 4)
+    cfg = SessionConfig(budget=budget, n_recent=min(SessionConfig.n_recent, budget // 4))
+    names = {f.name for f in dataclasses.fields(POLICIES[cfg.policy])}
+
+    def session() -> StreamingSession:
+        policy = make_policy(cfg.policy, **{k: getattr(cfg, k) for k in POLICY_KEYS
+                                            if k in names})
+        return StreamingSession(adapter, policy, decode="eager")
+    return session(), session()
+
+
+_MODEL_7B: list = []
+
+
+def bench(model: str, device: str, dtype: str, budget: int, repeat: int,
+          shape: str = "") -> dict:
     """Fill a session to ``budget``, time ``repeat`` saves and restores; one result row."""
-    cfg = SessionConfig(model=model, device=device, dtype=dtype, budget=budget)
-    a = build_session(cfg)
+    if shape == "7b":
+        a, b = _sessions_7b(device, dtype, budget)
+    else:
+        cfg = SessionConfig(model=model, device=device, dtype=dtype, budget=budget)
+        a, b = build_session(cfg), None
     asked = _fill(a, budget)
     d = a.describe()
     folder = tempfile.mkdtemp(prefix="bench_snapshot_")
@@ -66,10 +117,11 @@ def bench(model: str, device: str, dtype: str, budget: int, repeat: int) -> dict
         copies.append(info["copy_s"])
         size = int(info["bytes"])
     expected = a.ask("What did the front camera see?", max_new_tokens=8)
-    b = build_session(cfg)
+    b = b if b is not None else build_session(cfg)
     for _ in range(repeat):
         t0 = time.perf_counter()
         b.restore_memory(path)
+        _sync(device)
         restores.append(time.perf_counter() - t0)
     got = b.ask("What did the front camera see?", max_new_tokens=8)
     os.unlink(path)
@@ -84,22 +136,40 @@ def bench(model: str, device: str, dtype: str, budget: int, repeat: int) -> dict
         "identical_answer": (got.text, got.evidence_stamps)
         == (expected.text, expected.evidence_stamps),
         "load_average": os.getloadavg(),
+        "device_name": _device_name(device), "rclpy_imported": "rclpy" in sys.modules,
     }
+
+
+def _sync(device: str) -> None:
+    """Wait for the device, so a restore's time includes its copies to the GPU."""
+    if device.startswith("cuda"):
+        import torch
+        torch.cuda.synchronize()
+
+
+def _device_name(device: str) -> str:
+    """GPU name for CUDA rows (figures depend on it), else ``cpu``."""
+    import torch
+    return torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") \
+        else "cpu"
 
 
 def main() -> int:
     """Benchmark each budget; print JSON rows and a Markdown table."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="default")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--shape", default="", choices=["", "7b"],
+                    help="7b: random-weight Llama-2-7B shape instead of --model (CUDA)")
+    ap.add_argument("--device", default="")
+    ap.add_argument("--dtype", default="auto", help="auto: float32 on CPU, float16 on CUDA")
     ap.add_argument("--budgets", default="1024,4096")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", default="", help="also write the rows as JSON here")
     args = ap.parse_args()
+    device = args.device or ("cuda" if args.shape == "7b" else "cpu")
     rows = []
     for budget in (int(b) for b in args.budgets.split(",")):
-        row = bench(args.model, args.device, args.dtype, budget, args.repeat)
+        row = bench(args.model, device, args.dtype, budget, args.repeat, args.shape)
         print(json.dumps(row), flush=True)
         rows.append(row)
     print("\n| model | device | dtype | budget | tokens | file MB | save s | of it under the "
