@@ -13,6 +13,11 @@ Two ways to run, same questions and scoring:
 Scores: answer correctness (the question's match kind), evidence precision (fraction of
 returned frame stamps inside the expected time ranges), latency p50/p95, frames fed and
 dropped, cache tokens at the end.
+
+Offline, the memory view (``ros2_infmllm/memory_view.py``, the picture the node publishes
+on ``~/memory_view``) is saved after every question: ``memory_timeline_q<N>.png`` for the
+N-th question asked and ``memory_timeline.png`` for the last, in ``<out>_memory/`` beside
+the result JSON.
 """
 from __future__ import annotations
 
@@ -98,9 +103,48 @@ def cache_tokens(describe: dict) -> Optional[int]:
     return None
 
 
+def timeline_dir(out_json: Path | str) -> Path:
+    """Folder of a replay's memory pictures: ``results/replay.json`` -> ``results/replay_memory``.
+
+    One folder per result file, so runs written side by side (the demo's two policies)
+    keep their own ``memory_timeline.png``.
+    """
+    out_json = Path(out_json)
+    return out_json.with_name(out_json.stem + '_memory')
+
+
+def save_memory_timeline(session, folder: Path, n: int, q: Question) -> Optional[str]:
+    """Draw the memory view of ``session`` after question ``n``; return the file name.
+
+    Writes ``memory_timeline_q<n>.png`` and the same picture as ``memory_timeline.png``
+    (the latest question's). A session without ``memory_map`` saves nothing (None).
+    """
+    if not hasattr(session, 'memory_map'):
+        return None
+    import cv2
+
+    from ros2_infmllm.memory_view import render
+    view = session.memory_map()
+    title = (f"after q{n} {q.id} (bag {q.t:.1f} s): {view.get('policy', '')} memory, "
+             f"{len(view.get('tokens', []))} of {view.get('budget') or 'unbounded'} tokens "
+             f"kept, {len(view.get('frames', {}))} frames held")
+    bgr = cv2.cvtColor(render(view, title=title), cv2.COLOR_RGB2BGR)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f'memory_timeline_q{n}.png'
+    for file in (name, 'memory_timeline.png'):
+        if not cv2.imwrite(str(folder / file), bgr):
+            raise OSError(f'could not write {folder / file}')
+    return name
+
+
 def run_offline(session, bag: Path, questions: Sequence[Question], topics: Sequence[str],
-                frame_rate: float, max_new_tokens: int = 24, progress: bool = True) -> dict:
-    """Replay ``bag`` into ``session`` at bag time; return records and stream statistics."""
+                frame_rate: float, max_new_tokens: int = 24, progress: bool = True,
+                timeline: Optional[Path] = None) -> dict:
+    """Replay ``bag`` into ``session`` at bag time; return records and stream statistics.
+
+    With ``timeline`` (a folder) the memory view is saved there after every question
+    (:func:`save_memory_timeline`); each record names its picture.
+    """
     from tqdm import tqdm
     if frame_rate <= 0:
         raise ValueError(f'frame_rate must be > 0, got {frame_rate}')
@@ -121,8 +165,12 @@ def run_offline(session, bag: Path, questions: Sequence[Question], topics: Seque
         off = offset or 0.0
         rel = [float(s) - off for s in (getattr(ans, 'evidence_stamps', None) or [])]
         timings = dict(getattr(ans, 'timings', {}) or {})
-        records.append(_record(q, str(ans.text), rel, wall, {
-            'timings': timings, 'cache_tokens': cache_tokens(_describe(session))}))
+        extra = {'timings': timings, 'cache_tokens': cache_tokens(_describe(session))}
+        if timeline is not None:
+            picture = save_memory_timeline(session, timeline, len(records) + 1, q)
+            if picture is not None:
+                extra['memory_timeline'] = f'{timeline.name}/{picture}'
+        records.append(_record(q, str(ans.text), rel, wall, extra))
 
     for fr in iter_frames(bag, topics):
         t_rel = fr.t_bag - start
@@ -358,7 +406,8 @@ def run_from_args(args) -> dict:
         cfg = session_config(args, overrides)
         session = build_session(cfg)
         out = run_offline(session, bag, questions, topics, args.frame_rate,
-                          max_new_tokens=args.max_new_tokens, progress=not args.no_progress)
+                          max_new_tokens=args.max_new_tokens, progress=not args.no_progress,
+                          timeline=timeline_dir(args.out))
         config = dataclasses.asdict(cfg)
     else:
         out = run_dds(bag, questions, topics, node_name=args.node, rate=args.rate,
@@ -450,4 +499,9 @@ def markdown(result: dict, png_name: Optional[str] = None) -> str:
     lines += ['', _summary_line(result['summary'], result['stats'], result)]
     if png_name:
         lines += ['', f'![replay latency]({png_name})']
+    pictures = [r['memory_timeline'] for r in result['records'] if r.get('memory_timeline')]
+    if pictures:
+        folder = pictures[-1].split('/')[0]
+        lines += ['', f'Memory after each question: {", ".join(pictures)}; after the last:',
+                  '', f'![memory after the last question]({folder}/memory_timeline.png)']
     return '\n'.join(lines) + '\n'

@@ -1,6 +1,8 @@
 """Offline replay: a generated bag fed to the real engine (tiny-test model) at bag time."""
 import json
 
+import cv2
+import numpy as np
 import pytest
 
 from ros2_infmllm.eval.__main__ import main
@@ -56,6 +58,21 @@ def test_offline_replay_tiny(bag):
         assert r['latency_s'] > 0
     assert res['summary']['questions'] == 2 and res['summary']['latency_p95_s'] > 0
     assert (bag / 'replay.png').exists() and '| red |' in (bag / 'replay.md').read_text()
+    # the memory view after each question, and after the last as memory_timeline.png
+    pictures = bag / 'replay_memory'
+    assert [r['memory_timeline'] for r in res['records']] == [
+        'replay_memory/memory_timeline_q1.png', 'replay_memory/memory_timeline_q2.png']
+    shapes = {}
+    for name in ('memory_timeline_q1.png', 'memory_timeline_q2.png', 'memory_timeline.png'):
+        data = (pictures / name).read_bytes()
+        assert data[:8] == b'\x89PNG\r\n\x1a\n'
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        assert img is not None and img.shape[1] == 960 and img.shape[0] > 100
+        assert img.std() > 5                      # drawn, not a blank canvas
+        shapes[name] = data
+    assert shapes['memory_timeline.png'] == shapes['memory_timeline_q2.png']
+    assert shapes['memory_timeline_q1.png'] != shapes['memory_timeline_q2.png']
+    assert 'replay_memory/memory_timeline.png' in (bag / 'replay.md').read_text()
 
 
 def test_replay_input_errors(bag, capsys):
