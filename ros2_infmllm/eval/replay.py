@@ -14,10 +14,11 @@ Scores: answer correctness (the question's match kind), evidence precision (frac
 returned frame stamps inside the expected time ranges), latency p50/p95, frames fed and
 dropped, cache tokens at the end.
 
-Offline, the memory view (``ros2_infmllm/memory_view.py``, the picture the node publishes
-on ``~/memory_view``) is saved after every question: ``memory_timeline_q<N>.png`` for the
-N-th question asked and ``memory_timeline.png`` for the last, in ``<out>_memory/`` beside
-the result JSON.
+The memory view (``ros2_infmllm/memory_view.py``, the picture the node publishes on
+``~/memory_view``) is saved after every question: ``memory_timeline_q<N>.png`` for the N-th
+question asked and ``memory_timeline.png`` for the last, in ``<out>_memory/`` beside the
+result JSON. Offline it is drawn from the session; over DDS it is the node's first
+``~/memory_view`` image after the answer (the node needs ``memory_view_rate > 0``).
 """
 from __future__ import annotations
 
@@ -121,14 +122,18 @@ def save_memory_timeline(session, folder: Path, n: int, q: Question) -> Optional
     """
     if not hasattr(session, 'memory_map'):
         return None
-    import cv2
-
     from ros2_infmllm.memory_view import render
     view = session.memory_map()
     title = (f"after q{n} {q.id} (bag {q.t:.1f} s): {view.get('policy', '')} memory, "
              f"{len(view.get('tokens', []))} of {view.get('budget') or 'unbounded'} tokens "
              f"kept, {len(view.get('frames', {}))} frames held")
-    bgr = cv2.cvtColor(render(view, title=title), cv2.COLOR_RGB2BGR)
+    return _write_timeline(render(view, title=title), folder, n)
+
+
+def _write_timeline(rgb: np.ndarray, folder: Path, n: int) -> str:
+    """Write ``rgb`` as ``memory_timeline_q<n>.png`` and ``memory_timeline.png``."""
+    import cv2
+    bgr = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)
     folder.mkdir(parents=True, exist_ok=True)
     name = f'memory_timeline_q{n}.png'
     for file in (name, 'memory_timeline.png'):
@@ -219,11 +224,24 @@ def _stamp_s(t) -> float:
     return float(t.sec) + float(t.nanosec) * 1e-9
 
 
+def _image_rgb(msg) -> Optional[np.ndarray]:
+    """Return an rgb8 ``sensor_msgs/Image`` (the memory view) as HxWx3, else None."""
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    data = np.frombuffer(bytes(msg.data), np.uint8)
+    if msg.encoding != 'rgb8' or h < 1 or w < 1 or step < 3 * w or data.size < h * step:
+        return None
+    return data[:h * step].reshape(h, step)[:, :3 * w].reshape(h, w, 3)
+
+
 def run_dds(bag: Path, questions: Sequence[Question], topics: Sequence[str], *,
             node_name: str = '/infmllm', rate: float = 1.0, timeout: float = 60.0,
             max_new_tokens: int = 24, wait_service_s: float = 180.0,
-            progress: bool = True) -> dict:
-    """Publish ``bag`` and /clock over DDS, ask questions through ``<node>/query``."""
+            progress: bool = True, timeline: Optional[Path] = None) -> dict:
+    """Publish ``bag`` and /clock over DDS, ask questions through ``<node>/query``.
+
+    With ``timeline`` (a folder), the first ``<node>/memory_view`` image that arrives after
+    each answer is saved there (see :func:`save_memory_timeline`).
+    """
     if rate <= 0:
         raise ValueError(f'rate must be > 0, got {rate}')
     try:
@@ -269,6 +287,26 @@ def run_dds(bag: Path, questions: Sequence[Question], topics: Sequence[str], *,
         node.create_subscription(DiagnosticArray, '/diagnostics', on_diag, 10)
     except ImportError:
         pass
+    # the memory view after each answer: answered questions wait for the next picture
+    view_lock = threading.Lock()
+    view_waiting: list = []             # (question number, monotonic time answered)
+    views: dict = {}                    # question number -> Image message
+
+    def on_view(msg) -> None:
+        now = time.monotonic()
+        with view_lock:
+            for item in [w for w in view_waiting if w[1] < now]:
+                views[item[0]] = msg
+                view_waiting.remove(item)
+
+    def answered(n: int):
+        def done(_fut) -> None:
+            with view_lock:
+                view_waiting.append((n, time.monotonic()))
+        return done
+
+    if timeline is not None:
+        node.create_subscription(Image, node_name.rstrip('/') + '/memory_view', on_view, 1)
     srv = node_name.rstrip('/') + '/query'
     client = node.create_client(Query, srv)
     executor = MultiThreadedExecutor(num_threads=2)
@@ -301,7 +339,9 @@ def run_dds(bag: Path, questions: Sequence[Question], topics: Sequence[str], *,
         def send(q: Question) -> None:
             req = Query.Request(question=q.question, camera=q.camera or '',
                                 max_new_tokens=max_new_tokens)
-            inflight.append((q, time.monotonic(), client.call_async(req)))
+            fut = client.call_async(req)
+            fut.add_done_callback(answered(len(inflight) + 1))
+            inflight.append((q, time.monotonic(), fut))
 
         for fr in iter_frames(bag, topics):
             t_rel = fr.t_bag - start
@@ -341,6 +381,15 @@ def run_dds(bag: Path, questions: Sequence[Question], topics: Sequence[str], *,
             records.append(_record(q, res.answer if res.success else '', rel,
                                    float(res.latency_s) if res.success else wall, extra))
         time.sleep(1.2)                               # one more /diagnostics period
+        if timeline is not None:
+            for n, rec in enumerate(records, start=1):
+                rgb = _image_rgb(views[n]) if n in views else None
+                if rgb is not None:
+                    rec['memory_timeline'] = f'{timeline.name}/{_write_timeline(rgb, timeline, n)}'
+            stats['memory_views'] = len(views)
+            if not views:
+                stats['memory_timeline'] = (f'no {node_name.rstrip("/")}/memory_view image '
+                                            'arrived: run the node with memory_view_rate > 0')
     finally:
         executor.shutdown(timeout_sec=1.0)
         spin.join(timeout=5.0)
@@ -412,7 +461,7 @@ def run_from_args(args) -> dict:
     else:
         out = run_dds(bag, questions, topics, node_name=args.node, rate=args.rate,
                       timeout=args.timeout, max_new_tokens=args.max_new_tokens,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, timeline=timeline_dir(args.out))
         config = {'node': args.node, 'rate': args.rate, 'policy': args.policy,
                   'budget': args.budget, 'model': args.model,
                   'note': 'policy/budget/model as set on the node by the caller'}

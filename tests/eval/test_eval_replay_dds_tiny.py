@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import cv2
 import pytest
 
 from ros2_infmllm.eval.make_sample_bag import write_sample_bag
@@ -32,6 +33,7 @@ def test_dds_replay_into_node_tiny(tmp_path):
     (tmp_path / 'params.yaml').write_text(
         "/**:\n  ros__parameters:\n    use_sim_time: true\n    model: 'tiny-test'\n"
         "    device: 'cpu'\n    frame_rate: 2.0\n    image_topics: ['/camera/image_raw']\n"
+        "    memory_view_rate: 2.0\n"
         "    memory:\n      policy: 'inf_mllm'\n      budget: 256\n      n_recent: 64\n")
     env = dict(os.environ, ROS_DOMAIN_ID=str(150 + os.getpid() % 50))
     node = subprocess.Popen([sys.executable, '-m', 'ros2_infmllm.launch', '--params-file',
@@ -57,3 +59,8 @@ def test_dds_replay_into_node_tiny(tmp_path):
     (rec,) = res['records']
     assert 'error' not in rec, rec
     assert rec['latency_s'] > 0 and all(0.0 <= s <= 16.0 for s in rec['evidence'])
+    # the node's ~/memory_view picture after the answer, saved as the offline replay does
+    assert rec['memory_timeline'] == 'replay_memory/memory_timeline_q1.png', res['stats']
+    for name in ('memory_timeline_q1.png', 'memory_timeline.png'):
+        img = cv2.imread(str(tmp_path / 'replay_memory' / name))
+        assert img is not None and img.shape[1] == 960 and img.std() > 5
