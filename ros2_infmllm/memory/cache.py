@@ -164,7 +164,7 @@ class BoundedLayer(CacheLayerMixin):
         self.v_dim = value_states.shape[-1]
         views = self.owner.stack_views(self)
         if views is None:
-            self._allocate(self.owner.initial_capacity)
+            self.allocate(self.owner.initial_capacity)
         else:
             self.key_buf, self.value_buf, self.meta, self.scores, self.att = views
             self.capacity = self.key_buf.shape[2]
@@ -184,7 +184,7 @@ class BoundedLayer(CacheLayerMixin):
     def next_pos(self, value: int) -> None:
         self._next_pos = value
 
-    def _allocate(self, capacity: int) -> None:
+    def allocate(self, capacity: int) -> None:
         """(Re)allocate every buffer at ``capacity`` tokens, keeping the first ``length``."""
         n = self.length
         h, dev = self.n_heads, self.device
@@ -302,7 +302,7 @@ class BoundedLayer(CacheLayerMixin):
         end = n + q
         if end > self.capacity:
             grow = max(end, 2 * self.capacity) if not policy.compacts else end + owner.slack
-            self._allocate(grow)
+            self.allocate(grow)
         self.key_buf[:, :, n:end] = key_states
         self.value_buf[:, :, n:end] = value_states
         explicit = owner.take_explicit_positions(q)
@@ -748,6 +748,49 @@ class BoundedCache(Cache):
             layer.flush()
             self.tally(layer, layer.att[:, :n])
             layer.att[:, :n] = 0.0
+
+    @property
+    def scores_requested(self) -> bool:
+        """Whether some layer still waits for the attention scores :meth:`request_scores` asked."""
+        return bool(self._score_layers)
+
+    @property
+    def positions_given(self) -> bool:
+        """Whether :meth:`set_next_positions` gave positions that no update has taken yet."""
+        return self._explicit_pos is not None
+
+    def source_state(self) -> tuple[dict[str, Any], torch.Tensor | None]:
+        """Per-source bookkeeping as JSON values, and the folded evidence tally (or None).
+
+        What a snapshot needs to bring the sources back with :meth:`restore_sources`; the
+        tally is ``[n_sources]`` float32 on the device, as folded so far (per-slot decode
+        attention not yet folded is left where it is, so reading this changes nothing).
+        """
+        state = {
+            "source_ids": list(self.source_ids),
+            "source_meta": [[sid, m[0], m[1]] for sid, m in self.source_meta.items()],
+            "free_sources": list(self._free_sources), "prune_at": self._prune_at,
+            "current_source": self.current_source,
+        }
+        tally = None if self._tally is None else self._tally[:len(self.source_ids)]
+        return state, tally
+
+    def restore_sources(self, state: dict[str, Any], tally: torch.Tensor | None,
+                        device: torch.device | str) -> None:
+        """Take back a :meth:`source_state` result (the layers hold the matching tokens)."""
+        self.source_ids = list(state["source_ids"])
+        self.source_index = {sid: i for i, sid in enumerate(self.source_ids) if sid is not None}
+        self.source_meta = {sid: (float(stamp), str(kind))
+                            for sid, stamp, kind in state["source_meta"]}
+        self._free_sources = list(state["free_sources"])
+        self._prune_at = int(state["prune_at"])
+        self.current_source = int(state["current_source"])
+        if tally is not None:
+            dev = next((la.key_buf.device for la in self.layers if la.key_buf is not None),
+                       torch.device(device))
+            self._tally = torch.zeros(max(tally.numel(), 16) * 2, dtype=torch.float32,
+                                      device=dev)
+            self._tally[:tally.numel()] = tally.to(dev)
 
     def fold_tally(self) -> None:
         """Fold every layer's decode attention into the tally (see :meth:`fold_layer`)."""

@@ -80,16 +80,13 @@ def cache_state(cache: BoundedCache) -> tuple[dict[str, torch.Tensor], dict[str,
         state.update(length=n, next_pos=int(layer.next_pos), dtype=str(layer.dtype),
                      heads=layer.n_heads, k_dim=layer.k_dim, v_dim=layer.v_dim)
         layers.append(state)
-    if cache._tally is not None:
-        tensors["tally"] = cache._tally[:len(cache.source_ids)].cpu().contiguous()
+    sources, tally = cache.source_state()
+    if tally is not None:
+        tensors["tally"] = tally.cpu().contiguous()
     state = {
         "policy": cache.policy.name, "params": cache.policy.params(),
         "budget": cache.policy.capacity, "pos_rows": cache.pos_rows,
-        "n_layers": len(cache.layers), "layers": layers,
-        "source_ids": cache.source_ids,
-        "source_meta": [[sid, m[0], m[1]] for sid, m in cache.source_meta.items()],
-        "free_sources": cache._free_sources, "prune_at": cache._prune_at,
-        "current_source": cache.current_source,
+        "n_layers": len(cache.layers), "layers": layers, **sources,
     }
     return tensors, state
 
@@ -135,7 +132,7 @@ def restore_cache(cache: BoundedCache, tensors: dict[str, torch.Tensor],
                                 f"{layer.n_heads} of {layer.k_dim}/{layer.v_dim} {layer.dtype}")
         n = ls["length"]
         if n > layer.capacity:
-            layer._allocate(n + cache.slack)
+            layer.allocate(n + cache.slack)
         dev = layer.key_buf.device
         layer.key_buf[0, :, :n] = k.to(dev)
         layer.value_buf[0, :, :n] = v.to(dev)
@@ -147,19 +144,7 @@ def restore_cache(cache: BoundedCache, tensors: dict[str, torch.Tensor],
         layer.next_pos = ls["next_pos"]
         layer.keys = layer.key_buf[:, :, :n]
         layer.values = layer.value_buf[:, :, :n]
-    cache.source_ids = list(state["source_ids"])
-    cache.source_index = {sid: i for i, sid in enumerate(cache.source_ids) if sid is not None}
-    cache.source_meta = {sid: (float(stamp), str(kind))
-                         for sid, stamp, kind in state["source_meta"]}
-    cache._free_sources = list(state["free_sources"])
-    cache._prune_at = int(state["prune_at"])
-    cache.current_source = int(state["current_source"])
-    tally = tensors.get("tally")
-    if tally is not None:
-        dev = next((la.key_buf.device for la in cache.layers if la.key_buf is not None),
-                   torch.device(device))
-        cache._tally = torch.zeros(max(tally.numel(), 16) * 2, dtype=torch.float32, device=dev)
-        cache._tally[:tally.numel()] = tally.to(dev)
+    cache.restore_sources(state, tensors.get("tally"), device)
 
 
 def write_snapshot(path: str, tensors: dict[str, torch.Tensor], identity: dict[str, Any],

@@ -86,7 +86,7 @@ def graph_signature(cache: Any) -> Optional[tuple]:
     policy = cache.policy
     if policy.capacity is None or cache.pos_rows != 1:
         return None
-    if cache._score_layers or cache._explicit_pos is not None:
+    if cache.scores_requested or cache.positions_given:
         return None
     layers = cache.layers
     first = layers[0]
@@ -113,7 +113,7 @@ def compact_if_all_pending(cache: Any) -> bool:
     synchronisation; the step can then replay the graph of the compacted length. The
     result is what the step's first ``update`` would do.
     """
-    if cache.policy.capacity is None or cache.pos_rows != 1 or cache._score_layers:
+    if cache.policy.capacity is None or cache.pos_rows != 1 or cache.scores_requested:
         return False
     layers = cache.layers
     if not layers or not all(layer.pending for layer in layers):

@@ -242,7 +242,7 @@ def unsupported(model: nn.Module) -> Optional[str]:
 def _bounded(cache: Any) -> bool:
     from ros2_infmllm.memory.cache import BoundedCache
     return isinstance(cache, BoundedCache) and cache.pos_rows == 1 \
-        and cache._explicit_pos is None
+        and not cache.positions_given
 
 
 def _takes(args: tuple, kwargs: dict) -> Optional[Any]:
