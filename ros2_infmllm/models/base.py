@@ -234,10 +234,16 @@ class ModelAdapter:
                                    split_special_tokens=literal)["input_ids"])
 
     def frame_chunk(self, image_rgb: np.ndarray, stamp: float, camera: str) -> Chunk:
-        """Tag + describer line for one frame (text-only models)."""
-        image = downscale(check_image(image_rgb), self.image_max_side)
-        text = self.describer.describe(image, stamp, camera) + "\n"
-        return Chunk(self.encode(text), "frame", text)
+        """Tag + describer line for one frame (text-only models).
+
+        The describer decodes QR codes from the frame as the camera sent it (their modules
+        do not survive ``image_max_side``); the line is tokenised ``literal``, so text a
+        code carries can never become a chat control token.
+        """
+        full = check_image(image_rgb)
+        image = downscale(full, self.image_max_side)
+        text = self.describer.describe(image, stamp, camera, full=full) + "\n"
+        return Chunk(self.encode(text, literal=True), "frame", text)
 
     def text_chunk(self, text: str, role: str) -> Chunk:
         """One complete chat turn (``role`` in system/user/assistant)."""

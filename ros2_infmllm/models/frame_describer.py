@@ -5,8 +5,15 @@ with their place, ArUco markers, QR codes, faces, light level, motion against th
 frame of the same camera), so a text LLM receives frames through exactly the same
 bounded-memory path as vision tokens would take. The words are coarse on purpose (no
 percentages), so a scene that does not change reads the same and is reported as "no
-change." in a few tokens. Colours, light and motion use a 96 px copy; marker, QR and
-face detection use the frame at ``image_max_side``.
+change." in a few tokens. Colours, light and motion use a 96 px copy; marker and face
+detection use the frame at ``image_max_side``; QR codes are decoded from the camera's own
+frame, at most ``qr_max_side`` pixels, when the caller passes it: a QR module is small (a
+code of 33 modules, 2 px each in a 1280x720 frame, is 0.6 px each at 384 px and lost).
+
+Decoded QR text is data a stranger can print: it is written as one quoted, labelled field
+(``QR code 'TEXT'``), with line breaks, control characters and quotes neutralised and its
+length capped (:func:`quote_code_text`), so it can never end the quote, start another frame
+line or flood the memory.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ COLOUR_NAMES: dict[str, tuple[int, int, int]] = {
 _NAMES = list(COLOUR_NAMES)
 _REF = np.array([COLOUR_NAMES[n] for n in _NAMES], dtype=np.float32)
 _SMALL = 96            # side of the copy used for colours, brightness and motion
+QR_MAX_SIDE = 1920     # QR decoding on the camera frame, shrunk to at most this side
+QR_MAX_CHARS = 120     # decoded QR text kept per code (the rest is cut, marked with "...")
 
 
 def format_stamp(stamp: float) -> str:
@@ -62,6 +71,21 @@ def downscale(image: np.ndarray, max_side: int) -> np.ndarray:
         return image
     return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
                       interpolation=cv2.INTER_AREA)
+
+
+def quote_code_text(text: str, limit: int = QR_MAX_CHARS) -> str:
+    """Return decoded code text made safe to quote inside a frame line.
+
+    Why: the text is printed by whoever put the code up. Line breaks and other control
+    characters become spaces (a newline could start a forged ``[cam ...]`` line), a
+    straight quote becomes a typographic one (it cannot close the quote), runs of spaces
+    shrink to one, and text past ``limit`` characters is cut with ``...``. Plain sign text
+    (letters, digits, spaces) comes back unchanged.
+    """
+    cleaned = "".join(" " if (ord(c) < 32 or 127 <= ord(c) < 160 or c in "\u2028\u2029")
+                      else "\u2019" if c == "'" else c for c in str(text))
+    cleaned = " ".join(cleaned.split())
+    return cleaned if len(cleaned) <= limit else cleaned[:limit].rstrip() + "..."
 
 
 def marker_ids(ids) -> list[int]:
@@ -127,7 +151,7 @@ class FrameDescription:
         """Return what is in view, without light and motion (what questions ask about)."""
         seen = [f"{c} {shape} {where}" for c, shape, where in self.objects]
         seen += [f"ArUco marker {i} {where}" for i, where in self.markers]
-        seen += [f"QR code '{t}'" for t in self.qr]
+        seen += [f"QR code '{quote_code_text(t)}'" for t in self.qr]
         if self.faces:
             seen.append(f"{self.faces} face{'s' if self.faces > 1 else ''}")
         return ", ".join(seen) if seen else "nothing in view"
@@ -161,9 +185,16 @@ class FrameDescriber:
     """
 
     def __init__(self, max_colours: int = 3, detect_faces: bool = True, detect_qr: bool = True,
-                 min_share: float = 0.03, report_unchanged: bool = True):
-        """Build the detectors once (ArUco 4x4_50, QR, the shipped frontal-face cascade)."""
+                 min_share: float = 0.03, report_unchanged: bool = True,
+                 qr_max_side: int = QR_MAX_SIDE):
+        """Build the detectors once (ArUco 4x4_50, QR, the shipped frontal-face cascade).
+
+        QR codes are found by OpenCV's ArUco-based QR detector (it decodes modules of
+        2 px that the classic ``QRCodeDetector`` misses, in a tenth of its time); the
+        classic one is tried as well when that finds a code but cannot decode it.
+        """
         self.max_colours = max_colours
+        self.qr_max_side = int(qr_max_side)
         self.min_share = min_share
         self.report_unchanged = report_unchanged
         self._last_line: dict[str, str] = {}
@@ -172,7 +203,10 @@ class FrameDescriber:
         aruco = cv2.aruco
         self._aruco = aruco.ArucoDetector(aruco.getPredefinedDictionary(aruco.DICT_4X4_50),
                                           aruco.DetectorParameters())
-        self._qr = cv2.QRCodeDetector() if detect_qr else None
+        self._qr = None
+        if detect_qr:
+            aruco_qr = getattr(cv2, "QRCodeDetectorAruco", None)
+            self._qr = (aruco_qr() if aruco_qr is not None else None, cv2.QRCodeDetector())
         self._faces = None
         if detect_faces:
             self._faces = load_face_cascade()
@@ -201,8 +235,13 @@ class FrameDescriber:
                           for c, (p, _) in state.items() if p is not None}
             self._last_line = {c: str(line) for c, (_, line) in state.items() if line is not None}
 
-    def analyse(self, image: np.ndarray, camera: str = "") -> FrameDescription:
-        """Describe ``image`` (HxWx3 uint8 RGB); updates the camera's previous frame."""
+    def analyse(self, image: np.ndarray, camera: str = "",
+                full: np.ndarray | None = None) -> FrameDescription:
+        """Describe ``image`` (HxWx3 uint8 RGB); updates the camera's previous frame.
+
+        ``full`` is the same frame at the camera's resolution (``image`` is often a
+        downscaled copy): QR codes are decoded from it, shrunk to ``qr_max_side``.
+        """
         image = check_image(image)
         small = cv2.resize(image, (_SMALL, _SMALL), interpolation=cv2.INTER_AREA)
         desc = FrameDescription(objects=self._objects(small))
@@ -221,16 +260,31 @@ class FrameDescriber:
                  for i, c in zip(marker_ids(ids), corners)}
         desc.markers = sorted(found.items())
         if self._qr is not None:
-            found, _pts = self._qr.detect(grey)
-            if found:
-                text, _, _ = self._qr.detectAndDecode(grey)
-                if text:
-                    desc.qr = [text]
+            codes = grey
+            if full is not None and full is not image:
+                codes = cv2.cvtColor(downscale(check_image(full), self.qr_max_side),
+                                     cv2.COLOR_RGB2GRAY)
+            text = self._decode_qr(codes)
+            if text:
+                desc.qr = [text]
         if self._faces is not None:
             faces = self._faces.detectMultiScale(grey, scaleFactor=1.2, minNeighbors=5,
                                                  minSize=(24, 24))
             desc.faces = int(len(faces))
         return desc
+
+    def _decode_qr(self, grey: np.ndarray) -> str:
+        """Text of the QR code in ``grey``, or "" (a detector error reads as none found)."""
+        fast, classic = self._qr
+        try:
+            if fast is not None:
+                text, points, _ = fast.detectAndDecode(grey)
+                if text or points is None:
+                    return text or ""
+            found, _ = classic.detect(grey)
+            return (classic.detectAndDecode(grey)[0] or "") if found else ""
+        except cv2.error:       # OpenCV asserts on some degenerate candidate outlines
+            return ""
 
     def _objects(self, small: np.ndarray) -> list[tuple[str, str, str]]:
         """Saturated colour regions of ``small`` (RGB) as (colour, shape, place)."""
@@ -255,14 +309,15 @@ class FrameDescriber:
         found.sort(key=lambda f: -f[0])
         return [f[1:] for f in found[:self.max_colours]]
 
-    def describe(self, image: np.ndarray, stamp: float, camera: str) -> str:
+    def describe(self, image: np.ndarray, stamp: float, camera: str,
+                 full: np.ndarray | None = None) -> str:
         """Return ``"[cam NAME HH:MM:SS.s] red box on the left, ...; dim light; still."``.
 
         With ``report_unchanged`` a frame whose content, light and motion read the same
         as the previous frame of its camera becomes ``"[cam ...] no change."``: repeated
-        lines would spend the bounded memory on nothing new.
+        lines would spend the bounded memory on nothing new. ``full``: see :meth:`analyse`.
         """
-        desc = self.analyse(image, camera)
+        desc = self.analyse(image, camera, full)
         line = desc.text()
         with self._lock:
             same = self._last_line.get(camera) == line
