@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 from ..selection import shared_top_k, top_k_per_head
+from .spec import knobs
 
 
 SELECTIONS = ("per_head", "shared")
@@ -41,26 +41,14 @@ class SelectionInput:
     values: torch.Tensor | None = None
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-def _check_float(name: str, value: Any, minimum: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    if not math.isfinite(value) or value < minimum:
-        raise ValueError(f"{name} must be finite and >= {minimum}, got {value}")
-
-
 @dataclass
 class Policy:
     """Common base of every eviction policy.
 
-    Subclasses are dataclasses whose fields are their parameters; they set the class
-    attributes below and override :meth:`priority`. Validation runs on construction.
+    Subclasses are dataclasses whose fields are their parameters, each declared with
+    :func:`~.spec.knob` (type, default, range, description: the node parameters, the engine
+    config and the eval ``--param`` are derived from them); they set the class attributes
+    below and override :meth:`priority`. Validation runs on construction.
 
     Class attributes
     ----------------
@@ -138,33 +126,14 @@ class Policy:
         return bool(getattr(self, "reposition", False)) and self.compacts
 
     def validate(self) -> None:
-        """Check every parameter; raise ValueError/TypeError with the reason."""
-        fields = {f.name for f in dataclasses.fields(self)}
-        if "budget" in fields:
-            _check_int("budget", self.budget, 1)
-        for name in ("n_sink", "n_recent"):
-            if name in fields:
-                _check_int(name, getattr(self, name), 0)
-        if "window" in fields:
-            _check_int("window", self.window, 1)
-        if "kernel" in fields:
-            _check_int("kernel", self.kernel, 1)
-            if self.kernel % 2 == 0:
-                raise ValueError(f"kernel must be odd (centred pooling), got {self.kernel}")
-        if "bias" in fields:
-            _check_float("bias", self.bias, 0.0)
-        if "novelty" in fields:
-            _check_float("novelty", self.novelty, 0.0)
-        if "carry" in fields:
-            _check_float("carry", self.carry, 0.0)
-            if self.carry >= 1.0:
-                raise ValueError(f"carry must be < 1 (1 would never forget), got {self.carry}")
-        if "selection" in fields and self.selection not in SELECTIONS:
-            raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got "
-                             f"{self.selection!r}")
-        if "reposition" in fields and not isinstance(self.reposition, bool):
-            raise TypeError(f"reposition must be a bool, got {self.reposition!r}")
-        if "budget" in fields:
+        """Check every parameter against its knob; raise ValueError/TypeError with the reason.
+
+        Each field's type and range come from its :func:`~.spec.knob` declaration; the one
+        rule across fields (the forced tokens fit in the budget) is checked here.
+        """
+        for spec in knobs(type(self)).values():
+            spec.check(getattr(self, spec.name))
+        if "budget" in {f.name for f in dataclasses.fields(self)}:
             n_sink, n_recent = self.forced()
             if n_sink + n_recent > self.budget:
                 raise ValueError(

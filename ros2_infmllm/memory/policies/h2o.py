@@ -8,6 +8,7 @@ from typing import ClassVar
 import torch
 
 from .base import Policy, SelectionInput
+from .spec import BUDGET, N_RECENT, N_SINK, REPOSITION
 
 
 @dataclass
@@ -34,10 +35,10 @@ class H2OPolicy(Policy):
         Re-assign contiguous positions to kept tokens (keeps positions in range).
     """
 
-    budget: int = 1024
-    n_recent: int = 256
-    n_sink: int = 0
-    reposition: bool = True
+    budget: int = BUDGET(1024)
+    n_recent: int = N_RECENT(256)
+    n_sink: int = N_SINK(0)
+    reposition: bool = REPOSITION(True)
 
     name: ClassVar[str] = "h2o"
     score_mode: ClassVar[str | None] = "all"

@@ -8,7 +8,8 @@ from typing import ClassVar
 import torch
 
 from ..selection import age_decay, local_sum, novelty
-from .base import Policy, SelectionInput
+from .base import SELECTIONS, Policy, SelectionInput
+from .spec import BUDGET, KERNEL, N_RECENT, N_SINK, REPOSITION, WINDOW, knob
 
 
 @dataclass
@@ -41,7 +42,7 @@ class InfMLLMPolicy(Policy):
     reposition : bool
         Re-assign contiguous positions 0..n-1 to kept tokens (the paper's length extrapolation).
     carry : float
-        In [0, 1): share of a token's relevance that survives ``budget`` more tokens of
+        In [0, 0.999]: share of a token's relevance that survives ``budget`` more tokens of
         stream. 0 scores each compaction by the newest chunk alone (the paper's retrieval
         window); above 0 each chunk's window score is added to the decayed relevance of
         the earlier ones (every chunk is then scored), so a token that an earlier chunk
@@ -57,16 +58,19 @@ class InfMLLMPolicy(Policy):
         their normalised priorities, so a kept token is whole (every layer can use it).
     """
 
-    budget: int = 1024
-    n_sink: int = 4
-    n_recent: int = 256
-    window: int = 32
-    kernel: int = 7
-    bias: float = 1.0
-    reposition: bool = True
-    carry: float = 0.0
-    novelty: float = 2.0
-    selection: str = "shared"
+    budget: int = BUDGET(1024)
+    n_sink: int = N_SINK(4)
+    n_recent: int = N_RECENT(256)
+    window: int = WINDOW(32)
+    kernel: int = KERNEL(7)
+    bias: float = knob(1.0, "strength of the bias toward newer tokens", lo=0.0, hi=100.0)
+    reposition: bool = REPOSITION(True)
+    carry: float = knob(0.0, "relevance left after budget more tokens", lo=0.0, hi=0.999,
+                        hi_why="1 would never forget")
+    novelty: float = knob(2.0, "exponent of the novelty factor: old copies of recent content "
+                          "yield", lo=0.0, hi=16.0)
+    selection: str = knob("shared", "shared (one token set for all layers and heads) | "
+                          "per_head", choices=SELECTIONS)
 
     name: ClassVar[str] = "inf_mllm"
     score_mode: ClassVar[str | None] = "window"

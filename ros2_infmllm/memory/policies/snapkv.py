@@ -9,6 +9,7 @@ import torch
 
 from ..selection import local_sum
 from .base import Policy, SelectionInput
+from .spec import BUDGET, KERNEL, N_RECENT, N_SINK, REPOSITION, WINDOW
 
 
 @dataclass
@@ -37,12 +38,12 @@ class SnapKVPolicy(Policy):
         False in SnapKV; may be turned on for comparison.
     """
 
-    budget: int = 1024
-    window: int = 32
-    kernel: int = 7
-    n_recent: int = 32
-    n_sink: int = 0
-    reposition: bool = False
+    budget: int = BUDGET(1024)
+    window: int = WINDOW(32)
+    kernel: int = KERNEL(7)
+    n_recent: int = N_RECENT(32)
+    n_sink: int = N_SINK(0)
+    reposition: bool = REPOSITION(False)
 
     name: ClassVar[str] = "snapkv"
     score_mode: ClassVar[str | None] = "window"

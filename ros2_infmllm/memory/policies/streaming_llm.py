@@ -8,6 +8,7 @@ from typing import ClassVar
 import torch
 
 from .base import Policy, SelectionInput
+from .spec import BUDGET, N_SINK, REPOSITION
 
 
 @dataclass
@@ -26,9 +27,9 @@ class StreamingLLMPolicy(Policy):
         Re-assign contiguous positions in the cache, as the paper does.
     """
 
-    budget: int = 1024
-    n_sink: int = 4
-    reposition: bool = True
+    budget: int = BUDGET(1024)
+    n_sink: int = N_SINK(4)
+    reposition: bool = REPOSITION(True)
 
     name: ClassVar[str] = "streaming_llm"
 

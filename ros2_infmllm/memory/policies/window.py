@@ -8,6 +8,7 @@ from typing import ClassVar
 import torch
 
 from .base import Policy, SelectionInput
+from .spec import BUDGET, REPOSITION
 
 
 @dataclass
@@ -22,8 +23,8 @@ class WindowPolicy(Policy):
         Re-assign contiguous positions 0..n-1 to the kept tokens (exact RoPE re-rotation).
     """
 
-    budget: int = 1024
-    reposition: bool = True
+    budget: int = BUDGET(1024)
+    reposition: bool = REPOSITION(True)
 
     name: ClassVar[str] = "window"
 
