@@ -10,7 +10,6 @@ tallies per frame while the question and answer are processed. No ROS here.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import threading
@@ -21,7 +20,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .memory import BoundedCache, POLICIES, make_policy, snapshot
+from .memory import (BoundedCache, POLICIES, Knob, knobs, make_policy, policy_knobs,
+                     snapshot)
 from .memory.kept import kept_tokens
 from .models.base import Chunk, ModelAdapter
 from .models.fast_decode import DECODE_MODES, Decoder
@@ -515,9 +515,38 @@ class StreamingSession:
 
 
 # ---- configuration -----------------------------------------------------------------------
+#: policy a session (and the node) uses unless told otherwise
+DEFAULT_POLICY = "inf_mllm"
+#: every memory-policy knob (name -> memory.policies.spec.Knob), from the policy dataclasses:
+#: each is a SessionConfig field and a node parameter ``memory.<name>``, default from
+#: DEFAULT_POLICY
+POLICY_KNOBS: dict[str, Knob] = policy_knobs(DEFAULT_POLICY)
+#: SessionConfig fields that are memory-policy parameters (passed to the policies that have them)
+POLICY_KEYS = tuple(POLICY_KNOBS)
+
+
+def _with_policy_knobs(cls: type) -> type:
+    """Add one field per policy knob to ``cls`` (after ``policy``), before @dataclass runs."""
+    notes = dict(cls.__annotations__)
+    at = list(notes).index("policy") + 1
+    names = list(notes)[:at] + list(POLICY_KNOBS) + list(notes)[at:]
+    for spec in POLICY_KNOBS.values():
+        notes[spec.name] = spec.type.__name__
+        setattr(cls, spec.name, spec.default)
+    cls.__annotations__ = {k: notes[k] for k in names}
+    return cls
+
+
 @dataclass
+@_with_policy_knobs
 class SessionConfig:
     """What a session is built from; field names are the node's parameter names.
+
+    Besides the fields below, every memory-policy knob is a field (``budget``, ``n_sink``,
+    ``n_recent``, ``window``, ``kernel``, ``bias``, ``reposition``, ``carry``, ``novelty``,
+    ``selection`` ...: :data:`POLICY_KNOBS`, declared once in the policy dataclasses of
+    ``memory/policies/``, default from :data:`DEFAULT_POLICY`); only those the chosen
+    policy has are passed to it.
 
     Parameters
     ----------
@@ -529,17 +558,6 @@ class SessionConfig:
         auto | float32 | float16 | bfloat16.
     policy : str
         Memory policy (``memory.policy``): inf_mllm, full, window, streaming_llm, h2o, snapkv.
-    budget, n_sink, n_recent, window, kernel : int
-        Memory policy parameters (docs/memory.md); only those the policy has are passed.
-    bias : float
-        Age bias of inf_mllm.
-    carry : float
-        Relevance carried across chunks by inf_mllm (share left per ``budget`` tokens).
-    novelty : float
-        Exponent of inf_mllm's novelty factor (old copies of what the recent window holds
-        again lose their slot); 0 disables it.
-    selection : str
-        ``shared`` (one token set for all layers and heads) or ``per_head`` (inf_mllm).
     image_max_side : int
         Frames are downscaled so their longer side is at most this (pixels).
     max_chunk : int
@@ -557,16 +575,7 @@ class SessionConfig:
     model: str = "default"
     device: str = "auto"
     dtype: str = "auto"
-    policy: str = "inf_mllm"
-    budget: int = 1024
-    n_sink: int = 4
-    n_recent: int = 256
-    window: int = 32
-    kernel: int = 7
-    bias: float = 1.0
-    carry: float = 0.0
-    novelty: float = 2.0
-    selection: str = "shared"
+    policy: str = DEFAULT_POLICY
     image_max_side: int = 384
     max_chunk: int = 512
     evidence_k: int = 3
@@ -574,9 +583,11 @@ class SessionConfig:
     decode: str = "auto"
 
 
-#: SessionConfig fields that are memory-policy parameters (passed to the policies that have them)
-POLICY_KEYS = ("budget", "n_sink", "n_recent", "window", "kernel", "bias", "carry", "novelty",
-               "selection")
+def policy_params(config: SessionConfig) -> dict[str, Any]:
+    """Return the knobs of ``config`` that its policy has (ints given for floats as floats)."""
+    return {k: spec.coerce(getattr(config, k))
+            for k, spec in knobs(POLICIES[config.policy]).items()}
+
 
 _ADAPTERS: dict[tuple[str, str, str, int], ModelAdapter] = {}
 _ADAPTERS_LOCK = threading.Lock()
@@ -611,10 +622,7 @@ def build_session(config: SessionConfig) -> StreamingSession:
             raise ValueError(f"decode 'graph' needs a CUDA device, but device "
                              f"{config.device!r} resolves to the CPU here (use decode 'auto' "
                              f"or 'eager')")
-    cls = POLICIES[config.policy]
-    names = {f.name for f in dataclasses.fields(cls)}
-    params = {k: getattr(config, k) for k in POLICY_KEYS if k in names}
-    policy = make_policy(config.policy, **params)   # validates with reasons
+    policy = make_policy(config.policy, **policy_params(config))   # validates with reasons
     key = (config.model, config.device, str(config.dtype), config.image_max_side)
     with _ADAPTERS_LOCK:
         adapter = _ADAPTERS.get(key)

@@ -86,9 +86,8 @@ _DEVICE_RE = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')
 _TOPIC_RE = re.compile(r'^~?/?[A-Za-z][A-Za-z0-9_/]*$')
 DTYPES = ('auto', 'float32', 'float16', 'bfloat16')
 # parameters that shape the session; a change while configured rebuilds the memory
-MEMORY_PARAMS = ('memory.policy', 'memory.budget', 'memory.n_sink', 'memory.n_recent',
-                 'memory.window', 'memory.kernel', 'memory.bias', 'memory.carry',
-                 'memory.novelty', 'memory.selection', 'image_max_side')
+MEMORY_PARAMS = (('memory.policy',) + tuple(f'memory.{k}' for k in engine.POLICY_KNOBS)
+                 + ('image_max_side',))
 # why a question is refused at once (counted per reason in /diagnostics)
 REFUSALS = ('empty', 'too_long', 'unknown_camera', 'not_loaded', 'rate_limited',
             'queue_full')
@@ -117,6 +116,24 @@ def _descriptor(kind: int, text: str, lo: Optional[float] = None,
 
 _S, _I, _D = (ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_INTEGER,
               ParameterType.PARAMETER_DOUBLE)
+_KINDS = {str: _S, int: _I, float: _D, bool: ParameterType.PARAMETER_BOOL}
+
+
+def knob_descriptor(spec: 'engine.Knob') -> ParameterDescriptor:
+    """Descriptor of the parameter ``memory.<knob>``: the spec's type, doc and range.
+
+    Integer and floating-point ranges are the spec's ``lo``..``hi``; what a range cannot say
+    (odd values, the choices, which policies use the knob) goes into additional_constraints.
+    """
+    desc = _descriptor(_KINDS[spec.type], spec.doc, spec.lo, spec.hi)
+    users = [n for n, cls in engine.POLICIES.items() if spec.name in engine.knobs(cls)]
+    notes = ([f'odd ({spec.odd})'] if spec.odd else []) + (
+        [f"one of {', '.join(spec.choices)}"] if spec.choices else []) + [
+        f"used by {', '.join(users)}"]
+    desc.additional_constraints = '; '.join(notes)
+    return desc
+
+
 # name -> (default, descriptor); config/params.yaml documents the same set
 PARAMETERS: Dict[str, tuple] = {
     'image_topics': (['/camera/image_raw'], _descriptor(
@@ -138,22 +155,11 @@ PARAMETERS: Dict[str, tuple] = {
     'decode': ('auto', _descriptor(
         _S, 'one-token decode path: auto (owned step + CUDA graphs where possible) | eager | '
         'graph (CUDA only)')),
-    'memory.policy': ('inf_mllm', _descriptor(
+    'memory.policy': (engine.DEFAULT_POLICY, _descriptor(
         _S, 'KV memory policy: inf_mllm, full, window, streaming_llm, h2o, snapkv')),
-    'memory.budget': (1024, _descriptor(_I, 'tokens kept per layer', 1, 1 << 20)),
-    'memory.n_sink': (4, _descriptor(_I, 'first tokens always kept', 0, 1 << 20)),
-    'memory.n_recent': (256, _descriptor(_I, 'newest tokens always kept', 0, 1 << 20)),
-    'memory.window': (32, _descriptor(_I, 'queries scoring the cache per chunk', 1, 4096)),
-    'memory.kernel': (7, _descriptor(_I, 'odd width of the local-sum pooling', 1, 255)),
-    'memory.bias': (1.0, _descriptor(_D, 'strength of the bias toward newer tokens', 0.0,
-                                     100.0)),
-    'memory.carry': (0.0, _descriptor(_D, 'relevance left after budget more tokens (inf_mllm)',
-                                      0.0, 0.999)),
-    'memory.novelty': (2.0, _descriptor(
-        _D, 'exponent of the novelty factor: old copies of recent content yield (inf_mllm)',
-        0.0, 16.0)),
-    'memory.selection': ('shared', _descriptor(
-        _S, 'shared (one token set for all layers and heads) | per_head (inf_mllm)')),
+    # memory.<knob> for every policy knob (engine.POLICY_KNOBS, from memory/policies/)
+    **{f'memory.{k}': (spec.default, knob_descriptor(spec))
+       for k, spec in engine.POLICY_KNOBS.items()},
     'max_new_tokens': (64, _descriptor(_I, 'upper bound on generated tokens per answer', 1,
                                        4096)),
     'max_question_chars': (1000, _descriptor(_I, 'longest accepted question (characters)', 1,
@@ -210,8 +216,7 @@ def validate_parameters(values: Dict[str, Any]) -> Optional[str]:
     if values['decode'] not in engine.DECODE_MODES:
         return (f"decode must be one of {', '.join(engine.DECODE_MODES)}, got "
                 f"{values['decode']!r}")
-    for name in ('max_new_tokens', 'max_question_chars', 'query_queue_size', 'image_max_side',
-                 'memory.budget', 'memory.window', 'memory.kernel'):
+    for name in ('max_new_tokens', 'max_question_chars', 'query_queue_size', 'image_max_side'):
         if values[name] < 1:
             return f'{name} must be >= 1, got {values[name]}'
     if values['memory_view_rate'] < 0:
@@ -239,31 +244,25 @@ def validate_parameters(values: Dict[str, Any]) -> Optional[str]:
     if policy not in engine.POLICIES:
         return (f'memory.policy {policy!r} is unknown; valid: '
                 f"{', '.join(sorted(engine.POLICIES))}")
-    try:
-        engine.make_policy(policy, **_policy_params(values))
+    for name, spec in engine.POLICY_KNOBS.items():    # every knob, used now or after a switch
+        try:
+            spec.check(spec.coerce(values[f'memory.{name}']))
+        except (TypeError, ValueError) as exc:
+            return f'memory.{exc}'
+    try:        # the chosen policy's own validation (e.g. n_sink + n_recent <= budget)
+        engine.make_policy(policy, **engine.policy_params(session_config(values)))
     except (TypeError, ValueError) as exc:
         return f'memory.*: {exc}'
     return None
 
 
-def _policy_params(values: Dict[str, Any]) -> Dict[str, Any]:
-    """Pick the memory.* parameters that the chosen policy takes."""
-    import dataclasses
-    names = {f.name for f in dataclasses.fields(engine.POLICIES[values['memory.policy']])}
-    return {k: values[f'memory.{k}'] for k in engine.POLICY_KEYS if k in names}
-
-
 def session_config(values: Dict[str, Any]) -> 'engine.SessionConfig':
     """Map node parameters onto the engine's SessionConfig."""
+    knobs = {k: spec.coerce(values[f'memory.{k}']) for k, spec in engine.POLICY_KNOBS.items()}
     return engine.SessionConfig(
         model=values['model'], device=values['device'], dtype=values['dtype'],
-        decode=values['decode'],
-        policy=values['memory.policy'], budget=values['memory.budget'],
-        n_sink=values['memory.n_sink'], n_recent=values['memory.n_recent'],
-        window=values['memory.window'], kernel=values['memory.kernel'],
-        bias=float(values['memory.bias']), carry=float(values['memory.carry']),
-        novelty=float(values['memory.novelty']), selection=values['memory.selection'],
-        image_max_side=values['image_max_side'])
+        decode=values['decode'], policy=values['memory.policy'],
+        image_max_side=values['image_max_side'], **knobs)
 
 
 def to_time(stamp: float) -> Time:
