@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ros2_infmllm.eval.common import (csv_list, model_label, parse_kv, resolve_device,
-                                      run_metadata, write_json)
+from ros2_infmllm.eval.common import (add_param_option, cli_overrides, csv_list, model_label,
+                                      resolve_device, run_metadata, write_json)
 
 TASKS = ('perplexity', 'memory-qa', 'replay', 'report', 'make-bag', 'corpus', 'bench',
          'bench-memory')
@@ -30,8 +30,7 @@ def _common(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument('--device', default='auto', help='auto | cpu | cuda | cuda:N')
     p.add_argument('--dtype', default='float32', choices=['float32', 'float16', 'bfloat16'])
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--param', action='append', metavar='KEY=VALUE',
-                   help='policy parameter override (e.g. bias=1.0), repeatable')
+    add_param_option(p)
     p.add_argument('--out', default=out, help='result JSON (Markdown and PNG written beside)')
     p.add_argument('--smoke', action='store_true', help='fast CPU mode for CI (< 1 min)')
     p.add_argument('--no-progress', action='store_true', help='hide progress bars')
@@ -154,6 +153,7 @@ def cmd_perplexity(args) -> int:
         args.model = 'tiny-random' if args.model == 'default' else args.model
         args.tokens, args.budgets, args.chunk, args.block = 2048, [64, 128], 32, 512
         args.device = 'cpu' if args.device == 'auto' else args.device
+    overrides = cli_overrides(args)
     device = resolve_device(args.device)
     path = corpus_mod.ensure_corpus(args.corpus)
     text = corpus_mod.load_corpus(path)
@@ -167,7 +167,7 @@ def cmd_perplexity(args) -> int:
 
     res = perplexity.run(model, tok, text, policies=args.policies, budgets=args.budgets,
                          n_tokens=args.tokens, chunk=args.chunk, block=args.block,
-                         device=device, batch=args.batch, overrides=parse_kv(args.param),
+                         device=device, batch=args.batch, overrides=overrides,
                          progress=not args.no_progress, on_run=save)
     res.update(meta=meta, corpus=info, complete=True)
     _write(res, args.out, perplexity)
@@ -186,6 +186,7 @@ def cmd_memory_qa(args) -> int:
         args.distances, args.streams, args.per_distance, args.budget = [3, 30], 1, 1, 96
         args.warmup = 10
         args.device = 'cpu' if args.device == 'auto' else args.device
+    overrides = cli_overrides(args)
     device = resolve_device(args.device)
     model, tok = load_eval_model(args.model, device=device, dtype=args.dtype, seed=args.seed)
     meta = run_metadata('memory-qa', args.seed, model_label(args.model), device,
@@ -198,7 +199,7 @@ def cmd_memory_qa(args) -> int:
                         distances=args.distances, streams=args.streams,
                         per_distance=args.per_distance, mention_every=args.mention_every,
                         warmup=args.warmup, seed=args.seed, device=device,
-                        overrides=parse_kv(args.param),
+                        overrides=overrides,
                         progress=not args.no_progress, on_run=save,
                         in_stream=args.questions_in_stream,
                         rounds_per_chunk=args.rounds_per_chunk)

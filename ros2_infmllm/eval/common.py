@@ -160,6 +160,92 @@ def split_policy_spec(spec: str) -> tuple:
     return name, parse_kv([kv for kv in rest if kv])
 
 
+def build_policy(spec: str, budget: Optional[int] = None, overrides: Optional[dict] = None):
+    """Make the policy that every eval task runs for ``spec`` at ``budget``.
+
+    The one rule of perplexity, memory-qa, replay and the benchmarks: the policy's own
+    defaults (its dataclass fields), ``budget`` as given, and ``n_recent`` scaled to
+    ``min(default, budget // 4)`` unless set, so small budgets keep room for the retrieved
+    tokens. ``overrides`` (``--param key=value``) apply to the policies that have the knob;
+    a key that is no policy's knob is an error. ``spec`` may carry its own overrides, which
+    win and must be knobs of that policy: ``inf_mllm:carry=0.9:selection=shared``. A
+    ``budget`` among the overrides is ignored when ``budget`` is given (the task's
+    ``--budget``/``--budgets`` decide; the CLI turns ``--param budget=N`` into those).
+    """
+    from ros2_infmllm.memory import POLICIES, knobs, make_policy, policy_knobs
+    name, own = split_policy_spec(spec)
+    if name not in POLICIES:
+        raise ValueError(f'unknown policy {name!r}; valid: {sorted(POLICIES)}')
+    fields = knobs(POLICIES[name])
+    every = policy_knobs(name)
+    unknown = sorted(set(overrides or {}) - set(every))
+    if unknown:
+        raise ValueError(f'unknown policy parameter(s) {unknown}; valid: {sorted(every)}')
+    unknown = sorted(set(own) - set(fields))
+    if unknown:
+        raise ValueError(f'policy {name!r} has no parameter(s) {unknown}; valid: '
+                         f'{sorted(fields) or "none"}')
+    given = dict(overrides or {}, **own)
+    params = {k: v for k, v in given.items() if k in fields}
+    if budget is not None and 'budget' in fields:
+        params['budget'] = int(budget)
+        if 'n_recent' in fields and 'n_recent' not in given:
+            params['n_recent'] = min(int(fields['n_recent'].default), int(budget) // 4)
+    return make_policy(name, **params)
+
+
+def session_config_for(policy, **fields):
+    """Return the engine's SessionConfig that builds ``policy`` (plus engine ``fields``)."""
+    from ros2_infmllm.engine import POLICY_KNOBS, SessionConfig
+    knobs = {k: POLICY_KNOBS[k].coerce(v) for k, v in policy.params().items()}
+    return SessionConfig(policy=policy.name, **knobs, **fields)
+
+
+def add_param_option(p: argparse.ArgumentParser) -> None:
+    """Add ``--param KEY=VALUE``: any policy knob (the help lists them, from the specs)."""
+    from ros2_infmllm.memory import policy_knobs
+    p.add_argument('--param', action='append', metavar='KEY=VALUE', default=None,
+                   help='policy parameter override, repeatable, applied to the policies that '
+                        f"have it ({', '.join(policy_knobs())}); budget=N sets --budget(s)")
+
+
+def cli_overrides(args) -> dict:
+    """Policy overrides of ``args.param``; ``budget=N`` becomes ``--budget N`` / ``--budgets N``.
+
+    Why: every spec field is accepted by ``--param``, but each task already has its own
+    budget option (a list for perplexity and bench decode), which stays the one that counts.
+    """
+    over = policy_overrides(getattr(args, 'param', None))
+    if 'budget' in over:
+        budget = int(over.pop('budget'))
+        if hasattr(args, 'budgets'):
+            args.budgets = [budget]
+        else:
+            args.budget = budget
+    return over
+
+
+def policy_overrides(items: Optional[list]) -> dict:
+    """Parse ``--param key=value`` items, each checked against its knob's type and range.
+
+    Unknown keys are refused with the valid ones; a value outside the knob's range is
+    refused with the knob's reason (relations between knobs are the policy's to check).
+    """
+    from ros2_infmllm.memory import policy_knobs
+    every = policy_knobs()
+    out = parse_kv(items)
+    unknown = sorted(set(out) - set(every))
+    if unknown:
+        raise ValueError(f'unknown policy parameter(s) {unknown}; valid: {sorted(every)}')
+    out = {k: every[k].coerce(v) for k, v in out.items()}
+    for k, v in out.items():
+        try:
+            every[k].check(v)
+        except TypeError as exc:
+            raise ValueError(str(exc)) from exc
+    return out
+
+
 def parse_kv(items: Optional[list]) -> dict:
     """Parse ``key=value`` strings (numbers and true/false converted) into a dict."""
     out = {}

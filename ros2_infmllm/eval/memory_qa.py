@@ -254,7 +254,7 @@ def run(model, tokenizer, *, policies: Sequence[str], budget: int, distances: Se
     ``on_run(partial)`` is called after each policy with the result so far (to save it).
     """
     from tqdm import tqdm
-    from ros2_infmllm.eval.perplexity import build_policy
+    from ros2_infmllm.eval.common import build_policy
     from ros2_infmllm.memory import use_scoring_attention
     if streams < 1 or rounds_per_chunk < 1:
         raise ValueError(f'streams and rounds_per_chunk must be >= 1, got {streams}, '

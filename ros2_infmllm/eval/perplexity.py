@@ -12,7 +12,6 @@ ideally give; it needs no cache, so its windows are batched.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ros2_infmllm.eval.common import policy_params, save_figure
+from ros2_infmllm.eval.common import build_policy, policy_params, save_figure
 
 #: Span (tokens) of the coarse blocks of the drift figure (see coarse_worst_over_median).
 COARSE_BLOCK = 50_000
@@ -29,30 +28,6 @@ POLICY_CHOICES = ('full_in_window', 'window', 'streaming_llm', 'h2o', 'snapkv', 
                   'full')
 DEFAULT_POLICIES = ('full_in_window', 'window', 'streaming_llm', 'h2o', 'snapkv', 'inf_mllm')
 DEFAULT_BUDGETS = (256, 512, 1024, 2048)
-
-
-def build_policy(name: str, budget: int, overrides: Optional[dict] = None):
-    """Make policy ``name`` at ``budget``; ``n_recent`` scales as min(default, budget // 4).
-
-    Overrides (``key=value``) apply only to the policies that have that parameter;
-    ``name`` may carry its own, which win: ``inf_mllm:carry=0.9:selection=shared``.
-    """
-    from ros2_infmllm.eval.common import split_policy_spec
-    from ros2_infmllm.memory import POLICIES, make_policy
-    name, own = split_policy_spec(name)
-    overrides = dict(overrides or {}, **own)
-    if name not in POLICIES:
-        raise ValueError(f'unknown policy {name!r}; valid: {sorted(POLICIES)} or {REFERENCE}')
-    fields = {f.name: f.default for f in dataclasses.fields(POLICIES[name])}
-    params = {}
-    if 'budget' in fields:
-        params['budget'] = int(budget)
-    if 'n_recent' in fields:
-        params['n_recent'] = min(int(fields['n_recent']), int(budget) // 4)
-    for k, v in (overrides or {}).items():
-        if k in fields and k != 'budget':
-            params[k] = v
-    return make_policy(name, **params)
 
 
 def tokenize(tokenizer, text: str, n_tokens: int) -> np.ndarray:

@@ -67,19 +67,25 @@ def _record(q: Question, answer: str, stamps_rel: list, latency: float, extra: d
 
 # ---- offline: the engine at bag time ---------------------------------------------------------
 def session_config(args, overrides: Optional[dict] = None):
-    """Build the engine's SessionConfig from CLI arguments and ``key=value`` overrides."""
-    from ros2_infmllm.engine import SessionConfig
+    """Build the engine's SessionConfig from CLI arguments and ``key=value`` overrides.
+
+    The policy is the one every eval task runs (``eval.common.build_policy``: the policy's
+    own defaults, ``n_recent`` at most ``budget // 4``); overrides that are policy knobs go
+    to it, the other SessionConfig fields (``multi_round``, ``max_chunk`` ...) to the session.
+    """
+    from ros2_infmllm.engine import POLICY_KNOBS, SessionConfig
+    from ros2_infmllm.eval.common import build_policy, session_config_for
     names = {f.name for f in dataclasses.fields(SessionConfig)}
-    kw = {k: getattr(args, k) for k in SESSION_FIELDS_FROM_ARGS if k in names}
-    unknown = sorted(set(overrides or {}) - names)
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - names)
     if unknown:
         raise ValueError(f'unknown session parameter(s) {unknown}; valid: {sorted(names)}')
-    if 'n_recent' in names and 'budget' in kw and 'n_recent' not in (overrides or {}):
-        default = next(f.default for f in dataclasses.fields(SessionConfig)
-                       if f.name == 'n_recent')
-        kw['n_recent'] = min(int(default), int(kw['budget']) // 4)   # as in perplexity
-    kw.update(overrides or {})
-    return SessionConfig(**kw)
+    kw = {k: getattr(args, k) for k in SESSION_FIELDS_FROM_ARGS if k in names}
+    kw.update({k: v for k, v in overrides.items() if k not in POLICY_KNOBS})
+    knobs = {k: v for k, v in overrides.items() if k in POLICY_KNOBS}
+    budget = knobs.pop('budget', kw.pop('budget', None))
+    policy = build_policy(kw.pop('policy'), budget, knobs)
+    return session_config_for(policy, **kw)
 
 
 def _describe(session) -> dict:

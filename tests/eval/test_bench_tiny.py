@@ -9,7 +9,8 @@ import torch
 
 from ros2_infmllm.eval.bench import main
 from ros2_infmllm.eval.bench.common import llama_model
-from ros2_infmllm.eval.bench.runs import policy_for, prefill_to
+from ros2_infmllm.eval.bench.runs import prefill_to
+from ros2_infmllm.eval.common import build_policy
 from ros2_infmllm.memory import BoundedCache, use_scoring_attention
 from ros2_infmllm.models.base import cache_kwarg
 from ros2_infmllm.models.compiled_decode import FAILED, compile_decode
@@ -117,7 +118,7 @@ def test_tiny_fused_projections_leave_logits_unchanged(family):
     real = torch.nn.functional.linear
     try:
         torch.nn.functional.linear = lambda *a, **k: calls.append(1) or real(*a, **k)
-        caches = [BoundedCache(policy_for("inf_mllm", 48), m.config, max_chunk=32,
+        caches = [BoundedCache(build_policy("inf_mllm", 48), m.config, max_chunk=32,
                                decode_slack=4) for m in (ref_model, model)]
         g = torch.Generator().manual_seed(3)
         for step in range(14):
@@ -163,7 +164,7 @@ def test_tiny_compiled_decode_equals_eager_through_compactions(family, fused):
     with pytest.raises(ValueError, match="CUDA graphs of its own"):
         compile_decode(model, mode="reduce-overhead")
     counters.clear()
-    caches = [BoundedCache(policy_for(name, 48), m.config, max_chunk=32, decode_slack=4)
+    caches = [BoundedCache(build_policy(name, 48), m.config, max_chunk=32, decode_slack=4)
               for name in ("inf_mllm", "h2o") for m in (ref_model, model)]
     g = torch.Generator().manual_seed(3)
     for step in range(16):
@@ -191,7 +192,7 @@ def test_tiny_graph_runner_bookkeeping_equals_cache_update(name):
     model = llama_model("tiny", "cpu", torch.float32)
     use_scoring_attention(model)
     over = {"carry": 0.5} if name.endswith("_carry") else {}
-    cache = BoundedCache(policy_for(name.replace("_carry", ""), 64, **over), model.config,
+    cache = BoundedCache(build_policy(name.replace("_carry", ""), 64, over), model.config,
                          max_chunk=32, decode_slack=8)
     prefill_to(model, cache, 100, 32, "cpu")
     cache.begin_source(5, stamp=1.0, kind="answer")

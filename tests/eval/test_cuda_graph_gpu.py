@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from ros2_infmllm.eval.bench.common import llama_model
-from ros2_infmllm.eval.bench.runs import policy_for, prefill_to
+from ros2_infmllm.eval.bench.runs import prefill_to
+from ros2_infmllm.eval.common import build_policy
 from ros2_infmllm.memory import BoundedCache, use_scoring_attention
 from ros2_infmllm.models.base import cache_kwarg
 
@@ -42,7 +43,7 @@ def test_gpu_graph_decode_equals_eager_through_compactions(name, slack, carry, c
             assert compile_decode(model)["mlps"] == model.config.num_hidden_layers
     kw = cache_kwarg(model)
     over = {} if carry is None else {"carry": carry}
-    caches = [BoundedCache(policy_for(name, 64, **over), model.config, max_chunk=32,
+    caches = [BoundedCache(build_policy(name, 64, over), model.config, max_chunk=32,
                            decode_slack=slack) for _ in range(2)]
     for m, c in zip((ref_model, model), caches):
         prefill_to(m, c, 100, 32, "cuda")

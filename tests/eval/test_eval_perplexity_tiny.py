@@ -74,11 +74,17 @@ def test_coarse_blocks_merge_by_geometric_mean():
 
 
 def test_build_policy_scales_recent_and_rejects_unknown():
-    p = build_policy('inf_mllm', 256, {'bias': 2.0, 'nonsense': 1})
-    assert p.budget == 256 and p.n_recent == 64 and p.bias == 2.0
+    p = build_policy('inf_mllm', 256, {'bias': 2.0, 'kernel': 3})
+    assert p.budget == 256 and p.n_recent == 64 and p.bias == 2.0 and p.kernel == 3
     assert build_policy('inf_mllm', 2048).n_recent == 256
+    assert build_policy('snapkv', 2048).n_recent == 32          # its own default, not 256
+    assert build_policy('streaming_llm', 256, {'kernel': 3}).n_sink == 4   # not its knob
     with pytest.raises(ValueError, match='unknown policy'):
         build_policy('lru', 256)
+    with pytest.raises(ValueError, match="unknown policy parameter.*'nonsense'"):
+        build_policy('inf_mllm', 256, {'nonsense': 1})
+    with pytest.raises(ValueError, match="'streaming_llm' has no parameter"):
+        build_policy('streaming_llm:kernel=3', 256)
 
 
 def test_corpus_is_deterministic(tmp_path):

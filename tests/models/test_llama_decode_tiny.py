@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ros2_infmllm.eval.bench.runs import policy_for
+from ros2_infmllm.eval.common import build_policy
 from ros2_infmllm.memory import BoundedCache, use_scoring_attention
 from ros2_infmllm.models.base import cache_kwarg
 from ros2_infmllm.models.compiled_decode import FAILED
@@ -52,7 +52,7 @@ def test_owned_decode_equals_transformers_forward_through_compactions_tiny(famil
     assert cache_kwarg(model) == cache_kwarg(ref_model)       # signature kept
     counters.clear()
     names = ("inf_mllm", "h2o", "streaming_llm")
-    caches = {n: [BoundedCache(policy_for(n, 48), m.config, max_chunk=32, decode_slack=4)
+    caches = {n: [BoundedCache(build_policy(n, 48), m.config, max_chunk=32, decode_slack=4)
                   for m in (ref_model, model)] for n in names}
     kw = cache_kwarg(model)
     g = torch.Generator().manual_seed(3)
@@ -101,7 +101,7 @@ def test_owned_decode_leaves_other_calls_and_models_alone_tiny():
         a = model(input_ids=ids, use_cache=True, **{kw: DynamicCache(config=model.config)})
         b = ref(input_ids=ids, use_cache=True, **{kw: DynamicCache(config=ref.config)})
     torch.testing.assert_close(a.logits, b.logits)
-    cache = BoundedCache(policy_for("streaming_llm", 48), model.config, max_chunk=32)
+    cache = BoundedCache(build_policy("streaming_llm", 48), model.config, max_chunk=32)
     model(input_ids=ids, use_cache=True, **{kw: cache})                   # grad enabled
     with torch.no_grad():
         model(input_ids=ids, attention_mask=torch.ones(1, 2, dtype=torch.long),

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ros2_infmllm.eval.bench.common import DTYPES, POLICY_ORDER
-from ros2_infmllm.eval.common import csv_list
+from ros2_infmllm.eval.common import add_param_option, cli_overrides, csv_list
 
 WHATS = ("memory", "decode", "ingest", "cpu", "engine", "report")
 
@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out-dir", default=os.path.join("results", "bench"))
         p.add_argument("--tag", default="", help="suffix of the output names (e.g. _cpu)")
         p.add_argument("--smoke", action="store_true", help="seconds-long CPU version (tests)")
+        add_param_option(p)
 
     p = sub.add_parser("memory", help="bounded memory at 10k/100k/1M streamed tokens")
     common(p, "7b")
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", type=csv_list(str), default=[],
                    help="policy specs whose ingest is then timed side by side on the same "
                         "frames (e.g. inf_mllm,inf_mllm:novelty=0,streaming_llm)")
+    add_param_option(p)
 
     p = sub.add_parser("engine", help="the node's path (StreamingSession) vs the bench fast path")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -128,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Qwen2-VL shapes of the ingest part")
     p.add_argument("--no-eager-before", action="store_true",
                    help="skip the engine's eager ask on the plain model (the 'before' row)")
+    add_param_option(p)
 
     p = sub.add_parser("report", help="re-render Markdown + PNG from JSON files")
     p.add_argument("files", nargs="+")
@@ -166,22 +169,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(argv or [])
     if argv and argv[0] == "bench-memory":
         argv[0] = "memory"
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     from ros2_infmllm.eval.bench import report
     if args.what == "report":
         for f in args.files:
             print(report.render(Path(f)))
         return 0
     out = Path(args.out_dir) / f"bench_{args.what}{args.tag}.json"
+    if getattr(args, "smoke", False):
+        _smoke(args)
+    try:
+        over = cli_overrides(args)           # after --smoke: a --param budget=N wins
+    except ValueError as exc:
+        parser.error(f"--param: {exc}")
     if args.what == "cpu":
         from ros2_infmllm.eval.bench.common import meta
         from ros2_infmllm.eval.bench.ingest import bench_cpu
         bench_cpu(args.frames, args.questions, args.max_new_tokens, args.budget,
-                  _saver(out, meta("cpu", "cpu", argv)), compare=args.compare)
+                  _saver(out, meta("cpu", "cpu", argv)), compare=args.compare, overrides=over)
         _show(out)
         return 0
-    if args.smoke:
-        _smoke(args)
     if args.what == "engine":
         from ros2_infmllm.eval.bench import common
         from ros2_infmllm.eval.bench.engine import bench_engine
@@ -189,7 +197,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         bench_engine(device, args.budget, args.questions, args.max_new_tokens,
                      args.question_tokens, args.bench_steps, args.ingest_frames, args.frame_px,
                      not args.no_eager_before, _saver(out, common.meta("engine", device, argv)),
-                     shapes=tuple(args.shapes))
+                     shapes=tuple(args.shapes), overrides=over)
         _show(out)
         return 0
     import torch
@@ -207,7 +215,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.what == "memory":
             runs.bench_memory(model, device, args.policies, args.budget, args.chunk,
                               args.checkpoints, args.decode_steps, graphs, args.full_limit,
-                              save)
+                              save, overrides=over)
         else:
             info["assumed_peak_gbs"] = args.assumed_peak_gbs
             prof = None
@@ -219,7 +227,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                               args.chunk, save, fused_policies=args.fused_policies,
                               profile_path=prof, compile_policies=args.compile_policies,
                               compile_mode=args.compile_mode,
-                              own_policies=args.own_policies)
+                              own_policies=args.own_policies, overrides=over)
     else:
         from ros2_infmllm.eval.bench.ingest import bench_ingest
         model = common.vl_model(args.shape, device, dtype)
@@ -227,7 +235,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         bench_ingest(model, device, args.budget, args.fps, args.seconds, args.frames,
                      args.compare, args.compare_frames, args.grid,
                      None if args.no_profile else str(out.with_name(out.stem + "_profile.txt")),
-                     save)
+                     save, overrides=over)
     _show(out)
     return 0
 

@@ -14,13 +14,14 @@ values):
 - frame ingest per frame (p50 / p95, vision tower included) at the Qwen2-VL-2B and -7B
   shapes through ``ingest_frame``,
 
-each for inf_mllm, streaming_llm and h2o with the node's default parameters.
+each for inf_mllm, streaming_llm and h2o as every eval task builds them
+(``eval.common.build_policy``: the policy's defaults, ``n_recent`` at most budget / 4).
 """
 from __future__ import annotations
 
 import copy
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -38,15 +39,10 @@ QWEN2_VL_7B_VISION = dict(QWEN2_VL_2B_VISION, hidden_size=3584)
 POLICIES = ("inf_mllm", "streaming_llm", "h2o")
 
 
-def _policy(name: str, budget: int):
-    """``name`` at ``budget`` with the node's defaults (n_recent at most budget / 4)."""
-    import dataclasses
-
-    from ros2_infmllm.engine import POLICY_KEYS, SessionConfig
-    from ros2_infmllm.memory import POLICIES as ALL, make_policy
-    cfg = SessionConfig(budget=budget, n_recent=min(SessionConfig.n_recent, budget // 4))
-    names = {f.name for f in dataclasses.fields(ALL[name])}
-    return make_policy(name, **{k: getattr(cfg, k) for k in POLICY_KEYS if k in names})
+def _policy(name: str, budget: int, overrides: Optional[dict] = None):
+    """``name`` at ``budget`` as every eval task builds it (``eval.common.build_policy``)."""
+    from ros2_infmllm.eval.common import build_policy
+    return build_policy(name, budget, overrides)
 
 
 def _frames(n: int, side: int, seed: int = 0) -> list:
@@ -87,7 +83,8 @@ def _fill(session, frames: list, budget: int) -> int:
 
 def bench_decode_engine(device: str, budget: int, questions: int, max_new_tokens: int,
                         question_tokens: int, bench_steps: int, eager_before: bool,
-                        res: dict, save: Callable[[dict], None]) -> None:
+                        res: dict, save: Callable[[dict], None],
+                        overrides: Optional[dict] = None) -> None:
     """Decode rows at the 7B shape: engine vs bench fast path, TTFT, no-trace cost."""
     from ros2_infmllm.engine import StreamingSession
     from ros2_infmllm.eval.bench.runs import decode_rate, prefill_to
@@ -112,7 +109,7 @@ def bench_decode_engine(device: str, budget: int, questions: int, max_new_tokens
         return ans.timings
 
     if eager_before:                       # the plain model, before any fast path exists
-        s = StreamingSession(adapter, _policy("inf_mllm", budget), decode="eager")
+        s = StreamingSession(adapter, _policy("inf_mllm", budget, overrides), decode="eager")
         _fill(s, frames, budget)
         t = ask(s)
         res["decode"]["eager_before"] = {"policy": "inf_mllm", "tokens_per_s":
@@ -122,7 +119,7 @@ def bench_decode_engine(device: str, budget: int, questions: int, max_new_tokens
     wread = weight_bytes_read(model)
     for name in POLICIES:
         t0 = time.perf_counter()
-        s = StreamingSession(adapter, _policy(name, budget))
+        s = StreamingSession(adapter, _policy(name, budget, overrides))
         build_s = time.perf_counter() - t0
         n_frames = _fill(s, frames, budget)
         timings = [ask(s) for _ in range(questions)]
@@ -153,7 +150,7 @@ def bench_decode_engine(device: str, budget: int, questions: int, max_new_tokens
         if device != "cpu":
             torch.cuda.empty_cache()
         # the bench's fast path on the same (now fused + owned) model
-        cache = BoundedCache(_policy(name, budget), model.config, max_chunk=512)
+        cache = BoundedCache(_policy(name, budget, overrides), model.config, max_chunk=512)
         prefill_to(model, cache, budget + 3 * 512, 512, device)
         graphs = device != "cpu"
         bench = decode_rate(model, cache, bench_steps, device, graphs=graphs,
@@ -190,7 +187,8 @@ def vl_model(text: dict, vision: dict, device: str, dtype: torch.dtype):
 
 
 def bench_ingest_engine(device: str, budget: int, frames: int, side: int, res: dict,
-                        save: Callable[[dict], None], shapes: tuple = ("2b", "7b")) -> None:
+                        save: Callable[[dict], None], shapes: tuple = ("2b", "7b"),
+                        overrides: Optional[dict] = None) -> None:
     """Per-frame ``ingest_frame`` time at the VL shapes, steady state (memory full)."""
     from ros2_infmllm.engine import StreamingSession
     from ros2_infmllm.eval.bench.common import TINY_VL_TEXT, TINY_VL_VISION
@@ -210,7 +208,7 @@ def bench_ingest_engine(device: str, budget: int, frames: int, side: int, res: d
                                  image_max_side=side)
         rows = {}
         for name in POLICIES:
-            s = StreamingSession(adapter, _policy(name, budget))
+            s = StreamingSession(adapter, _policy(name, budget, overrides))
             per = []
             for i, img in enumerate(images):
                 t0 = time.perf_counter()
@@ -236,11 +234,11 @@ def bench_ingest_engine(device: str, budget: int, frames: int, side: int, res: d
 def bench_engine(device: str, budget: int, questions: int, max_new_tokens: int,
                  question_tokens: int, bench_steps: int, ingest_frames: int, frame_px: int,
                  eager_before: bool, save: Callable[[dict], None],
-                 shapes: tuple = ("2b", "7b")) -> dict:
+                 shapes: tuple = ("2b", "7b"), overrides: Optional[dict] = None) -> dict:
     """Run both parts (see the module docstring); return the result dict."""
     res: dict = {"copy_bandwidth": copy_bandwidth(device) if device != "cpu" else None}
     bench_decode_engine(device, budget, questions, max_new_tokens, question_tokens,
-                        bench_steps, eager_before, res, save)
-    bench_ingest_engine(device, budget, ingest_frames, frame_px, res, save, shapes)
+                        bench_steps, eager_before, res, save, overrides)
+    bench_ingest_engine(device, budget, ingest_frames, frame_px, res, save, shapes, overrides)
     save(res)
     return res

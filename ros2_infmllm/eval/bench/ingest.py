@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from ros2_infmllm.eval.bench.common import (VL_TOKENS, peak_mem, percentile, reset_peak, sync,
                                             timed)
-from ros2_infmllm.eval.bench.runs import policy_for
+from ros2_infmllm.eval.common import build_policy, session_config_for
 from ros2_infmllm.memory import BoundedCache, use_scoring_attention
 from ros2_infmllm.models.base import cache_kwarg
 
@@ -92,14 +92,15 @@ def _stats(values: list) -> dict:
 
 def bench_ingest(model, device: str, budget: int, fps: float, seconds: float, frames: int,
                  compare: list, compare_frames: int, grid: int, profile_path: Optional[str],
-                 save: Callable[[dict], None]) -> dict:
+                 save: Callable[[dict], None], overrides: Optional[dict] = None) -> dict:
     """Time-compressed stream: ``frames`` sampled evenly from ``fps * seconds`` frames.
 
     The product policy (inf_mllm) runs the whole sampled hour; ``compare`` policies run
     ``compare_frames`` frames each for side-by-side ingest cost, the scoring fraction
     (forward with scoring vs the ``window`` policy's forward at the same kept length) and
     peak memory. Frames are processed back to back (no sleeping): latency is what one
-    frame costs, whatever its stamp.
+    frame costs, whatever its stamp. Policies are ``eval.common.build_policy(name, budget,
+    overrides)``.
     """
     use_scoring_attention(model)
     maker = FrameMaker(model, device, grid=grid)
@@ -109,12 +110,14 @@ def bench_ingest(model, device: str, budget: int, fps: float, seconds: float, fr
                  "stream_frames": total_frames, "sampled_frames": frames, "stride": stride,
                  "tokens_per_frame": maker.tokens, "grid_patches": grid, "policies": {}}
     for i in range(3):                              # warm-up (kernels, allocator)
-        c = BoundedCache(policy_for("inf_mllm", budget), model.config, max_chunk=512)
+        c = BoundedCache(build_policy("inf_mllm", budget, overrides), model.config,
+                         max_chunk=512)
         maker.ingest(c)
     del c
     runs = [("inf_mllm", frames)] + [(p, compare_frames) for p in compare if p != "inf_mllm"]
     for name, n in runs:
-        cache = BoundedCache(policy_for(name, budget), model.config, max_chunk=512)
+        cache = BoundedCache(build_policy(name, budget, overrides), model.config,
+                             max_chunk=512)
         reset_peak(device)
         per: list = []
         mem: list = []
@@ -158,12 +161,14 @@ def bench_ingest(model, device: str, budget: int, fps: float, seconds: float, fr
         res["compaction_fraction_of_prefill"] = inf["compact"]["p50_ms"] / f_inf \
             if inf["compact"]["p50_ms"] else None
     if profile_path:
-        res["profile"] = profile_ingest(model, maker, budget, device, profile_path)
+        res["profile"] = profile_ingest(model, maker, budget, device, profile_path,
+                                        overrides)
     save(res)
     return res
 
 
-def profile_ingest(model, maker: FrameMaker, budget: int, device: str, out_path: str) -> dict:
+def profile_ingest(model, maker: FrameMaker, budget: int, device: str, out_path: str,
+                   overrides: Optional[dict] = None) -> dict:
     """torch.profiler over a few steady-state frames: device time of scoring and compaction.
 
     Compaction is timed in both its paths: the batched one over all layers
@@ -189,7 +194,8 @@ def profile_ingest(model, maker: FrameMaker, budget: int, device: str, out_path:
         with record_function("infmllm_compaction"):
             return real_stacked(self)
 
-    cache = BoundedCache(policy_for("inf_mllm", budget), model.config, max_chunk=512)
+    cache = BoundedCache(build_policy("inf_mllm", budget, overrides), model.config,
+                         max_chunk=512)
     for _ in range(2 * budget // maker.tokens + 2):
         maker.ingest(cache)
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA]
@@ -245,23 +251,26 @@ QUESTIONS = ["What colour is the box?", "What did the camera see most recently?"
 
 
 def bench_cpu(frames: int, questions: int, max_new_tokens: int, budget: int,
-              save: Callable[[dict], None], compare: Sequence[str] = ()) -> dict:
+              save: Callable[[dict], None], compare: Sequence[str] = (),
+              overrides: Optional[dict] = None) -> dict:
     """Time the bundled default model through the engine, as the node runs it, on this CPU.
 
     ``compare``: policy specs (``inf_mllm:novelty=0``) whose sessions then ingest the same
     frames side by side, one frame each in turn (so drift in the machine's speed hits all
-    alike): per-frame ingest time per policy, and its ratio to the first spec's.
+    alike): per-frame ingest time per policy, and its ratio to the first spec's. Policies
+    are ``eval.common.build_policy(spec, budget, overrides)``.
     """
     res: dict = {"frames": frames, "questions": questions, "max_new_tokens": max_new_tokens,
                  "budget": budget, "threads": torch.get_num_threads()}
     try:
-        from ros2_infmllm.engine import SessionConfig, build_session
+        from ros2_infmllm.engine import DEFAULT_POLICY, build_session
     except ImportError as exc:
         res["error"] = f"engine not available in this checkout: {exc}"
         save(res)
         return res
     t0 = time.perf_counter()
-    session = build_session(SessionConfig(model="default", device="cpu", budget=budget))
+    session = build_session(session_config_for(build_policy(DEFAULT_POLICY, budget, overrides),
+                                               model="default", device="cpu"))
     res["load_s"] = time.perf_counter() - t0
     ingest, answers, first = [], [], []
     n_tokens = []
@@ -287,21 +296,18 @@ def bench_cpu(frames: int, questions: int, max_new_tokens: int, budget: int,
                 "describe": _safe_describe(session)})
     save(res)
     if compare:
-        res["compare"] = compare_ingest(compare, frames, budget)
+        res["compare"] = compare_ingest(compare, frames, budget, overrides=overrides)
         save(res)
     return res
 
 
 def compare_ingest(specs: Sequence[str], frames: int, budget: int,
-                   model: str = "default") -> list:
+                   model: str = "default", overrides: Optional[dict] = None) -> list:
     """Ingest the same frames into one session per policy spec, in turn; per-spec stats."""
-    from ros2_infmllm.engine import SessionConfig, build_session
-    from ros2_infmllm.eval.common import split_policy_spec
-    sessions = []
-    for spec in specs:
-        name, params = split_policy_spec(spec)
-        sessions.append(build_session(SessionConfig(model=model, device="cpu",
-                                                    budget=budget, policy=name, **params)))
+    from ros2_infmllm.engine import build_session
+    sessions = [build_session(session_config_for(build_policy(spec, budget, overrides),
+                                                 model=model, device="cpu"))
+                for spec in specs]
     times: list = [[] for _ in specs]
     for i in tqdm(range(frames), desc="cpu ingest, side by side", unit="frame"):
         frame = _scene(i)

@@ -10,17 +10,9 @@ from tqdm import tqdm
 
 from ros2_infmllm.eval.bench.common import (copy_bandwidth, peak_mem, percentile, reset_peak,
                                             sync, timed, weight_bytes, weight_bytes_read)
-from ros2_infmllm.memory import BoundedCache, make_policy, use_scoring_attention
-from ros2_infmllm.memory.policies import POLICIES
+from ros2_infmllm.eval.common import build_policy
+from ros2_infmllm.memory import BoundedCache, use_scoring_attention
 from ros2_infmllm.models.base import cache_kwarg
-
-
-def policy_for(name: str, budget: int, **over) -> object:
-    """Build ``name`` at ``budget`` with the shared defaults (sinks 4, recent budget/4)."""
-    base = dict(budget=budget, n_sink=4, n_recent=max(1, budget // 4), window=32, kernel=7)
-    base.update(over)
-    fields = set(POLICIES[name].__dataclass_fields__)
-    return make_policy(name, **{k: v for k, v in base.items() if k in fields})
 
 
 def _forward(model, kw: str, ids: torch.Tensor, cache, position: Optional[int] = None):
@@ -166,12 +158,14 @@ def _random_ids(n: int, vocab: int, device: str, gen: torch.Generator) -> torch.
 
 def bench_memory(model, device: str, policies: list, budget: int, chunk: int,
                  checkpoints: list, decode_steps: int, graphs: bool,
-                 full_limit: int, save: Callable[[dict], None]) -> dict:
+                 full_limit: int, save: Callable[[dict], None],
+                 overrides: Optional[dict] = None) -> dict:
     """Stream tokens per policy; cache bytes, chunk latency, peak memory at each checkpoint.
 
     ``full`` streams only to ``full_limit`` tokens (it grows; beyond that it does not fit)
     and stops cleanly on out-of-memory. After the stream, decode speed is measured on the
-    same cache (every policy at the same kept length, side by side).
+    same cache (every policy at the same kept length, side by side). Policies are
+    ``eval.common.build_policy(name, budget, overrides)``.
     """
     use_scoring_attention(model)
     kw = cache_kwarg(model)
@@ -182,8 +176,8 @@ def bench_memory(model, device: str, policies: list, budget: int, chunk: int,
     for name in policies:
         gen = torch.Generator().manual_seed(1)
         base, _, slack = name.partition("@")
-        cache = BoundedCache(policy_for(base, budget), model.config, max_chunk=chunk,
-                             decode_slack=int(slack) if slack else 64)
+        cache = BoundedCache(build_policy(base, budget, overrides), model.config,
+                             max_chunk=chunk, decode_slack=int(slack) if slack else 64)
         limit = min(total, full_limit) if name == "full" else total
         rec: dict = {"points": [], "stopped": None}
         n_chunks = math.ceil(limit / chunk)
@@ -278,8 +272,11 @@ def bench_decode(model, device: str, policies: list, budgets: list, steps: int,
                  profile_path: Optional[str] = None,
                  compile_policies: Optional[list] = None,
                  compile_mode: Optional[str] = None,
-                 own_policies: Optional[list] = None) -> dict:
+                 own_policies: Optional[list] = None,
+                 overrides: Optional[dict] = None) -> dict:
     """Decode tokens/s per policy and budget, eager and CUDA-graph, with the HBM roofline.
+
+    Policies are ``eval.common.build_policy(name, budget, overrides)``.
 
     The roofline counts the bytes a step must read: weights without the input embedding
     table (one row of it is read) plus the kept KV. ``fused_policies`` are run again
@@ -331,8 +328,8 @@ def bench_decode(model, device: str, policies: list, budgets: list, steps: int,
         label = name + ("+fused" if fused_now else "") + (
             "+" + fused if fused in ("compiled", "owned") else "")
         base, _, slack = name.partition("@")       # "h2o@1": evict every decode step
-        cache = BoundedCache(policy_for(base, budget), model.config, max_chunk=chunk,
-                             decode_slack=int(slack) if slack else 64)
+        cache = BoundedCache(build_policy(base, budget, overrides), model.config,
+                             max_chunk=chunk, decode_slack=int(slack) if slack else 64)
         # bounded policies: stream past the budget so they run in steady state; full at
         # the same context (budget tokens)
         prefill_to(model, cache, budget if name == "full" else budget + 3 * chunk, chunk,
@@ -407,7 +404,7 @@ def compile_model(model, device: str, chunk: int, mode: Optional[str],
     ids = _random_ids(17, vocab, device, torch.Generator().manual_seed(4))
 
     def run() -> tuple[list, list]:
-        cache = BoundedCache(policy_for("streaming_llm", 64), model.config, max_chunk=chunk)
+        cache = BoundedCache(build_policy("streaming_llm", 64), model.config, max_chunk=chunk)
         _forward(model, kw, ids[:, :16], cache)
         tok, out, times = ids[:, 16:17], [], []
         for pos in (16, 17):
