@@ -34,6 +34,11 @@ from .base import cache_kwarg
 _BROKEN: list[str] = []          # a capture failed in this process: later runners stay eager
 
 
+def capture_failure() -> Optional[str]:
+    """Why a graph capture failed earlier in this process (later runners stay eager), or None."""
+    return _BROKEN[0] if _BROKEN else None
+
+
 def advance_layer(layer: Any) -> None:
     """Host-side effect of one implicit-position decode token on a ``BoundedLayer``.
 

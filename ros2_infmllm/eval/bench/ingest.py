@@ -171,16 +171,15 @@ def profile_ingest(model, maker: FrameMaker, budget: int, device: str, out_path:
                    overrides: Optional[dict] = None) -> dict:
     """torch.profiler over a few steady-state frames: device time of scoring and compaction.
 
-    Compaction is timed in both its paths: the batched one over all layers
-    (``BoundedCache._compact_stacked``) and the per-layer one (``BoundedLayer.compact``,
-    only where the batched one does not apply); ``compaction_host_us`` is their host time.
+    Compaction is timed in both its paths (the batched one over all layers and the
+    per-layer one) at the cache's two public entry points, ``BoundedCache.compact`` and
+    ``BoundedCache.compact_pending``; ``compaction_host_us`` is their host time.
     """
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    from ros2_infmllm.memory import cache as cache_mod
     from ros2_infmllm.memory import scoring as scoring_mod
-    real_scores, real_compact = scoring_mod.window_scores, cache_mod.BoundedLayer.compact
-    real_stacked = cache_mod.BoundedCache._compact_stacked
+    real_scores = scoring_mod.window_scores
+    real_compact, real_pending = BoundedCache.compact, BoundedCache.compact_pending
 
     def scores(*a, **k):
         with record_function("infmllm_scoring"):
@@ -190,9 +189,9 @@ def profile_ingest(model, maker: FrameMaker, budget: int, device: str, out_path:
         with record_function("infmllm_compaction"):
             return real_compact(self)
 
-    def stacked(self):
+    def pending(self, layer):
         with record_function("infmllm_compaction"):
-            return real_stacked(self)
+            return real_pending(self, layer)
 
     cache = BoundedCache(build_policy("inf_mllm", budget, overrides), model.config,
                          max_chunk=512)
@@ -200,16 +199,16 @@ def profile_ingest(model, maker: FrameMaker, budget: int, device: str, out_path:
         maker.ingest(cache)
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA]
                                      if str(device).startswith("cuda") else [])
-    scoring_mod.window_scores, cache_mod.BoundedLayer.compact = scores, compact
-    cache_mod.BoundedCache._compact_stacked = stacked
+    scoring_mod.window_scores = scores
+    BoundedCache.compact, BoundedCache.compact_pending = compact, pending
     try:
         with profile(activities=acts) as prof:
             for _ in range(4):
                 with record_function("infmllm_frame"):
                     maker.ingest(cache)
     finally:
-        scoring_mod.window_scores, cache_mod.BoundedLayer.compact = real_scores, real_compact
-        cache_mod.BoundedCache._compact_stacked = real_stacked
+        scoring_mod.window_scores = real_scores
+        BoundedCache.compact, BoundedCache.compact_pending = real_compact, real_pending
     key = "device_time_total" if str(device).startswith("cuda") else "cpu_time_total"
     table = prof.key_averages().table(sort_by=key, row_limit=30)
     from pathlib import Path

@@ -337,9 +337,9 @@ def bench_decode(model, device: str, policies: list, budgets: list, steps: int,
         row: dict = {"policy": label, "budget": budget,
                      "context": cache.layers[0].length}
         row["eager"] = decode_rate(model, cache, steps, device)
-        from ros2_infmllm.models.cuda_graph import _BROKEN
-        if graphs and name != "full" and _BROKEN:
-            row["graph"] = {"error": f"skipped, capture failed earlier: {_BROKEN[0]}"}
+        from ros2_infmllm.models.cuda_graph import capture_failure
+        if graphs and name != "full" and capture_failure():
+            row["graph"] = {"error": f"skipped, capture failed earlier: {capture_failure()}"}
         elif graphs and name != "full":
             try:
                 row["graph"] = decode_rate(model, cache, 2 * steps, device, graphs=True,
