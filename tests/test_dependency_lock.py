@@ -8,6 +8,7 @@ bookkeeping (which packages moved, the rewritten lock) goes wrong.
 import importlib.util
 import os
 import re
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -88,6 +89,20 @@ def test_lock_state_names_a_package_at_another_version(tmp_path):
                     'not-installed-anywhere==1.0\n')
     assert lock_state(lock)['differs'] == {'numpy': ['0.0.1', numpy_version]}
     assert lock_state(tmp_path / 'missing.txt') == {'file': None, 'differs': {}}
+
+
+def test_lock_state_reads_the_imported_copy_not_a_later_vendored_one(tmp_path, monkeypatch):
+    # setuptools appends its _vendor folder (older packaging, typing_extensions) to
+    # sys.path once imported; a full suite imports it, so a later copy must not count
+    vendored = tmp_path / '_vendor'
+    (vendored / 'numpy-0.0.1.dist-info').mkdir(parents=True)
+    (vendored / 'numpy-0.0.1.dist-info' / 'METADATA').write_text(
+        'Metadata-Version: 2.1\nName: numpy\nVersion: 0.0.1\n')
+    monkeypatch.syspath_prepend(str(tmp_path))     # keeps sys.path restorable
+    monkeypatch.setattr(sys, 'path', sys.path + [str(vendored)])
+    lock = tmp_path / 'constraints.txt'
+    lock.write_text(f'numpy=={metadata.version("numpy")}\n')
+    assert lock_state(lock)['differs'] == {}
 
 
 def test_results_metadata_records_versions_and_lock():

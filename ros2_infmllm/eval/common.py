@@ -58,7 +58,12 @@ def lock_state(lock: Path = LOCK_FILE) -> dict:
         text = lock.read_text()
     except OSError:
         return {'file': None, 'differs': {}}
-    installed = {_canonical(d.metadata['Name']): d.version for d in metadata.distributions()}
+    # the first distribution on sys.path is the one imported: later copies (setuptools
+    # appends its _vendor folder, with older packaging / typing_extensions, to sys.path
+    # once anything imports it) must not count as installed
+    installed: dict = {}
+    for dist in metadata.distributions():
+        installed.setdefault(_canonical(dist.metadata['Name'] or ''), dist.version)
     differs = {}
     for line in text.splitlines():
         line = line.split('#', 1)[0].strip()
