@@ -22,6 +22,7 @@ import torch
 
 from .memory import (BoundedCache, POLICIES, Knob, knobs, make_policy, policy_knobs,
                      snapshot)
+from .evidence import rank_evidence
 from .memory.kept import kept_tokens
 from .models.base import Chunk, ModelAdapter
 from .models.fast_decode import DECODE_MODES, Decoder
@@ -166,6 +167,7 @@ class StreamingSession:
         self._frame_meta: dict[int, tuple[float, str]] = {}
         self._prune_at = _PRUNE_FRAMES
         self._thumbs: dict[int, np.ndarray] = {}    # frame source id -> small RGB copy
+        self._frame_text: dict[int, str] = {}      # frame source id -> its describer line
         self._started = False
         self.frames_ingested = 0
         self.questions_answered = 0
@@ -221,6 +223,7 @@ class StreamingSession:
             sid = self._new_source("frame", float(stamp))
             self._frame_meta[sid] = (float(stamp), camera)
             self._thumbs[sid] = _thumbnail(image)
+            self._frame_text[sid] = chunk.text
             self._run(chunk)
             self.frames_ingested += 1
             if len(self._frame_meta) >= self._prune_at:
@@ -361,7 +364,7 @@ class StreamingSession:
                 tail = torch.cat([torch.tensor([[ids[-1]]], device=tail.device), tail], dim=1)
             self._run(Chunk(tail, "assistant", ad.answer_suffix()))
         # after the turn is closed (its compaction may evict): only frames still in memory
-        evidence = self._evidence()
+        evidence = self._evidence(text)
         self.questions_answered += 1
         t_end = time.perf_counter()
         n = len(ids)
@@ -375,23 +378,31 @@ class StreamingSession:
         }
         return Answer(text.strip(), evidence, timings, cancelled)
 
-    def _evidence(self) -> list[float]:
-        """Stamps of the most-attended frames still in memory, at most ``evidence_k``."""
+    def _evidence(self, answer: str) -> list[float]:
+        """Stamps of the frames still in memory that support ``answer``, at most ``evidence_k``.
+
+        The answer's attention per frame, checked against the frames' describer text
+        (:mod:`ros2_infmllm.evidence`).
+        """
         if self.evidence_k == 0:
             return []
         att = self.cache.source_attention()
         live = self.cache.sources_in_memory()
-        frames = [(w, sid) for sid, w in att.items()
-                  if sid in self._frame_meta and live.get(sid, 0) > 0]
-        frames.sort(key=lambda x: (-x[0], -self._frame_meta[x[1]][0]))
+        frames = {sid: w for sid, w in att.items()
+                  if sid in self._frame_meta and live.get(sid, 0) > 0}
+        # equal attention: the newer frame first
+        frames = dict(sorted(frames.items(), key=lambda x: -self._frame_meta[x[0]][0]))
+        texts = {sid: self._frame_text.get(sid, "") for sid in frames}
+        chosen = rank_evidence(answer, frames, texts, self.evidence_k)
         self._prune_frames(live)
-        return [self._frame_meta[sid][0] for _, sid in frames[:self.evidence_k]]
+        return [self._frame_meta[sid][0] for sid in chosen]
 
     def _prune_frames(self, live: dict) -> None:
         """Forget frames no longer in memory (bounded on an endless stream)."""
         for sid in [s for s in self._frame_meta if live.get(s, 0) == 0]:
             del self._frame_meta[sid]
             self._thumbs.pop(sid, None)
+            self._frame_text.pop(sid, None)
 
     def reset(self) -> None:
         """Forget every frame and turn (buffers kept)."""
@@ -460,6 +471,7 @@ class StreamingSession:
             state["session"] = {
                 "next_id": self._next_id, "started": self._started,
                 "frames": [[sid, stamp, cam] for sid, (stamp, cam) in self._frame_meta.items()],
+                "frame_text": [[sid, t] for sid, t in self._frame_text.items()],
                 "frames_ingested": self.frames_ingested,
                 "questions_answered": self.questions_answered, "errors": self.errors}
             described = []
@@ -496,6 +508,7 @@ class StreamingSession:
                 self._started = bool(sess["started"])
                 self._frame_meta = {int(sid): (float(stamp), str(cam))
                                     for sid, stamp, cam in sess["frames"]}
+                self._frame_text = {int(sid): str(t) for sid, t in sess.get("frame_text", [])}
                 self._prune_at = max(_PRUNE_FRAMES, 2 * len(self._frame_meta))
                 self.frames_ingested = int(sess["frames_ingested"])
                 self.questions_answered = int(sess["questions_answered"])
