@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 import torch
 
-from .base import cache_kwarg
+from ..models.base import cache_kwarg
 
 _BROKEN: list[str] = []          # a capture failed in this process: later runners stay eager
 
