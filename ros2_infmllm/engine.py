@@ -25,7 +25,7 @@ from .memory import (BoundedCache, POLICIES, Knob, knobs, make_policy, policy_kn
 from .evidence import rank_evidence
 from .memory.kept import kept_tokens
 from .models.base import Chunk, ModelAdapter
-from .models.fast_decode import DECODE_MODES, Decoder
+from .accel.fast_decode import DECODE_MODES, Decoder
 
 _LOG = logging.getLogger(__name__)
 _LOGGED: set = set()    # (model, reason) pairs already logged: the eager fallback says why once
@@ -129,7 +129,7 @@ class StreamingSession:
 
     All model work runs under the adapter's lock (shared by sessions of one model), so
     frames and questions are serialised; ``cancel`` is checked before every decode step.
-    ``decode`` picks the one-token path (``models/fast_decode.py``: ``auto`` takes the owned
+    ``decode`` picks the one-token path (``accel/fast_decode.py``: ``auto`` takes the owned
     step + CUDA graphs where the model allows it); its warm-up runs here, before the first
     question.
     """

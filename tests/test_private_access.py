@@ -69,10 +69,10 @@ def foreign_reads(source: str, filename: str = "<src>") -> list[str]:
 
 
 def test_the_rule_catches_a_foreign_private_read_and_import():
-    src = ("from ros2_infmllm.models.cuda_graph import _BROKEN\n"
+    src = ("from ros2_infmllm.accel.cuda_graph import _BROKEN\n"
            "def f(cache):\n    return cache._tally\n")
     assert foreign_reads(src) == [
-        "1: from ros2_infmllm.models.cuda_graph import _BROKEN", "3: cache._tally"]
+        "1: from ros2_infmllm.accel.cuda_graph import _BROKEN", "3: cache._tally"]
 
 
 def test_the_rule_catches_patching_another_modules_private():

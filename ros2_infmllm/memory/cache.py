@@ -184,6 +184,40 @@ class BoundedLayer(CacheLayerMixin):
     def next_pos(self, value: int) -> None:
         self._next_pos = value
 
+    def set_length(self, n: int) -> None:
+        """Hold the first ``n`` buffered tokens: ``keys`` / ``values`` become their views."""
+        self.length = n
+        self.keys = self.key_buf[:, :, :n]
+        self.values = self.value_buf[:, :, :n]
+
+    def remember_undo(self) -> None:
+        """On the first append since the cache's ``mark()``, keep what :meth:`undo` restores.
+
+        Public because the graph runner (accel/cuda_graph.py) books its replayed decode
+        steps with the same calls as :meth:`update`.
+        """
+        epoch = self.owner.epoch
+        if epoch and self.undo_epoch != epoch:
+            self.undo_epoch = epoch
+            self.undo_state = (self.length, self.arrived, self._next_pos, self.pending,
+                               self.scored_len, self.unscored, len(self.segments))
+
+    def book_implicit(self, q: int) -> None:
+        """Record ``q`` tokens appended after ``length`` at the next implicit positions.
+
+        They join the last unwritten segment when it is the current source's and
+        contiguous in position and arrival, else open a new one.
+        """
+        n, owner = self.length, self.owner
+        seg = self.segments[-1] if self.segments else None
+        if seg is not None and seg[1] == n and seg[4] == owner.current_source \
+                and seg[2] + (n - seg[0]) == self.next_pos \
+                and seg[3] + (n - seg[0]) == self.arrived:
+            seg[1] = n + q
+        else:
+            self.segments.append([n, n + q, self.next_pos, self.arrived, owner.current_source])
+        self.next_pos += q
+
     def allocate(self, capacity: int) -> None:
         """(Re)allocate every buffer at ``capacity`` tokens, keeping the first ``length``."""
         n = self.length
@@ -295,10 +329,7 @@ class BoundedLayer(CacheLayerMixin):
         if self.q_count and (q > 1 or not owner.decode_tally or self.q_count >= owner.ring):
             owner.fold_layer(self)      # stored queries must be the newest tokens' own
         n = self.length
-        if owner.epoch and self.undo_epoch != owner.epoch:      # first update since mark()
-            self.undo_epoch = owner.epoch
-            self.undo_state = (n, self.arrived, self._next_pos, self.pending, self.scored_len,
-                               self.unscored, len(self.segments))
+        self.remember_undo()
         end = n + q
         if end > self.capacity:
             grow = max(end, 2 * self.capacity) if not policy.compacts else end + owner.slack
@@ -307,14 +338,7 @@ class BoundedLayer(CacheLayerMixin):
         self.value_buf[:, :, n:end] = value_states
         explicit = owner.take_explicit_positions(q)
         if explicit is None:
-            seg = self.segments[-1] if self.segments else None
-            if seg is not None and seg[1] == n and seg[4] == owner.current_source \
-                    and seg[2] + (n - seg[0]) == self.next_pos \
-                    and seg[3] + (n - seg[0]) == self.arrived:
-                seg[1] = end
-            else:
-                self.segments.append([n, end, self.next_pos, self.arrived, owner.current_source])
-            self.next_pos += q
+            self.book_implicit(q)
         else:
             pos, top = explicit
             self.flush()
@@ -325,9 +349,7 @@ class BoundedLayer(CacheLayerMixin):
             self.meta[rows + 1, :, n:end] = owner.current_source
             self.next_pos = max(self.next_pos, top)
         self.arrived += q
-        self.length = end
-        self.keys = self.key_buf[:, :, :end]
-        self.values = self.value_buf[:, :, :end]
+        self.set_length(end)
 
         budget = policy.capacity
         mode = policy.score_mode
@@ -467,11 +489,9 @@ class BoundedLayer(CacheLayerMixin):
         self.meta[..., :k] = kept_meta
         self.evicted += n - k
         self.compactions += 1
-        self.length = k
+        self.set_length(k)
         self.scored_len, self.unscored = scored_after_compaction(policy, self.scored_len,
                                                                  unscored, k)
-        self.keys = self.key_buf[:, :, :k]
-        self.values = self.value_buf[:, :, :k]
 
     def undo(self, epoch: int) -> None:
         """Drop the tokens appended since the cache's ``mark()`` of ``epoch`` (if any)."""
@@ -485,9 +505,7 @@ class BoundedLayer(CacheLayerMixin):
         if self.att_dirty:        # slots past n are written again later: no stale attention
             self.att[:, n:self.length] = 0.0
         self.q_count = max(0, self.q_count - (self.length - n))
-        self.length = n
-        self.keys = self.key_buf[:, :, :n]
-        self.values = self.value_buf[:, :, :n]
+        self.set_length(n)
         self.undo_state = ()
 
     def reset(self) -> None:
@@ -584,11 +602,7 @@ class BoundedCache(Cache):
         """Compaction scratch ``role`` shaped like ``like`` with ``k`` tokens (made once)."""
         shape = tuple(like.shape[:-2]) + (k,) + tuple(like.shape[-1:]) if like.dim() == 4 \
             else tuple(like.shape[:-1]) + (k,)
-        key = (role, shape, like.dtype, str(like.device))
-        buf = self._scratch.get(key)
-        if buf is None:
-            buf = self._scratch[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
-        return buf
+        return self._scratch_buffer(role, shape, like)
 
     def _init_state(self) -> None:
         self.epoch = 0
@@ -1004,8 +1018,8 @@ class BoundedCache(Cache):
         for layer in self.layers:
             layer.segments.clear()
 
-    def _stack_scratch(self, role: str, shape: tuple, like: torch.Tensor) -> torch.Tensor:
-        """Batched-compaction scratch (made once per shape, counted in :meth:`nbytes`)."""
+    def _scratch_buffer(self, role: str, shape: tuple, like: torch.Tensor) -> torch.Tensor:
+        """Compaction scratch ``role`` of ``shape`` (made once, counted in :meth:`nbytes`)."""
         key = (role, shape, like.dtype, str(like.device))
         buf = self._scratch.get(key)
         if buf is None:
@@ -1073,13 +1087,13 @@ class BoundedCache(Cache):
             g1 = min(n_layers, g0 + group)
             g = g1 - g0
             gidx = idx[g0:g1].unsqueeze(-1)
-            kk = self._stack_scratch("sk", (group, h, k, first.k_dim), st.k)[:g]
+            kk = self._scratch_buffer("sk", (group, h, k, first.k_dim), st.k)[:g]
             torch.gather(st.k[g0:g1, :, :n], 2, gidx.expand(-1, -1, -1, first.k_dim), out=kk)
             if delta is not None:
                 d = delta[g0:g1].transpose(0, 1).reshape(rows, g * h, k)
                 self.rope.rotate_(kk.view(g * h, k, first.k_dim), d)
             st.k[g0:g1, :, :k] = kk
-            vv = self._stack_scratch("sv", (group, h, k, first.v_dim), st.v)[:g]
+            vv = self._scratch_buffer("sv", (group, h, k, first.v_dim), st.v)[:g]
             torch.gather(st.v[g0:g1, :, :n], 2, gidx.expand(-1, -1, -1, first.v_dim), out=vv)
             st.v[g0:g1, :, :k] = vv
         scored, unscored = scored_after_compaction(policy, first.scored_len, unscored, k)
@@ -1089,10 +1103,8 @@ class BoundedCache(Cache):
                 layer._next_pos = next_pos
             layer.evicted += n - k
             layer.compactions += 1
-            layer.length = k
+            layer.set_length(k)
             layer.scored_len, layer.unscored = scored, unscored
-            layer.keys = layer.key_buf[:, :, :k]
-            layer.values = layer.value_buf[:, :, :k]
         return True
 
     def reset(self) -> None:

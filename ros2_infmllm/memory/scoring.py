@@ -87,7 +87,7 @@ def give_scores(query: torch.Tensor, key: torch.Tensor, scaling: float | None,
     """Hand this attention call's window scores to the layer awaiting them, if one is.
 
     What the scoring attention does before its SDPA; also called by attention code
-    outside transformers' attention interface (``models/llama_decode.py``). Returns
+    outside transformers' attention interface (``accel/llama_decode.py``). Returns
     whether a layer was served.
     """
     layer = awaiting()

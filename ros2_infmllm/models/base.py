@@ -182,14 +182,17 @@ class ModelAdapter:
     def __init__(self, model: Any, tokenizer: Any, name: str, image_max_side: int = 384,
                  describer: FrameDescriber | None = None,
                  system_prompt: str | None = None, markers: tuple[str, str] | None = None):
-        """Wrap a loaded model (already switched to the scoring attention) and tokenizer.
+        """Wrap a loaded model and tokenizer; switch the model to the scoring attention.
 
+        The switch is here, the one constructor every loader and family ends in, so no
+        loader can forget it (the bounded cache needs the window scores it computes).
         ``markers`` (``turn_open``, ``turn_close``) replaces the class's ChatML turns, e.g.
         with :func:`chat_markers` of the model's own template.
         """
+        from ..memory import use_scoring_attention
         if markers is not None:
             self.turn_open, self.turn_close = markers
-        self.model = model.eval()
+        self.model = use_scoring_attention(model.eval())
         self.tokenizer = tokenizer
         self.name = name
         self.image_max_side = image_max_side

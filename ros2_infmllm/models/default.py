@@ -45,8 +45,6 @@ def load_gguf_model(path: Path, device: str, dtype: torch.dtype):
 
 def load_default(device: str, dtype: torch.dtype, image_max_side: int = 384) -> ModelAdapter:
     """Load the default adapter: SmolLM2-135M-Instruct GGUF (ChatML template) + frame describer."""
-    from ..memory import use_scoring_attention
     model, tok = load_gguf_model(find_default_gguf(), device, dtype)
-    use_scoring_attention(model)
     return ModelAdapter(model, tok, "default (SmolLM2-135M-Instruct GGUF + OpenCV describer)",
                         image_max_side=image_max_side)

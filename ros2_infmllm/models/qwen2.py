@@ -22,11 +22,9 @@ def load_packaged(name: str, device: str, dtype: torch.dtype,
     Read by transformers' GGUF loader (dequantised to ``dtype``); the chat turns are the
     ones the file's own chat template writes (ChatML for Qwen2.5).
     """
-    from ..memory import use_scoring_attention
     from .default import load_gguf_model
     from .packaged import find_assembled, spec_of
     model, tok = load_gguf_model(find_assembled(name), device, dtype)
-    use_scoring_attention(model)
     adapter = ModelAdapter(model, tok, f"{name} ({spec_of(name).summary} GGUF + OpenCV "
                            f"describer)", image_max_side=image_max_side,
                            markers=chat_markers(tok))

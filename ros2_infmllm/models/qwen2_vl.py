@@ -203,7 +203,7 @@ class Qwen2VLAdapter(ModelAdapter):
     def __init__(self, model: Any, tokenizer: Any, name: str, image_max_side: int = 384,
                  preprocess: VisionPreprocess | None = None,
                  system_prompt: str | None = None):
-        """Wrap a loaded Qwen2-VL model (switched to the scoring attention) + tokenizer."""
+        """Wrap a loaded Qwen2-VL model + tokenizer (the base switches its attention)."""
         super().__init__(model, tokenizer, name, image_max_side=image_max_side,
                          system_prompt=SYSTEM_PROMPT if system_prompt is None
                          else system_prompt)

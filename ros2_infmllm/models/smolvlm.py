@@ -125,10 +125,7 @@ def load_vlm(path: Path | str, device: str, dtype: torch.dtype, classes: dict[st
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"cannot load the {family} checkpoint in {p}: "
                          f"{type(exc).__name__}: {exc}") from exc
-    from ..memory import use_scoring_attention
-    model = model.to(device).eval()
-    use_scoring_attention(model)
-    return model, tok, cfg
+    return model.to(device).eval(), tok, cfg
 
 
 class VisionAdapter(ModelAdapter):

@@ -20,7 +20,6 @@ def load_text_lm(path: Path | str, device: str, dtype: torch.dtype, image_max_si
 
     Raises :class:`ModelError` naming ``path`` when the checkpoint cannot be read.
     """
-    from ..memory import use_scoring_attention
     offline()
     p = Path(path)
     if not (p / "config.json").is_file():
@@ -36,7 +35,6 @@ def load_text_lm(path: Path | str, device: str, dtype: torch.dtype, image_max_si
         raise ModelError(f"cannot load the {family} checkpoint in {p}: "
                          f"{type(exc).__name__}: {exc}") from exc
     model = model.to(device).eval()
-    use_scoring_attention(model)
     adapter = ModelAdapter(model, tok, f"{family} ({p.name})", image_max_side=image_max_side)
     adapter.family = family
     return adapter

@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(<name>[+fused]+compiled)")
     p.add_argument("--own-policies", type=_policies, default=[],
                    help="run these after the compiled rows with the owned one-token decode "
-                   "step of models/llama_decode.py (<name>[+fused]+owned)")
+                   "step of accel/llama_decode.py (<name>[+fused]+owned)")
     p.add_argument("--compile-mode", default="default",
                    choices=["default", "max-autotune-no-cudagraphs"],
                    help="torch.compile mode of --compile-policies and --own-policies")

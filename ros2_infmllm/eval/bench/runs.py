@@ -29,7 +29,7 @@ def decode_rate(model, cache, steps: int, device: str, graphs: bool = False,
 
     The next token stays on the device (argmax, no host sync per step); the host reads
     only the cache's own integers. With ``graphs`` the CUDA-graph runner replays captured
-    steps (``models/cuda_graph.py``); its first ``decode_slack`` steps capture, so
+    steps (``accel/cuda_graph.py``); its first ``decode_slack`` steps capture, so
     ``warmup`` should cover one compaction cycle. With graphs on cuda every timed step is
     also bracketed by device events and classified by what the runner did (``replay``,
     ``compact+replay``, ``eager``, ``capture``): ``steps_by_kind`` gives count and median
@@ -40,7 +40,7 @@ def decode_rate(model, cache, steps: int, device: str, graphs: bool = False,
     pos_buf = torch.zeros((1, 1), dtype=torch.long, device=device)
     runner = None
     if graphs:
-        from ros2_infmllm.models.cuda_graph import GraphDecodeRunner
+        from ros2_infmllm.accel.cuda_graph import GraphDecodeRunner
         runner = GraphDecodeRunner(model, cache)
     events = graphs and str(device).startswith("cuda")
     log: list = []
@@ -280,13 +280,13 @@ def bench_decode(model, device: str, policies: list, budgets: list, steps: int,
 
     The roofline counts the bytes a step must read: weights without the input embedding
     table (one row of it is read) plus the kept KV. ``fused_policies`` are run again
-    after the others with q/k/v and gate/up weights fused (``models/fused_linear.py``),
+    after the others with q/k/v and gate/up weights fused (``accel/fused_linear.py``),
     as rows named ``<policy>+fused``. ``compile_policies`` are run last with the one-token
-    norms, MLPs and rotary embedding compiled by inductor (``models/compiled_decode.py``,
+    norms, MLPs and rotary embedding compiled by inductor (``accel/compiled_decode.py``,
     ``compile_mode``), on top of the fused weights when fused rows ran: rows
     ``<policy>[+fused]+compiled``; ``res["compile"]`` has the compile time and the logit
     difference compiled vs eager on two decode steps. ``own_policies`` are run after those
-    with the owned one-token decode step (``models/llama_decode.py``: compiled residual +
+    with the owned one-token decode step (``accel/llama_decode.py``: compiled residual +
     norm, RoPE and silu x up, Triton GEMVs, the cache's own update, SDPA), rows
     ``<policy>[+fused]+owned``; ``res["owned"]`` as ``res["compile"]``, against the
     model as it was before (compiled when those rows ran). ``profile_path``: a torch.profiler
@@ -306,7 +306,7 @@ def bench_decode(model, device: str, policies: list, budgets: list, steps: int,
     fused_now = False
     for budget, name, fused in plan:
         if fused is True and not fused_now:
-            from ros2_infmllm.models.fused_linear import fuse_projections
+            from ros2_infmllm.accel.fused_linear import fuse_projections
             res["fused_groups"] = fuse_projections(model)
             fused_now = True
         if fused == "compiled" and "compile" not in res:
@@ -337,7 +337,7 @@ def bench_decode(model, device: str, policies: list, budgets: list, steps: int,
         row: dict = {"policy": label, "budget": budget,
                      "context": cache.layers[0].length}
         row["eager"] = decode_rate(model, cache, steps, device)
-        from ros2_infmllm.models.cuda_graph import capture_failure
+        from ros2_infmllm.accel.cuda_graph import capture_failure
         if graphs and name != "full" and capture_failure():
             row["graph"] = {"error": f"skipped, capture failed earlier: {capture_failure()}"}
         elif graphs and name != "full":
@@ -387,7 +387,7 @@ def compile_model(model, device: str, chunk: int, mode: Optional[str],
                   owned: bool = False) -> dict:
     """``compile_decode(model)``; compile time and logits compiled vs eager on two steps.
 
-    ``owned``: ``install_owned_decode(model)`` instead (``models/llama_decode.py``), the
+    ``owned``: ``install_owned_decode(model)`` instead (``accel/llama_decode.py``), the
     reference being the model as it was before (``installed`` says whether it took).
 
     Two fresh caches get the same 16-token prefill and two greedy decode steps, the first
@@ -398,7 +398,7 @@ def compile_model(model, device: str, chunk: int, mode: Optional[str],
     """
     from torch._dynamo.utils import counters
 
-    from ros2_infmllm.models.compiled_decode import FAILED, compile_decode
+    from ros2_infmllm.accel.compiled_decode import FAILED, compile_decode
     kw = cache_kwarg(model)
     vocab = model.config.get_text_config().vocab_size
     ids = _random_ids(17, vocab, device, torch.Generator().manual_seed(4))
@@ -417,7 +417,7 @@ def compile_model(model, device: str, chunk: int, mode: Optional[str],
     ref, eager_s = run()
     graphs0 = counters["stats"]["unique_graphs"]
     if owned:
-        from ros2_infmllm.models.llama_decode import install_owned_decode, unsupported
+        from ros2_infmllm.accel.llama_decode import install_owned_decode, unsupported
         why = unsupported(model)
         modules = {"installed": install_owned_decode(model, mode), "unsupported": why}
         if why is not None:

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ros2_infmllm.models.fused_linear import FusedPart
+from ros2_infmllm.accel.fused_linear import FusedPart
 
 _SILU = ("SiLU", "SiLUActivation")
 _COMPILED: dict = {}       # (function, mode) -> compiled function whose first call worked

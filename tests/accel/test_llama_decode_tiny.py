@@ -1,4 +1,4 @@
-"""Owned one-token decode step (models/llama_decode.py) == transformers' forward (tiny, CPU)."""
+"""Owned one-token decode step (accel/llama_decode.py) == transformers' forward (tiny, CPU)."""
 from __future__ import annotations
 
 import copy
@@ -11,9 +11,9 @@ import torch
 from ros2_infmllm.eval.common import build_policy
 from ros2_infmllm.memory import BoundedCache, use_scoring_attention
 from ros2_infmllm.models.base import cache_kwarg
-from ros2_infmllm.models.compiled_decode import FAILED
-from ros2_infmllm.models.fused_linear import fuse_projections
-from ros2_infmllm.models.llama_decode import install_owned_decode, unsupported
+from ros2_infmllm.accel.compiled_decode import FAILED
+from ros2_infmllm.accel.fused_linear import fuse_projections
+from ros2_infmllm.accel.llama_decode import install_owned_decode, unsupported
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "memory"))
 from memory_tiny_models import forward, tiny_model  # noqa: E402

@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 import torch
 
-from .base import cache_kwarg
+from ..models.base import cache_kwarg
 
 _BROKEN: list[str] = []          # a capture failed in this process: later runners stay eager
 
@@ -47,24 +47,11 @@ def advance_layer(layer: Any) -> None:
     """
     owner = layer.owner
     policy = owner.policy
-    n = layer.length
-    end = n + 1
-    if owner.epoch and layer.undo_epoch != owner.epoch:      # first update since mark()
-        layer.undo_epoch = owner.epoch
-        layer.undo_state = (n, layer.arrived, layer.next_pos, layer.pending, layer.scored_len,
-                            layer.unscored, len(layer.segments))
-    seg = layer.segments[-1] if layer.segments else None
-    if seg is not None and seg[1] == n and seg[4] == owner.current_source \
-            and seg[2] + (n - seg[0]) == layer.next_pos \
-            and seg[3] + (n - seg[0]) == layer.arrived:
-        seg[1] = end
-    else:
-        layer.segments.append([n, end, layer.next_pos, layer.arrived, owner.current_source])
-    layer.next_pos += 1
+    end = layer.length + 1
+    layer.remember_undo()
+    layer.book_implicit(1)
     layer.arrived += 1
-    layer.length = end
-    layer.keys = layer.key_buf[:, :, :end]
-    layer.values = layer.value_buf[:, :, :end]
+    layer.set_length(end)
     budget = policy.capacity
     layer.pending = budget is not None and end > budget and end >= budget + owner.decode_slack \
         and not owner.holding

@@ -44,8 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ros2_infmllm.models.compiled_decode import call_compiled, gated_mlp_weights
-from ros2_infmllm.models.fused_linear import FusedPart
+from ros2_infmllm.accel.compiled_decode import call_compiled, gated_mlp_weights
+from ros2_infmllm.accel.fused_linear import FusedPart
 
 MODEL_TYPES = ("llama", "qwen2")
 _NORMS = ("LlamaRMSNorm", "Qwen2RMSNorm")

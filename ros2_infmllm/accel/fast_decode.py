@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 import torch
 
-from .base import Chunk
+from ..models.base import Chunk
 
 DECODE_MODES = ("auto", "eager", "graph")
 

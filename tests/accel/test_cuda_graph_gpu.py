@@ -27,17 +27,17 @@ def test_gpu_graph_decode_equals_eager_through_compactions(name, slack, carry, c
     one-token decode step (``llama_decode``) instead, captured the same way."""
     import copy
 
-    from ros2_infmllm.models.cuda_graph import GraphDecodeRunner
+    from ros2_infmllm.accel.cuda_graph import GraphDecodeRunner
     ref_model = llama_model("tiny", "cuda", torch.float32)
     use_scoring_attention(ref_model)
     model = ref_model
     if compiled:
-        from ros2_infmllm.models.compiled_decode import compile_decode
-        from ros2_infmllm.models.fused_linear import fuse_projections
+        from ros2_infmllm.accel.compiled_decode import compile_decode
+        from ros2_infmllm.accel.fused_linear import fuse_projections
         model = copy.deepcopy(ref_model)
         fuse_projections(model)
         if compiled == "owned":
-            from ros2_infmllm.models.llama_decode import install_owned_decode
+            from ros2_infmllm.accel.llama_decode import install_owned_decode
             assert install_owned_decode(model)
         else:
             assert compile_decode(model)["mlps"] == model.config.num_hidden_layers
