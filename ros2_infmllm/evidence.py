@@ -21,11 +21,12 @@ import re
 from typing import Mapping, Sequence
 
 _WORD = re.compile(r"[a-z0-9]+")
-#: function words, which say nothing of what a frame showed
+#: function words, and words about the stream itself, which say nothing of what a frame showed
 _FUNCTION = frozenset(
     "a an the is are was were be been being am of on in at to for from by with as and or but "
     "it its this that these those there here what which who whom whose how when where why "
-    "do does did has have had i you he she we they me my your his her our their them".split())
+    "do does did has have had i you he she we they me my your his her our their them "
+    "frame frames camera cam image picture view first last see saw seen show shows".split())
 _TAG = re.compile(r"^\s*\[[^\]]*\]")
 
 
@@ -50,7 +51,7 @@ def grounding(answer: str, texts: Mapping[int, str]) -> dict[int, float]:
 
 
 def rank_evidence(answer: str, attention: Mapping[int, float], texts: Mapping[int, str],
-                  k: int, ratio: float = 0.5) -> list[int]:
+                  k: int, ratio: float = 0.7) -> list[int]:
     """Frame ids supporting ``answer``, at most ``k``, best first.
 
     ``attention``: the answer's attention mass per frame in memory; ``texts``: the frame's

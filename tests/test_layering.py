@@ -24,7 +24,8 @@ ARCHITECTURE = REPO / "docs" / "architecture.md"
 GROUP_OF = {
     "node": "ros", "launch": "ros", "imaging": "ros",
     "arrival": "helpers", "heap": "helpers", "memory_view": "helpers",
-    "engine": "engine", "accel": "accel", "models": "models", "memory": "memory",
+    "engine": "engine", "evidence": "engine", "accel": "accel", "models": "models",
+    "memory": "memory",
     "eval": "eval",
 }
 GROUPS = ("ros", "helpers", "engine", "accel", "models", "memory", "eval")
