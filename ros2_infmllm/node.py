@@ -37,6 +37,7 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
+from rclpy.exceptions import InvalidHandle
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
@@ -1259,6 +1260,23 @@ class InfMllmNode(LifecycleNode):
         self._cleanup('the node is shutting down')
 
 
+def spin(executor: MultiThreadedExecutor, node: InfMllmNode) -> None:
+    """Spin until shutdown, surviving an entity destroyed while the executor used it.
+
+    Why: a camera_qos or image_topics change destroys camera subscriptions (and their
+    event handlers) from the parameter callback while another executor thread may be
+    taking from them; rclpy then raises InvalidHandle out of ``spin``, which used to end
+    the node. The entity is gone by then, so spinning on is correct.
+    """
+    while rclpy.ok():
+        try:
+            executor.spin()
+            return
+        except InvalidHandle as exc:
+            node.get_logger().warning(f'executor: an entity was destroyed while in use '
+                                      f'({exc}); spinning on')
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Console entry point `infmllm_node`."""
     heap.limit_malloc_arenas()
@@ -1273,7 +1291,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
     executor.add_node(node)
     try:
-        executor.spin()
+        spin(executor, node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
