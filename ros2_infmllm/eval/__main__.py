@@ -26,7 +26,8 @@ DEFAULT_BAG = Path('data') / 'sample_bag'
 
 def _common(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument('--model', default='default',
-                   help='default (bundled SmolLM2 GGUF) | tiny-random | PATH.gguf | local model')
+                   help='default (qwen2.5-0.5b) | smollm2-135m | qwen2.5-1.5b | tiny-random | '
+                        'PATH.gguf | local model')
     p.add_argument('--device', default='auto', help='auto | cpu | cuda | cuda:N')
     p.add_argument('--dtype', default='float32', choices=['float32', 'float16', 'bfloat16'])
     p.add_argument('--seed', type=int, default=0)

