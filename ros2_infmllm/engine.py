@@ -303,6 +303,8 @@ class StreamingSession:
         """
         ad = self.adapter
         q_text = question if not camera else f"(camera {camera}) {question}"
+        if ad.answer_instruction:
+            q_text = f"{q_text} {ad.answer_instruction}"
         q_chunk = ad.text_chunk(q_text, "user")
         prefix = ad.answer_prefix()
         chunk = Chunk(torch.cat([q_chunk.input_ids, prefix.input_ids], dim=1), "user",

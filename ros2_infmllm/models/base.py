@@ -178,6 +178,11 @@ class ModelAdapter:
     family = "llama"
     turn_open = "<|im_start|>{role}\n"
     turn_close = "<|im_end|>\n"
+    #: appended to every question in its user turn. Why: asked to be brief in the system
+    #: prompt, the 0.5B default still answers in full sentences (14-17 tokens, 2.5-3 s on
+    #: two CPU cores); asked in the turn itself it answers "17", "DOCK B", "Anna" (1-3
+    #: tokens), which keeps the demo's answers under its latency bar (docs/eval.md)
+    answer_instruction = "Give only the answer, in as few words as possible."
 
     def __init__(self, model: Any, tokenizer: Any, name: str, image_max_side: int = 384,
                  describer: FrameDescriber | None = None,
