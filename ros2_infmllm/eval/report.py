@@ -113,10 +113,20 @@ def _fmt(v) -> str:
     return str(v).replace('|', '\\|')
 
 
+def _model_name(model) -> str:
+    """Short model label of a result's meta (a GGUF file name, a model: name, a path)."""
+    name = Path(str(model or 'unknown')).name
+    for known, label in (('SmolLM2-135M', 'smollm2-135m'), ('0.5B', 'qwen2.5-0.5b'),
+                         ('1.5B', 'qwen2.5-1.5b')):
+        if known.lower() in name.lower():
+            return label
+    return name
+
+
 def perplexity_headline(results: list) -> str:
     """One table of every perplexity run across files, compared with the reference.
 
-    Runs are comparable when corpus, chunk and budget agree. A long run's first ``n``
+    Runs are comparable when model, corpus, chunk and budget agree. A long run's first ``n``
     tokens are also compared with shorter runs (its block perplexities give that prefix
     exactly when the block size divides ``n``), marked "prefix".
     """
@@ -127,8 +137,9 @@ def perplexity_headline(results: list) -> str:
         if task_of(path, data) != 'perplexity' or not isinstance(data, dict):
             continue
         sha = (data.get('corpus') or {}).get('sha256')
+        model = _model_name((data.get('meta') or {}).get('model'))
         for r in data.get('runs', []):
-            runs.append(dict(r, file=path.stem, sha=sha, chunk=data.get('chunk'),
+            runs.append(dict(r, file=path.stem, sha=sha, model=model, chunk=data.get('chunk'),
                              block=data.get('block'), prefix=False))
     extra = []
     for r in runs:
@@ -140,19 +151,19 @@ def perplexity_headline(results: list) -> str:
     allruns = runs + extra
     if not allruns:
         return ''
-    lines = ['| tokens | budget | policy | perplexity | vs full_in_window | worst/median block '
-             '| worst block / same block of full_in_window | from |',
-             '|---:|---:|---|---:|---:|---:|---:|---|']
+    lines = ['| model | tokens | budget | policy | perplexity | vs full_in_window '
+             '| worst/median block | worst block / same block of full_in_window | from |',
+             '|---|---:|---:|---|---:|---:|---:|---:|---|']
     seen = set()
-    for r in sorted(allruns, key=lambda r: (-r['tokens'], r['budget'], r['prefix'],
+    for r in sorted(allruns, key=lambda r: (r['model'], -r['tokens'], r['budget'], r['prefix'],
                                             r['policy'])):
-        key = (r['tokens'], r['budget'], r['policy'], r['sha'], r['chunk'])
+        key = (r['model'], r['tokens'], r['budget'], r['policy'], r['sha'], r['chunk'])
         if key in seen:
             continue
         seen.add(key)
         ref = next((o for o in allruns if o['policy'] == REFERENCE and o['tokens'] == r['tokens']
                     and o['budget'] == r['budget'] and o['sha'] == r['sha']
-                    and o['chunk'] == r['chunk']), None)
+                    and o['chunk'] == r['chunk'] and o['model'] == r['model']), None)
         vs = '' if ref is None or ref is r else f"{100 * (r['ppl'] / ref['ppl'] - 1):+.2f}%"
         wm = '' if r['worst_over_median'] is None else f"{r['worst_over_median']:.3f}"
         wr = ''
@@ -162,7 +173,8 @@ def perplexity_headline(results: list) -> str:
             if pairs:
                 wr = f"{max(a / b for a, b in pairs):.3f}"
         src = f"{r['file']}" + (' (prefix of a longer run)' if r['prefix'] else '')
-        lines.append(f"| {r['tokens']:,} | {r['budget']} | {r['policy']} | {r['ppl']:.3f} | "
+        lines.append(f"| {r['model']} | {r['tokens']:,} | {r['budget']} | {r['policy']} | "
+                     f"{r['ppl']:.3f} | "
                      f"{vs} | {wm} | {wr} | {src} |")
     return '\n'.join(lines) + '\n'
 
