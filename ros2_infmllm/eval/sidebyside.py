@@ -153,6 +153,24 @@ def markdown(result: dict, png_name: Optional[str] = None) -> str:
     return '\n'.join(lines) + '\n'
 
 
+def _spread(values: list) -> list:
+    """Positions for ``values`` (None kept) at least 3 % of their range apart, in order.
+
+    Why: the recent questions all lie 0-1 s back, so their marks and labels fell on top
+    of each other; a mark moves right only as far as needed to be read on its own.
+    """
+    known = sorted((v, i) for i, v in enumerate(values) if v is not None)
+    if not known:
+        return list(values)
+    gap = 0.03 * max(1.0, known[-1][0] - known[0][0])
+    out = list(values)
+    last = None
+    for v, i in known:
+        out[i] = v if last is None or v - last >= gap else last + gap
+        last = out[i]
+    return out
+
+
 def plot(result: dict, png: Path | str) -> Path:
     """One row per column, questions placed by how far back their evidence lies."""
     import matplotlib
@@ -160,24 +178,26 @@ def plot(result: dict, png: Path | str) -> Path:
     import matplotlib.pyplot as plt
     cols = result['columns']
     rows = result['rows']
+    x = _spread([r['seconds_back'] for r in rows])
     fig, ax = plt.subplots(figsize=(8.0, 1.2 + 0.7 * len(cols)))
     for y, c in enumerate(reversed(cols)):
-        for r in rows:
+        for r, rx in zip(rows, x):
             a = r['answers'][c]
-            if a is None or r['seconds_back'] is None:
+            if a is None or rx is None:
                 continue
             ok = a['correct']
-            ax.scatter(r['seconds_back'], y, s=170, marker='o' if ok else 'X',
+            ax.scatter(rx, y, s=170, marker='o' if ok else 'X',
                        color='tab:green' if ok else 'tab:red', edgecolor='black', zorder=3)
-    for r in rows:
-        if r['seconds_back'] is not None:
-            ax.annotate(r['id'], (r['seconds_back'], len(cols) - 0.55), rotation=60,
+    for r, rx in zip(rows, x):
+        if rx is not None:
+            ax.annotate(r['id'], (rx, len(cols) - 0.55), rotation=60,
                         fontsize=7, ha='left', va='bottom')
     ax.set_yticks(range(len(cols)))
     ax.set_yticklabels([f"{c}\n{_score_text(result['scores'][c]).split(' (')[0]}"
                         for c in reversed(cols)], fontsize=8)
     ax.set_ylim(-0.6, len(cols) + 1.4)
-    ax.set_xlabel('how far back the evidence lies (s of bag time before the question)')
+    ax.set_xlabel('how far back the evidence lies (s of bag time before the question)\n'
+                  'marks closer than 3 % of the axis are spread apart', fontsize=9)
     ax.grid(axis='x', alpha=0.3)
     ax.set_title(f"Bag {result['bag']}: green o = correct, red x = wrong", fontsize=9)
     return save_figure(fig, png)
