@@ -38,17 +38,9 @@ def find_default_gguf() -> Path:
                      f"{INSTALL_HINT}")
 
 
-def load_gguf_model(path: Path, device: str, dtype: torch.dtype):
-    """Load a GGUF causal LM and its tokenizer offline (dequantised to ``dtype``).
-
-    Reads the dequantised copy that set-up wrote (``models.gguf_cache``) when there is one.
-    """
-    from .gguf_cache import load_gguf
-    return load_gguf(path, device, dtype)
-
-
 def load_default(device: str, dtype: torch.dtype, image_max_side: int = 384) -> ModelAdapter:
     """Load SmolLM2-135M-Instruct GGUF (ChatML template) + frame describer."""
-    model, tok = load_gguf_model(find_default_gguf(), device, dtype)
+    from .gguf_cache import load_gguf
+    model, tok = load_gguf(find_default_gguf(), device, dtype)
     return ModelAdapter(model, tok, "smollm2-135m (SmolLM2-135M-Instruct GGUF + OpenCV describer)",
                         image_max_side=image_max_side)

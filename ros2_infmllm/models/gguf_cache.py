@@ -16,7 +16,6 @@ values, so a model loaded either way is the same to the bit, in any dtype.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
@@ -41,14 +40,6 @@ def _cache_root() -> Path:
 def converted_dir(gguf: Path) -> Path:
     """Folder of ``gguf``'s dequantised copy (it may not exist)."""
     return _cache_root() / Path(gguf).stem
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _source_record(gguf: Path, sha256: str) -> dict:
@@ -125,7 +116,8 @@ def convert(gguf: Path) -> Path:
     if usable_copy(gguf):
         return folder
     offline()
-    sha = _sha256(gguf)
+    from .packaged import sha256_of
+    sha = sha256_of(gguf)
     model, tok = _read_gguf(gguf, torch.float32)
     tmp = folder.with_name(folder.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -152,8 +144,8 @@ def convert(gguf: Path) -> Path:
 
 def gguf_of(name: str) -> Path:
     """Return the GGUF file behind a ``model:`` name (default, smollm2-135m, a packaged name)."""
-    from .registry import DEFAULT_MODEL, SMOLLM2
-    name = DEFAULT_MODEL if name == "default" else name
+    from .registry import SMOLLM2, canonical_name
+    name = canonical_name(name)
     if name == SMOLLM2:
         from .default import find_default_gguf
         return find_default_gguf()
@@ -163,25 +155,20 @@ def gguf_of(name: str) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``convert NAME...`` (for setup.sh) / ``status NAME...``."""
-    from .packaged import PACKAGED
+    from .packaged import PACKAGED, print_each
     from .registry import SMOLLM2
     ap = argparse.ArgumentParser(prog="python -m ros2_infmllm.models.gguf_cache",
                                  description=__doc__.splitlines()[0])
     ap.add_argument("action", choices=("convert", "status"))
     ap.add_argument("names", nargs="+", choices=["default", SMOLLM2, *sorted(PACKAGED)])
     args = ap.parse_args(argv)
-    try:
-        for name in args.names:
-            src = gguf_of(name)
-            if args.action == "convert":
-                print(f"{name}: {convert(src)}")
-            else:
-                copy = usable_copy(src)
-                print(f"{name}: {copy if copy else 'no converted copy (loads read the GGUF)'}")
-    except ModelError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    def show(name: str) -> str:
+        src = gguf_of(name)
+        if args.action == "convert":
+            return f"{name}: {convert(src)}"
+        return f"{name}: {usable_copy(src) or 'no converted copy (loads read the GGUF)'}"
+    return print_each(args.names, show)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from .base import ModelError
 
@@ -87,7 +87,8 @@ def part_paths(spec: PackagedGGUF) -> list[Path]:
     return paths
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """Return the hex sha256 of a file, read in 4 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
@@ -105,7 +106,7 @@ def assemble(name: str, dest: Path | None = None) -> Path:
     spec = spec_of(name)
     folder = dest if dest is not None else cache_dir()
     out = folder / spec.filename
-    if out.is_file() and out.stat().st_size == spec.size and _sha256(out) == spec.sha256:
+    if out.is_file() and out.stat().st_size == spec.size and sha256_of(out) == spec.sha256:
         return out
     parts = part_paths(spec)
     total = sum(p.stat().st_size for p in parts)
@@ -160,14 +161,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("action", choices=("assemble", "packages", "path"))
     ap.add_argument("names", nargs="+", choices=sorted(PACKAGED))
     args = ap.parse_args(argv)
+    show = {"packages": lambda name: "\n".join(spec_of(name).packages()),
+            "path": lambda name: str(find_assembled(name)),
+            "assemble": lambda name: f"{name}: {assemble(name)}"}[args.action]
+    return print_each(args.names, show)
+
+
+def print_each(names: Sequence[str], show: Callable[[str], str]) -> int:
+    """Print ``show(name)`` for each name (the set-up CLIs); exit status 2 on a ModelError.
+
+    The error is printed on stderr, and the names after it are not shown.
+    """
     try:
-        for name in args.names:
-            if args.action == "packages":
-                print("\n".join(spec_of(name).packages()))
-            elif args.action == "path":
-                print(find_assembled(name))
-            else:
-                print(f"{name}: {assemble(name)}")
+        for name in names:
+            print(show(name))
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

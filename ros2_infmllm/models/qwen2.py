@@ -22,9 +22,9 @@ def load_packaged(name: str, device: str, dtype: torch.dtype,
     Read by transformers' GGUF loader (dequantised to ``dtype``); the chat turns are the
     ones the file's own chat template writes (ChatML for Qwen2.5).
     """
-    from .default import load_gguf_model
+    from .gguf_cache import load_gguf
     from .packaged import find_assembled, spec_of
-    model, tok = load_gguf_model(find_assembled(name), device, dtype)
+    model, tok = load_gguf(find_assembled(name), device, dtype)
     adapter = ModelAdapter(model, tok, f"{name} ({spec_of(name).summary} GGUF + OpenCV "
                            f"describer)", image_max_side=image_max_side,
                            markers=chat_markers(tok))

@@ -49,6 +49,11 @@ def _family_loader(model_type: str) -> Callable[..., ModelAdapter]:
     return getattr(mod, fn)
 
 
+def canonical_name(model: str) -> str:
+    """Return the model that ``model`` names (``default`` is :data:`DEFAULT_MODEL`)."""
+    return DEFAULT_MODEL if model == "default" else model
+
+
 def load_adapter(model: str, device: str = "auto", dtype: str | torch.dtype = "auto",
                  image_max_side: int = 384) -> ModelAdapter:
     """Load ``model`` (default | smollm2-135m | tiny-test | packaged name | local dir | cached id).
@@ -65,8 +70,7 @@ def load_adapter(model: str, device: str = "auto", dtype: str | torch.dtype = "a
     if model == "tiny-test":
         from .tiny import load_tiny
         return load_tiny(dev, dt, image_max_side)
-    if model == "default":
-        model = DEFAULT_MODEL
+    model = canonical_name(model)
     if model == SMOLLM2:
         from .default import load_default
         return load_default(dev, dt, image_max_side)
