@@ -21,8 +21,10 @@ import torch
 from ros2_infmllm.engine import StreamingSession
 from ros2_infmllm.memory import make_policy
 from ros2_infmllm.models import registry
-from ros2_infmllm.models.base import Chunk, ModelError
+from ros2_infmllm.models.base import ModelError
 from ros2_infmllm.models.tiny import byte_tokenizer
+
+from plain_reference import bounded_and_plain_logits
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "ros2_infmllm" / "models"
@@ -100,19 +102,7 @@ def test_new_family_from_the_worked_example_streams_and_answers(checkpoint, fami
 
 def test_new_family_under_budget_gives_the_plain_transformers_logits(checkpoint, family):
     """Budget above the tokens: two chunks through the bounded cache == one plain forward."""
-    from transformers import AutoModelForCausalLM
-    ad = registry.load_adapter(str(checkpoint), device="cpu")
-    ref = AutoModelForCausalLM.from_pretrained(str(checkpoint), local_files_only=True).eval()
-    a = ad.encode("<|im_start|>system\nwatch frames<|im_end|>\n")
-    b = ad.encode("[cam 00:00:01.0] red square, bright\n")
-    s = StreamingSession(ad, make_policy("inf_mllm", budget=512, n_sink=4, n_recent=64,
-                                         window=8))
-    s.cache.begin_source(0, kind="system")
-    ad.forward(Chunk(a, "system"), s.cache)
-    s.cache.begin_source(1, stamp=1.0, kind="frame")
-    got = ad.forward(Chunk(b, "frame"), s.cache)
-    with torch.no_grad():
-        want = ref(input_ids=torch.cat([a, b], dim=1)).logits[0, -1]
+    got, want = bounded_and_plain_logits(checkpoint)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 

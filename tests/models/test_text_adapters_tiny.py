@@ -8,9 +8,11 @@ import torch
 
 from ros2_infmllm.engine import StreamingSession
 from ros2_infmllm.memory import make_policy
-from ros2_infmllm.models.base import Chunk, ModelError
+from ros2_infmllm.models.base import ModelError
 from ros2_infmllm.models.registry import load_adapter
 from ros2_infmllm.models.tiny import byte_tokenizer
+
+from plain_reference import bounded_and_plain_logits
 
 FAMILIES = ("llama", "qwen2", "gpt_neox")
 
@@ -68,20 +70,8 @@ def test_tiny_family_loads_ingests_and_answers(checkpoint):
 
 def test_tiny_family_forward_matches_plain_transformers(checkpoint):
     """With budget >= tokens, two chunks through the bounded cache equal one plain forward."""
-    from transformers import AutoModelForCausalLM
-    family, path = checkpoint
-    ad = load_adapter(str(path), device="cpu")
-    ref = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True).eval()
-    a = ad.encode("<|im_start|>system\nwatch frames<|im_end|>\n")
-    b = ad.encode("[cam 00:00:01.0] red square, bright\n")
-    s = StreamingSession(ad, make_policy("inf_mllm", budget=512, n_sink=4, n_recent=64,
-                                         window=8))
-    s.cache.begin_source(0, kind="system")
-    ad.forward(Chunk(a, "system"), s.cache)
-    s.cache.begin_source(1, kind="frame")
-    got = ad.forward(Chunk(b, "frame"), s.cache)
-    with torch.no_grad():
-        want = ref(input_ids=torch.cat([a, b], dim=1)).logits[0, -1]
+    _family, path = checkpoint
+    got, want = bounded_and_plain_logits(path)
     assert got.shape == want.shape
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
