@@ -129,16 +129,16 @@ def test_tiny_sink_tokens_belong_to_system_source(prompt):
 
 def test_tiny_frame_bookkeeping_stays_bounded_without_questions():
     """An endless stream with no question and no describe() keeps bounded frame metadata."""
-    from ros2_infmllm import engine
+    from ros2_infmllm.engine import session as engine_session
     s = _session(budget=64, n_recent=16)
-    for i in range(3 * engine._PRUNE_FRAMES):
+    for i in range(3 * engine_session._PRUNE_FRAMES):
         s.ingest_frame(_frame(i), 1000.0 + i, "front" if i % 2 else "rear")
-    assert len(s._frame_meta) < 2 * engine._PRUNE_FRAMES
+    assert len(s._frame_meta) < 2 * engine_session._PRUNE_FRAMES
     d = s.describe()
     assert d["frames_in_memory"] == len(d["frames"]) == len(s._frame_meta)
     assert all(n > 0 for _, _, n in d["frames"])
     assert {cam for _, cam, _ in d["frames"]} <= {"front", "rear"}
-    assert d["frames"][-1][0] == 1000.0 + 3 * engine._PRUNE_FRAMES - 1   # newest is kept
+    assert d["frames"][-1][0] == 1000.0 + 3 * engine_session._PRUNE_FRAMES - 1   # newest is kept
 
 
 def test_tiny_new_session_describes_its_first_frame_as_first():
@@ -156,15 +156,15 @@ def test_tiny_decode_graph_without_cuda_fails_at_build_and_auto_says_why(caplog,
     the reason once; an unknown mode is rejected."""
     import torch
 
-    from ros2_infmllm import engine
+    from ros2_infmllm.engine import session as engine_session
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(ValueError, match="decode 'graph' needs a CUDA device"):
         _session(decode="graph")
     with pytest.raises(ValueError, match="decode must be one of"):
         _session(decode="fast")
-    monkeypatch.setattr(engine, "_LOGGED", set())
-    with caplog.at_level("WARNING", logger="ros2_infmllm.engine"):
+    monkeypatch.setattr(engine_session, "_LOGGED", set())
+    with caplog.at_level("WARNING", logger="ros2_infmllm.engine.session"):
         s = _session(decode="auto")
         _session(decode="auto")
     d = s.describe()["decode"]
