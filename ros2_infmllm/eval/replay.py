@@ -14,7 +14,7 @@ Scores: answer correctness (the question's match kind), evidence precision (frac
 returned frame stamps inside the expected time ranges), latency p50/p95, frames fed and
 dropped, cache tokens at the end.
 
-The memory view (``ros2_infmllm/memory_view.py``, the picture the node publishes on
+The memory view (``ros2_infmllm/engine/memory_view.py``, the picture the node publishes on
 ``~/memory_view``) is saved after every question: ``memory_timeline_q<N>.png`` for the N-th
 question asked and ``memory_timeline.png`` for the last, in ``<out>_memory/`` beside the
 result JSON. Offline it is drawn from the session; over DDS it is the node's first
@@ -128,7 +128,7 @@ def save_memory_timeline(session, folder: Path, n: int, q: Question) -> Optional
     """
     if not hasattr(session, 'memory_map'):
         return None
-    from ros2_infmllm.memory_view import render
+    from ros2_infmllm.engine.memory_view import render
     view = session.memory_map()
     title = (f"after q{n} {q.id} (bag {q.t:.1f} s): {view.get('policy', '')} memory, "
              f"{len(view.get('tokens', []))} of {view.get('budget') or 'unbounded'} tokens "

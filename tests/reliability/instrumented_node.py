@@ -5,7 +5,7 @@ Usage (test side only, never part of the product)::
     python tests/reliability/instrumented_node.py [--control DIR] [--record FILE.jsonl] \
         --ros-args -p model:=tiny-test ...
 
-The node is ros2_infmllm.node.main() unchanged (driven to active over DDS by the launch
+The node is ros2_infmllm.ros.node.main() unchanged (driven to active over DDS by the launch
 runner's LifecycleDriver from a thread, unless --no-autostart), except that InfMllmNode gets a
 session_factory that builds the real session (engine.build_session) and wraps it:
 
@@ -182,7 +182,7 @@ class InstrumentedSession:
 
 
 def main(argv: Optional[list] = None) -> Any:
-    """Parse our options, then run ros2_infmllm.node.main with the wrapped session."""
+    """Parse our options, then run ros2_infmllm.ros.node.main with the wrapped session."""
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -197,7 +197,7 @@ def main(argv: Optional[list] = None) -> Any:
         opts.control.mkdir(parents=True, exist_ok=True)
 
     from ros2_infmllm import engine
-    from ros2_infmllm import node as node_mod
+    from ros2_infmllm.ros import node as node_mod
 
     def factory(config: Any) -> InstrumentedSession:
         deadline = time.monotonic() + 300
@@ -249,7 +249,7 @@ class _ThisProcess:
 
 def _drive_to_active(ros_args: list) -> None:
     """Configure + activate the lifecycle node from a DDS client, as the launch runner does."""
-    from ros2_infmllm.launch import LifecycleDriver, NodeSpec
+    from ros2_infmllm.ros.launch import LifecycleDriver, NodeSpec
 
     name = "infmllm"
     for i, arg in enumerate(ros_args[:-1]):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-DOC = Path(__file__).resolve().parents[1] / 'docs' / 'node.md'
+DOC = Path(__file__).resolve().parents[2] / 'docs' / 'node.md'
 
 
 def _table_reasons() -> set:
@@ -21,7 +21,7 @@ def _table_reasons() -> set:
 def _node():
     pytest.importorskip('ros2_infmllm_msgs',
                         reason='interfaces not built: run ./setup.sh, `. install/setup.bash`')
-    from ros2_infmllm import node
+    from ros2_infmllm.ros import node
     return node
 
 
@@ -32,7 +32,7 @@ def test_every_drop_reason_is_in_the_docs_table_and_nothing_else():
 
 def test_decoder_reasons_are_part_of_the_node_reasons():
     node = _node()
-    from ros2_infmllm import imaging
+    from ros2_infmllm.ros import imaging
     assert set(imaging.REASONS) <= set(node.DROP_REASONS)
     assert len(set(node.DROP_REASONS)) == len(node.DROP_REASONS)
 

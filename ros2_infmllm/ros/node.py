@@ -1,7 +1,7 @@
 """The ROS 2 node `infmllm`: cameras in, questions answered from a bounded visual memory.
 
 ROS only: parameters, QoS, subscriptions, services, the action, publishers, diagnostics
-and the lifecycle. Frames are decoded with :mod:`ros2_infmllm.imaging`; everything model
+and the lifecycle. Frames are decoded with :mod:`ros2_infmllm.ros.imaging`; everything model
 related goes through :class:`ros2_infmllm.engine.StreamingSession`.
 
 Threads: subscription and service callbacks never run inference. Camera callbacks only
@@ -50,9 +50,12 @@ from ros2_infmllm_msgs.msg import Answer as AnswerMsg
 from ros2_infmllm_msgs.msg import CameraStats
 from ros2_infmllm_msgs.srv import DescribeMemory, Query
 
-from . import arrival, engine, heap, imaging
+from .. import engine
+from ..engine import heap
+from ..engine.memory_view import render as render_memory_view
+from . import arrival, imaging
 from .imaging import FrameError, compressed_to_rgb, image_to_rgb
-from .memory_view import render as render_memory_view
+from .launch import NODE_NAME
 
 try:  # lifecycle support comes with rclpy >= Humble; fall back to a plain node without it
     if os.environ.get('INFMLLM_PLAIN_NODE', '') not in ('', '0'):
@@ -63,7 +66,6 @@ except ImportError as exc:  # pragma: no cover - exercised by the plain-node tes
     LifecycleNode, TransitionCallbackReturn = Node, None
     LIFECYCLE_ERROR = str(exc)
 
-NODE_NAME = 'infmllm'
 MAX_TOPICS = 16
 MAX_QUEUE = 64
 EXECUTOR_THREADS = MAX_QUEUE + 8       # every waiting request may hold one thread
