@@ -2,9 +2,11 @@
 
 ``config`` builds sessions (:class:`SessionConfig`, :func:`build_session`, the policy
 knobs); ``session`` is the Inf-MLLM loop (:class:`StreamingSession`); ``generation`` the
-greedy decode of an answer; ``evidence`` which frames an answer rests on. The ROS node and
-the eval tools use the names exported here; the memory layer's policy names are re-exported
-because the node may reach memory through the engine only.
+greedy decode of an answer; ``evidence`` which frames an answer rests on; ``status`` the
+typed snapshots (:class:`SessionStatus`, :class:`RunnerStatus` ...); ``runner`` the question
+queue, worker thread and frame pacing that the ROS node wraps (:class:`Runner`); ``heap``
+and ``memory_view`` serve the node process and the eval tools. The memory layer's policy
+names are re-exported because the node may reach memory through the engine only.
 """
 
 from ..accel.fast_decode import DECODE_MODES

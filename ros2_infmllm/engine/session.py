@@ -26,6 +26,7 @@ from ..memory.kept import kept_tokens
 from ..models.base import Chunk, ModelAdapter
 from .evidence import rank_evidence
 from .generation import TokenReader, answer_timings, decode_greedy
+from .status import DecodeStatus, FrameInMemory, MemoryStatus, SessionStatus
 
 _LOG = logging.getLogger(__name__)
 _LOGGED: set = set()    # (model, reason) pairs already logged: the eager fallback says why once
@@ -333,24 +334,23 @@ class StreamingSession:
             self.adapter.describer.reset()
             self._reset_state()
 
-    def describe(self) -> dict[str, Any]:
-        """Model, policy, counters, cache tokens and the memory's own description."""
+    def status(self) -> SessionStatus:
+        """Model, policy, counters, frames still in memory, the cache and the decode path."""
         with self._lock:
-            mem = self.cache.describe()
-            per = mem.get("tokens_per_layer") or [0]
-            sources = mem.get("sources", {})
-            live = {sid: sources[str(sid)]["tokens_in_memory"] for sid in self._frame_meta
-                    if str(sid) in sources}
+            mem = MemoryStatus.from_cache(self.cache.describe())
+            per = mem.tokens_per_layer or [0]
+            live = {sid: mem.sources[str(sid)].tokens_in_memory for sid in self._frame_meta
+                    if str(sid) in mem.sources}
             self._prune_frames(live)
-            frames = sorted((stamp, camera, int(live[sid]))
+            frames = sorted(FrameInMemory(stamp, camera, int(live[sid]))
                             for sid, (stamp, camera) in self._frame_meta.items())
-            return {"model": self.adapter.describe(), "policy": self.policy.name,
-                    "budget": self.policy.capacity, "multi_round": self.multi_round,
-                    "frames_ingested": self.frames_ingested,
-                    "questions_answered": self.questions_answered, "errors": self.errors,
-                    "frames_in_memory": len(frames), "frames": frames,
-                    "cache_tokens": int(max(per)), "memory": mem,
-                    "decode": self.decoder.describe()}
+            return SessionStatus(
+                model=self.adapter.describe(), policy=self.policy.name,
+                budget=self.policy.capacity, multi_round=self.multi_round,
+                frames_ingested=self.frames_ingested,
+                questions_answered=self.questions_answered, errors=self.errors,
+                frames=frames, cache_tokens=int(max(per)), memory=mem,
+                decode=DecodeStatus.from_decoder(self.decoder.describe()))
 
     def memory_map(self) -> dict[str, Any]:
         """Return what the memory keeps per token, with frame thumbnails (the memory view).

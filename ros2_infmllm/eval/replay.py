@@ -88,26 +88,18 @@ def session_config(args, overrides: Optional[dict] = None):
     return session_config_for(policy, **kw)
 
 
-def _describe(session) -> dict:
+def _status(session) -> tuple:
+    """``(SessionStatus or None, why not)``: a failing status is reported, not fatal here."""
     try:
-        d = session.describe()
+        return session.status(), ''
     except Exception as exc:        # noqa: BLE001 - reported, not fatal for the eval
-        return {'error': str(exc)}
-    return d if isinstance(d, dict) else {'describe': str(d)}
+        return None, str(exc)
 
 
-def cache_tokens(describe: dict) -> Optional[int]:
-    """Cache tokens from a describe() dict (engine or memory layout), if present."""
-    for d in (describe, describe.get('memory') or {}, describe.get('cache') or {}):
-        if not isinstance(d, dict):
-            continue
-        for key in ('cache_tokens', 'tokens'):
-            if isinstance(d.get(key), (int, float)):
-                return int(d[key])
-        per = d.get('tokens_per_layer')
-        if isinstance(per, list) and per:
-            return int(max(per))
-    return None
+def _cache_tokens(session) -> Optional[int]:
+    """Cache tokens of the session now (None if it cannot say)."""
+    status, _ = _status(session)
+    return status.cache_tokens if status is not None else None
 
 
 def timeline_dir(out_json: Path | str) -> Path:
@@ -176,7 +168,7 @@ def run_offline(session, bag: Path, questions: Sequence[Question], topics: Seque
         off = offset or 0.0
         rel = [float(s) - off for s in (getattr(ans, 'evidence_stamps', None) or [])]
         timings = dict(getattr(ans, 'timings', {}) or {})
-        extra = {'timings': timings, 'cache_tokens': cache_tokens(_describe(session))}
+        extra = {'timings': timings, 'cache_tokens': _cache_tokens(session)}
         if timeline is not None:
             picture = save_memory_timeline(session, timeline, len(records) + 1, q)
             if picture is not None:
@@ -219,9 +211,9 @@ def run_offline(session, bag: Path, questions: Sequence[Question], topics: Seque
     ing = stats.pop('ingest_s')
     stats['ingest_p50_s'] = percentile(ing, 50)
     stats['ingest_p95_s'] = percentile(ing, 95)
-    d = _describe(session)
-    stats['cache_tokens_end'] = cache_tokens(d)
-    stats['describe'] = {k: v for k, v in d.items() if k != 'sources'}
+    status, error = _status(session)
+    stats['cache_tokens_end'] = status.cache_tokens if status is not None else None
+    stats['describe'] = status.to_dict() if status is not None else {'error': error}
     return {'records': records, 'stats': stats}
 
 

@@ -64,21 +64,9 @@ def _rss() -> int:
     return 0
 
 
-def cache_tokens(describe: Any) -> Optional[int]:
-    """Cache length from a session.describe() dict, whatever its nesting."""
-    if not isinstance(describe, dict):
-        return None
-    for key in ("cache_tokens", "tokens", "seq_length", "kept"):
-        if isinstance(describe.get(key), (int, float)):
-            return int(describe[key])
-    per_layer = describe.get("tokens_per_layer")
-    if isinstance(per_layer, (list, tuple)) and per_layer:
-        return int(max(per_layer))
-    for sub in ("memory", "cache"):
-        found = cache_tokens(describe.get(sub))
-        if found is not None:
-            return found
-    return None
+def cache_tokens(session: Any) -> int:
+    """Cache length of a session: its status' ``cache_tokens``."""
+    return int(session.status().cache_tokens)
 
 
 class InstrumentedSession:
@@ -147,7 +135,7 @@ class InstrumentedSession:
         if self._calls % 10 == 0:
             row["rss"] = _rss()
             try:
-                row["cache_tokens"] = cache_tokens(self._session.describe())
+                row["cache_tokens"] = cache_tokens(self._session)
             except Exception as exc:  # describe must never break the run
                 row["describe_error"] = repr(exc)[:200]
         self._record.write(json.dumps(row) + "\n")
