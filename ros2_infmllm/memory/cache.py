@@ -41,15 +41,18 @@ size 1 only (one stream per cache).
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
 from . import scoring
+from .scoring import ScoreRequest
 from .policies import Policy
 from .policies.base import SelectionInput
 from .rope import RopeSpec, repack_positions
+from .segments import Segment, write_segments
 
 _UNKNOWN_SOURCE = 0   # dense index reserved for tokens appended without begin_source
 _PRUNE_MIN = 256      # live source entries before begin_source forgets evicted sources
@@ -143,12 +146,13 @@ class BoundedLayer(CacheLayerMixin):
         self.tally_step = False     # this one-token step's attention goes to the tally
         self.score_policy = False   # this forward's scores go to the policy's ``scores``
         self.att_dirty = False      # ``att`` holds attention not yet folded into the tally
+        self.score_request: ScoreRequest | None = None   # read by the scoring attention
         self.qring: torch.Tensor | None = None
         self.q_count = 0            # newest one-token steps whose query waits in ``qring``
         self.q_scaling = 1.0
         self.undo_epoch = 0
         self.undo_state: tuple = ()
-        self.segments: list[list[int]] = []   # [start, end, pos0, arrival0, source] unwritten
+        self.segments: list[Segment] = []   # appended runs whose metadata is not written
         self.meta = self.scores = self.att = None
         self.key_buf = self.value_buf = None
 
@@ -208,14 +212,11 @@ class BoundedLayer(CacheLayerMixin):
         They join the last unwritten segment when it is the current source's and
         contiguous in position and arrival, else open a new one.
         """
-        n, owner = self.length, self.owner
-        seg = self.segments[-1] if self.segments else None
-        if seg is not None and seg[1] == n and seg[4] == owner.current_source \
-                and seg[2] + (n - seg[0]) == self.next_pos \
-                and seg[3] + (n - seg[0]) == self.arrived:
-            seg[1] = n + q
+        n, source = self.length, self.owner.current_source
+        if self.segments and self.segments[-1].extends_to(n, self.next_pos, self.arrived, source):
+            self.segments[-1].end = n + q
         else:
-            self.segments.append([n, n + q, self.next_pos, self.arrived, owner.current_source])
+            self.segments.append(Segment(n, n + q, self.next_pos, self.arrived, source))
         self.next_pos += q
 
     def allocate(self, capacity: int) -> None:
@@ -262,15 +263,9 @@ class BoundedLayer(CacheLayerMixin):
 
     def flush(self) -> None:
         """Write the metadata of tokens appended with implicit positions to the device."""
-        if not self.segments:
-            return
-        rows = self.owner.pos_rows
-        for start, end, pos0, arr0, src in self.segments:
-            ramp = torch.arange(end - start, device=self.device)
-            self.meta[:rows, :, start:end] = (ramp + pos0).expand(rows, self.n_heads, -1)
-            self.meta[rows, :, start:end] = ramp + arr0
-            self.meta[rows + 1, :, start:end] = src
-        self.segments.clear()
+        if self.segments:
+            write_segments(self.meta, self.segments, self.owner.pos_rows)
+            self.segments.clear()
 
     def nbytes(self) -> int:
         """Bytes held by this layer's buffers (keys, values and metadata)."""
@@ -365,13 +360,16 @@ class BoundedLayer(CacheLayerMixin):
                                   or (q > 1 and policy.keeps_scores)))
         self.att_dirty = self.att_dirty or (self.tally_step and self.score_policy)
         if mode == "all":
-            scoring.set_awaiting(self, None)
+            self.score_request = ScoreRequest(None)
         elif self.score_policy:
-            scoring.set_awaiting(self, policy.scoring_window)
+            self.score_request = ScoreRequest(policy.scoring_window)
         elif self.tally_step:
-            scoring.set_awaiting(self, 1, query_only=True)
+            self.score_request = ScoreRequest(1, query_only=True)
         else:
-            scoring.clear_awaiting()
+            self.score_request = None
+        attention_kwargs = kwargs.get("kwargs")
+        if self.score_request is not None and isinstance(attention_kwargs, dict):
+            attention_kwargs[scoring.LAYER_KWARG] = self    # what the attention call reads
         return self.keys, self.values
 
     def scores_carried(self) -> bool:
@@ -495,13 +493,14 @@ class BoundedLayer(CacheLayerMixin):
 
     def undo(self, epoch: int) -> None:
         """Drop the tokens appended since the cache's ``mark()`` of ``epoch`` (if any)."""
+        self.score_request = None
         if self.undo_epoch != epoch or not self.undo_state:
             return
         n, self.arrived, self._next_pos, self.pending, self.scored_len, self.unscored, \
             n_seg = self.undo_state
         del self.segments[n_seg:]
-        if self.segments and self.segments[-1][1] > n:
-            self.segments[-1][1] = n
+        if self.segments and self.segments[-1].end > n:
+            self.segments[-1].end = n
         if self.att_dirty:        # slots past n are written again later: no stale attention
             self.att[:, n:self.length] = 0.0
         self.q_count = max(0, self.q_count - (self.length - n))
@@ -511,6 +510,7 @@ class BoundedLayer(CacheLayerMixin):
     def reset(self) -> None:
         """Forget every token; buffers are kept for reuse."""
         self.undo_state = ()
+        self.score_request = None
         self.length = 0
         self.pending = False
         self._next_pos = 0
@@ -870,7 +870,6 @@ class BoundedCache(Cache):
         """
         for layer in self.layers:
             layer.undo(self.epoch)
-        scoring.clear_awaiting()
         self._score_layers = set()
         self._explicit_pos = None
 
@@ -895,7 +894,7 @@ class BoundedCache(Cache):
         layers = []
         for layer in self.layers:
             state = {k: getattr(layer, k) for k in self._LAYER_STATE}
-            state["segments"] = [list(seg) for seg in layer.segments]
+            state["segments"] = [dataclasses.replace(seg) for seg in layer.segments]
             state["scores"] = layer.scores[:, :layer.length].clone() \
                 if layer.scores is not None else None
             layers.append(state)
@@ -918,6 +917,7 @@ class BoundedCache(Cache):
                 setattr(layer, k, state[k])
             layer.segments = state["segments"]
             layer.pending = layer.tally_now = False
+            layer.score_request = None
             layer.undo_state = ()
             n = layer.length
             if state["scores"] is not None:
@@ -927,7 +927,6 @@ class BoundedCache(Cache):
                 layer.values = layer.value_buf[:, :, :n]
         for k, v in held["cache"].items():
             setattr(self, k, v)
-        scoring.clear_awaiting()
 
     def compact(self) -> None:
         """Run every pending compaction now (all layers together when they allow it)."""
@@ -1008,13 +1007,7 @@ class BoundedCache(Cache):
             for layer in self.layers:
                 layer.flush()
             return
-        meta, rows = self._stack.meta, self.pos_rows
-        dev = meta.device
-        for start, end, pos0, arr0, src in first:
-            ramp = torch.arange(end - start, device=dev)
-            meta[:, :rows, :, start:end] = (ramp + pos0).expand(rows, meta.shape[2], -1)
-            meta[:, rows, :, start:end] = ramp + arr0
-            meta[:, rows + 1, :, start:end] = src
+        write_segments(self._stack.meta, first, self.pos_rows)
         for layer in self.layers:
             layer.segments.clear()
 
@@ -1111,7 +1104,6 @@ class BoundedCache(Cache):
         """Forget all tokens and sources; keep the buffers."""
         for layer in self.layers:
             layer.reset()
-        scoring.clear_awaiting()
         self._init_state()
 
     def nbytes(self) -> int:
