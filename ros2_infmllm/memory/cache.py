@@ -367,9 +367,8 @@ class BoundedLayer(CacheLayerMixin):
             self.score_request = ScoreRequest(1, query_only=True)
         else:
             self.score_request = None
-        attention_kwargs = kwargs.get("kwargs")
-        if self.score_request is not None and isinstance(attention_kwargs, dict):
-            attention_kwargs[scoring.LAYER_KWARG] = self    # what the attention call reads
+        if self.score_request is not None:
+            setattr(self.keys, scoring.LAYER_ATTR, self)    # what the attention call reads
         return self.keys, self.values
 
     def scores_carried(self) -> bool:

@@ -5,10 +5,11 @@ mask builder under the same name), so any model using the attention interface ca
 switched to it with :func:`use_scoring_attention`; no model code is patched.
 
 Hand-off: a :class:`~ros2_infmllm.memory.cache.BoundedLayer` that wants scores for the
-current forward sets its ``score_request`` (a :class:`ScoreRequest`) in ``update`` and puts
-itself under :data:`LAYER_KWARG` into the attention keyword arguments that transformers
-passes to ``Cache.update`` and then to the attention function (``kwargs=kwargs``). The
-attention call of the same layer takes it from there, computes
+current forward sets its ``score_request`` (a :class:`ScoreRequest`) in ``update`` and
+names itself on the keys that ``update`` returns (their attribute :data:`LAYER_ATTR`):
+the model hands those keys to its attention call, which finds the layer on them (every
+family passes the cache's keys on unchanged; not every one passes its attention keyword
+arguments to ``Cache.update``), computes
 ``softmax(q_window . K^T * scaling + causal mask)`` for only the last ``window`` queries
 (all queries for H2O), sums over those queries, averages the GQA group of each KV head,
 gives the ``[H_kv, T]`` result to the layer, clears the request, and then returns
@@ -25,7 +26,7 @@ import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 ATTN_NAME = "infmllm_sdpa"
-LAYER_KWARG = "bounded_cache_layer"   # attention keyword naming the layer that wants scores
+LAYER_ATTR = "bounded_cache_layer"   # attribute of a layer's returned keys: that layer
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def scoring_attention_forward(module: torch.nn.Module, query: torch.Tensor, key:
                               dropout: float = 0.0, scaling: float | None = None,
                               is_causal: bool | None = None, **kwargs):
     """SDPA attention that first hands window scores to the cache layer that asked for them."""
-    give_scores(kwargs.pop(LAYER_KWARG, None), query, key, scaling, attention_mask)
+    give_scores(getattr(key, LAYER_ATTR, None), query, key, scaling, attention_mask)
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                   scaling=scaling, is_causal=is_causal, **kwargs)
 
