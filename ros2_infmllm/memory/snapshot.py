@@ -140,10 +140,8 @@ def restore_cache(cache: BoundedCache, tensors: dict[str, torch.Tensor],
         layer.scores[:, :n] = tensors[f"scores.{i}"].to(dev)
         for name in _LAYER_COUNTERS:
             setattr(layer, name, ls[name])
-        layer.length = n
+        layer.set_length(n)
         layer.next_pos = ls["next_pos"]
-        layer.keys = layer.key_buf[:, :, :n]
-        layer.values = layer.value_buf[:, :, :n]
     cache.restore_sources(state, tensors.get("tally"), device)
 
 
