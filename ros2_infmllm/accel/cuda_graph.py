@@ -9,8 +9,9 @@ length cycles through ``budget .. budget + decode_slack``, so after one cycle ev
 ordinary step is a graph replay.
 
 What the replay cannot do is the cache's host-side bookkeeping (its Python integers and
-metadata segments). :func:`advance_layer` repeats exactly what ``BoundedLayer.update``
-does on the host for a one-token step with implicit positions, including leaving the
+metadata segments). ``BoundedCache.book_replayed_step`` repeats exactly what
+``BoundedCache.update`` does on the host for a one-token step with implicit positions,
+including leaving the
 layers pending when the step reaches ``budget + decode_slack`` (a one-token step needs
 no new window scores while the scores of the last scored chunk cover the older tokens;
 H2O's every-step scores are computed inside the graph). When every layer is pending,
@@ -37,34 +38,6 @@ _BROKEN: list[str] = []          # a capture failed in this process: later runne
 def capture_failure() -> Optional[str]:
     """Why a graph capture failed earlier in this process (later runners stay eager), or None."""
     return _BROKEN[0] if _BROKEN else None
-
-
-def advance_layer(layer: Any) -> None:
-    """Host-side effect of one implicit-position decode token on a ``BoundedLayer``.
-
-    The step must be one ``update`` would run without compacting first and without
-    requesting window scores (see :meth:`GraphDecodeRunner._signature`).
-    """
-    owner = layer.owner
-    policy = owner.policy
-    end = layer.length + 1
-    layer.remember_undo()
-    layer.book_implicit(1)
-    layer.arrived += 1
-    layer.set_length(end)
-    budget = policy.capacity
-    layer.pending = budget is not None and end > budget and end >= budget + owner.decode_slack \
-        and not owner.holding
-    if owner.decode_tally:          # the graph added to ``att`` (H2O) or stored the query
-        if policy.score_mode == "all":
-            layer.att_dirty = True
-        else:
-            layer.q_count += 1
-    if policy.score_mode == "all":         # scored inside the graph (every query)
-        layer.scored_len = end
-        layer.unscored = 0
-    else:
-        layer.unscored += 1
 
 
 def graph_signature(cache: Any) -> Optional[tuple]:
@@ -175,8 +148,7 @@ class GraphDecodeRunner:
         if sig is not None and sig in self.graphs:
             graph, logits = self.graphs[sig]
             graph.replay()
-            for layer in self.cache.layers:
-                advance_layer(layer)
+            self.cache.book_replayed_step()
             self.replays += 1
             return logits
         if sig is not None and sig in self.seen and self.capture \

@@ -112,7 +112,7 @@ class Decoder:
         while left > 0:
             n = min(cache.max_chunk, left)
             ids = torch.randint(3, vocab, (1, n), generator=gen).to(dev)
-            self.adapter.forward(Chunk(ids, "user"), cache)
+            self.adapter.forward(Chunk(ids, "user"), cache, logits=False)
             left -= n
         cache.decode_tally = tally
         tok = torch.ones((1, 1), dtype=torch.long, device=dev)

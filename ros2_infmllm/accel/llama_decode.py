@@ -293,7 +293,7 @@ def decode_step(model: nn.Module, input_ids: torch.Tensor, cache: Any,
                                 (n_q, n_kv, dim))
         keys, values = cache.update(k, v, attn.layer_idx)
         if scores_here:
-            scoring.give_scores(q, keys, attn.scaling, None)
+            scoring.give_scores(cache.layers[attn.layer_idx], q, keys, attn.scaling, None)
         o = F.scaled_dot_product_attention(q, keys, values, scale=attn.scaling,
                                            enable_gqa=n_kv != n_q)
         o = lin(o.transpose(1, 2).reshape(1, 1, n_q * dim), attn.o_proj.weight)

@@ -156,11 +156,14 @@ class StreamingSession:
         self.cache.begin_source(sid, stamp=stamp, kind=kind)
         return sid
 
-    def _run(self, chunk: Chunk, step: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
+    def _run(self, chunk: Chunk, step: Callable[[], torch.Tensor] | None = None,
+             logits: bool = True) -> torch.Tensor | None:
         """One forward with rollback on failure (memory stays consistent)."""
         self.cache.mark()
         try:
-            return step() if step is not None else self.adapter.forward(chunk, self.cache)
+            if step is not None:
+                return step()
+            return self.adapter.forward(chunk, self.cache, logits)
         except Exception as exc:
             self.cache.rollback()
             self.errors += 1
@@ -175,7 +178,7 @@ class StreamingSession:
         # frame look like evidence.
         chunk = self.adapter.text_chunk(self.adapter.system_prompt or "", "system")
         self._new_source("system")
-        self._run(chunk)
+        self._run(chunk, logits=False)
         self._started = True
 
     def _cache_tokens(self) -> int:
@@ -200,7 +203,7 @@ class StreamingSession:
             self._frame_meta[sid] = (float(stamp), camera)
             self._thumbs[sid] = _thumbnail(image)
             self._frame_text[sid] = chunk.text
-            self._run(chunk)
+            self._run(chunk, logits=False)
             self.frames_ingested += 1
             if len(self._frame_meta) >= self._prune_at:
                 self._prune_frames(self.cache.sources_in_memory())
@@ -293,7 +296,7 @@ class StreamingSession:
             tail = ad.encode(ad.answer_suffix())
             if ids and not decoded.fed:
                 tail = torch.cat([torch.tensor([[ids[-1]]], device=tail.device), tail], dim=1)
-            self._run(Chunk(tail, "assistant", ad.answer_suffix()))
+            self._run(Chunk(tail, "assistant", ad.answer_suffix()), logits=False)
         # after the turn is closed (its compaction may evict): only frames still in memory
         evidence = self._evidence(text)
         self.questions_answered += 1

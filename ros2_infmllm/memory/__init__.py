@@ -1,6 +1,7 @@
 """Bounded KV memory: the Inf-MLLM cache, its scoring, re-positioning and every baseline."""
 
-from .cache import BoundedCache, BoundedLayer
+from .cache import BoundedCache
+from .layer import BoundedLayer
 from .policies import POLICIES, Knob, Policy, knobs, make_policy, policy_knobs
 from .rope import RopeSpec
 from .scoring import use_scoring_attention

@@ -5,46 +5,41 @@ mask builder under the same name), so any model using the attention interface ca
 switched to it with :func:`use_scoring_attention`; no model code is patched.
 
 Hand-off: a :class:`~ros2_infmllm.memory.cache.BoundedLayer` that wants scores for the
-current forward stores itself in a thread-local right after its ``update``; the
-attention call of the same layer (same thread, immediately after) computes
+current forward sets its ``score_request`` (a :class:`ScoreRequest`) in ``update`` and
+names itself on the keys that ``update`` returns (their attribute :data:`LAYER_ATTR`):
+the model hands those keys to its attention call, which finds the layer on them (every
+family passes the cache's keys on unchanged; not every one passes its attention keyword
+arguments to ``Cache.update``), computes
 ``softmax(q_window . K^T * scaling + causal mask)`` for only the last ``window`` queries
 (all queries for H2O), sums over those queries, averages the GQA group of each KV head,
-gives the ``[H_kv, T]`` result to the layer, clears the thread-local, and then returns
+gives the ``[H_kv, T]`` result to the layer, clears the request, and then returns
 transformers' own SDPA output. Cost: ``window x T`` logits per head, versus ``q x T`` for
 an eager prefill.
 """
 
 from __future__ import annotations
 
-import threading
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 ATTN_NAME = "infmllm_sdpa"
+LAYER_ATTR = "bounded_cache_layer"   # attribute of a layer's returned keys: that layer
 
-_AWAIT = threading.local()
 
+@dataclass(frozen=True)
+class ScoreRequest:
+    """What a cache layer wants from its next attention call.
 
-def set_awaiting(layer, n_queries: int | None, query_only: bool = False) -> None:
-    """Mark ``layer`` as wanting scores of its next attention call (None = all queries).
-
+    ``n_queries``: the window of last queries to score (None = all queries).
     ``query_only``: the layer takes the call's query instead (``receive_query``) and scores
     it later with the queries of the steps after it, in one batch.
     """
-    _AWAIT.layer = layer
-    _AWAIT.n_queries = n_queries
-    _AWAIT.query_only = query_only
 
-
-def clear_awaiting() -> None:
-    """Drop any pending request (a layer that needs no scores, or a reset)."""
-    _AWAIT.layer = None
-
-
-def awaiting():
-    """Return the layer waiting for scores in this thread, or None."""
-    return getattr(_AWAIT, "layer", None)
+    n_queries: int | None
+    query_only: bool = False
 
 
 def window_scores(query: torch.Tensor, key: torch.Tensor, n_queries: int | None,
@@ -82,27 +77,27 @@ def window_scores(query: torch.Tensor, key: torch.Tensor, n_queries: int | None,
     return probs.sum(dim=2).mean(dim=1)
 
 
-def give_scores(query: torch.Tensor, key: torch.Tensor, scaling: float | None,
+def give_scores(layer: Any, query: torch.Tensor, key: torch.Tensor, scaling: float | None,
                 attention_mask: torch.Tensor | None) -> bool:
-    """Hand this attention call's window scores to the layer awaiting them, if one is.
+    """Hand this attention call's window scores to ``layer`` if it has a ``score_request``.
 
     What the scoring attention does before its SDPA; also called by attention code
-    outside transformers' attention interface (``accel/llama_decode.py``). Returns
-    whether a layer was served.
+    outside transformers' attention interface (``accel/llama_decode.py``). ``layer`` is
+    the cache layer this call attends over (None: none). Returns whether it was served.
     """
-    layer = awaiting()
-    if layer is None:
+    request = None if layer is None else layer.score_request
+    if request is None:
         return False
-    _AWAIT.layer = None
+    layer.score_request = None
     if key.shape[0] != 1 or key.shape[2] != layer.length:
         raise RuntimeError(
             f"scoring attention: key length {key.shape[2]} (batch {key.shape[0]}) does not "
             f"match the cache layer awaiting scores ({layer.length} tokens, batch 1)")
-    if _AWAIT.query_only:
+    if request.query_only:
         layer.receive_query(query, scaling if scaling is not None else query.shape[-1] ** -0.5)
         return True
     with torch.no_grad():
-        scores = window_scores(query, key, _AWAIT.n_queries, scaling, attention_mask)
+        scores = window_scores(query, key, request.n_queries, scaling, attention_mask)
     layer.receive_scores(scores)
     return True
 
@@ -111,8 +106,8 @@ def scoring_attention_forward(module: torch.nn.Module, query: torch.Tensor, key:
                               value: torch.Tensor, attention_mask: torch.Tensor | None,
                               dropout: float = 0.0, scaling: float | None = None,
                               is_causal: bool | None = None, **kwargs):
-    """SDPA attention that first hands window scores to the cache layer awaiting them."""
-    give_scores(query, key, scaling, attention_mask)
+    """SDPA attention that first hands window scores to the cache layer that asked for them."""
+    give_scores(getattr(key, LAYER_ATTR, None), query, key, scaling, attention_mask)
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                   scaling=scaling, is_causal=is_causal, **kwargs)
 

@@ -122,8 +122,8 @@ def restore_cache(cache: BoundedCache, tensors: dict[str, torch.Tensor],
             raise SnapshotError("corrupt", f"layer {i}: keys {tuple(k.shape)} {k.dtype} do not "
                                 f"match the header")
         if not layer.is_initialized:
-            layer.lazy_initialization(
-                torch.empty((1, ls["heads"], 0, ls["k_dim"]), dtype=dtype, device=device),
+            cache.initialize_layer(
+                i, torch.empty((1, ls["heads"], 0, ls["k_dim"]), dtype=dtype, device=device),
                 torch.empty((1, ls["heads"], 0, ls["v_dim"]), dtype=dtype, device=device))
         if (layer.n_heads, layer.k_dim, layer.v_dim, layer.dtype) != \
                 (ls["heads"], ls["k_dim"], ls["v_dim"], dtype):
@@ -140,10 +140,8 @@ def restore_cache(cache: BoundedCache, tensors: dict[str, torch.Tensor],
         layer.scores[:, :n] = tensors[f"scores.{i}"].to(dev)
         for name in _LAYER_COUNTERS:
             setattr(layer, name, ls[name])
-        layer.length = n
+        layer.set_length(n)
         layer.next_pos = ls["next_pos"]
-        layer.keys = layer.key_buf[:, :, :n]
-        layer.values = layer.value_buf[:, :, :n]
     cache.restore_sources(state, tensors.get("tally"), device)
 
 

@@ -120,8 +120,12 @@ class VisionPreprocess:
         interp = cv2.INTER_AREA if side < max(h, w) else cv2.INTER_CUBIC
         return cv2.resize(image, (side, side), interpolation=interp)
 
-    def patchify(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    def patchify(self, image: np.ndarray, device: str | torch.device = "cpu"
+                 ) -> tuple[torch.Tensor, tuple[int, int, int]]:
         """Normalise and flatten an RGB uint8 image whose sides are multiples of ``factor``.
+
+        The work runs on ``device``: the uint8 frame is copied there first (a quarter of
+        the float32 patches' bytes, and no host-side elementwise passes).
 
         Returns ``pixel_values`` ``[grid_h * grid_w, patch_dim]`` float32 in the order the
         vision tower expects (merge blocks row-major, the patches of each block row-major
@@ -133,10 +137,10 @@ class VisionPreprocess:
         if c != self.channels or h % f or w % f:
             raise ValueError(f"image {tuple(image.shape)} must be HxWx{self.channels} with "
                              f"sides divisible by {f}")
-        x = torch.from_numpy(np.ascontiguousarray(image)).to(torch.float32)
+        x = torch.from_numpy(np.ascontiguousarray(image)).to(device).to(torch.float32)
         x = x * self.rescale_factor
-        mean = torch.tensor(self.image_mean, dtype=torch.float32)
-        std = torch.tensor(self.image_std, dtype=torch.float32)
+        mean = torch.tensor(self.image_mean, dtype=torch.float32, device=device)
+        std = torch.tensor(self.image_std, dtype=torch.float32, device=device)
         x = ((x - mean) / std).permute(2, 0, 1)                          # [C, H, W]
         gh, gw = h // p, w // p
         x = x.reshape(c, gh // m, m, p, gw // m, m, p)
@@ -144,10 +148,10 @@ class VisionPreprocess:
         x = x.unsqueeze(5).expand(*x.shape[:5], t, p, p)  # a still frame fills the time axis
         return x.reshape(gh * gw, self.patch_dim).contiguous(), (1, gh, gw)
 
-    def pixel_values(self, image_rgb: np.ndarray, side: int
+    def pixel_values(self, image_rgb: np.ndarray, side: int, device: str | torch.device = "cpu"
                      ) -> tuple[torch.Tensor, tuple[int, int, int]]:
-        """Resize to ``side`` x ``side`` and patchify (see :meth:`patchify`)."""
-        return self.patchify(self.resize(image_rgb, side))
+        """Resize to ``side`` x ``side`` and patchify on ``device`` (see :meth:`patchify`)."""
+        return self.patchify(self.resize(image_rgb, side), device)
 
     @classmethod
     def from_checkpoint(cls, path: Path | None, vision_config: Any) -> "VisionPreprocess":
@@ -247,29 +251,26 @@ class Qwen2VLAdapter(ModelAdapter):
         image = check_image(image_rgb)
         tag = frame_tag(stamp, camera)
         tag_ids = self._ids(tag, True)
-        pix, thw = self.preprocess.pixel_values(image, self.frame_side)
+        pix, thw = self.preprocess.pixel_values(image, self.frame_side, self.device)
         ids = tag_ids + [self.vision_start_id] + [self.image_token_id] * self.image_tokens \
             + [self.vision_end_id]
         pos = frame_positions(len(tag_ids) + 1, (self.llm_grid, self.llm_grid))
-        extra = {"pixel_values": pix.to(self.device, self.vision_dtype),
+        extra = {"pixel_values": pix.to(self.vision_dtype),
                  "image_grid_thw": torch.tensor([thw], dtype=torch.long, device=self.device)}
         return Chunk(torch.tensor([ids], dtype=torch.long, device=self.device), "frame",
                      tag, extra, pos.to(self.device))
 
-    def forward(self, chunk: Chunk, cache: Any) -> torch.Tensor:
+    def forward(self, chunk: Chunk, cache: Any, logits: bool = True) -> torch.Tensor | None:
         """Prefill ``chunk``; image chunks pass their 3-row positions and tell the cache."""
         if chunk.position_ids is None:
-            return super().forward(chunk, cache)
+            return super().forward(chunk, cache, logits)
         rel = chunk.position_ids
         if rel.dim() != 2 or rel.shape[0] != 3 or rel.shape[1] != chunk.n_tokens:
             raise ValueError(f"M-RoPE chunk positions must be [3, {chunk.n_tokens}], got "
                              f"{tuple(rel.shape)}")
         pos = (rel.to(self.device) + cache.next_position()).unsqueeze(1)     # [3, 1, q]
         cache.set_next_positions(pos)
-        with torch.no_grad():     # not inference_mode: the cache's buffers are updated later
-            out = self.model(input_ids=chunk.input_ids, position_ids=pos, use_cache=True,
-                             logits_to_keep=1, **{self.cache_kwarg: cache}, **chunk.extra)
-        return out.logits[0, -1]
+        return self.run_model(chunk, cache, pos, logits)
 
     def describe(self) -> dict[str, Any]:
         """Describe the model as the base does, plus the fixed frame geometry."""

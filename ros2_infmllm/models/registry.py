@@ -66,10 +66,12 @@ def load_adapter(model: str, device: str = "auto", dtype: str | torch.dtype = "a
     if not isinstance(model, str) or not model.strip():
         raise ValueError(f"model must be a non-empty string, got {model!r}")
     dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
     if model == "tiny-test":
         from .tiny import load_tiny
-        return load_tiny(dev, dt, image_max_side)
+        # float32 under auto: the test model computes the same on every CPU
+        return load_tiny(dev, resolve_dtype("float32" if dtype == "auto" else dtype, dev),
+                         image_max_side)
+    dt = resolve_dtype(dtype, dev)
     model = canonical_name(model)
     if model == SMOLLM2:
         from .default import load_default

@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from ros2_infmllm.accel.cuda_graph import advance_layer, compact_if_all_pending, graph_signature
+from ros2_infmllm.accel.cuda_graph import compact_if_all_pending, graph_signature
 from ros2_infmllm.eval.bench.common import llama_model
 from ros2_infmllm.eval.bench.runs import prefill_to
 from ros2_infmllm.eval.common import build_policy
@@ -16,7 +16,7 @@ from ros2_infmllm.models.base import cache_kwarg
 
 @pytest.mark.parametrize("name", ["inf_mllm", "h2o", "snapkv", "inf_mllm_carry"])
 def test_tiny_graph_runner_bookkeeping_equals_cache_update(name):
-    """advance_layer (used after a graph replay) must leave the host state update() leaves,
+    """book_replayed_step (used after a graph replay) must leave the host state update() leaves,
     through the step that leaves the layers pending and the compaction the runner runs
     before the next replay: in steady state every step is graph-eligible."""
     model = llama_model("tiny", "cpu", torch.float32)
@@ -38,8 +38,7 @@ def test_tiny_graph_runner_bookkeeping_equals_cache_update(name):
                   use_cache=True, **{kw: cache})
         compactions += compact_if_all_pending(twin)
         assert graph_signature(twin) is not None, step
-        for layer in twin.layers:
-            advance_layer(layer)
+        twin.book_replayed_step()
         for a, b in zip(cache.layers, twin.layers):
             assert (a.length, a.next_pos, a.arrived, a.pending, a.scored_len, a.unscored) == \
                 (b.length, b.next_pos, b.arrived, b.pending, b.scored_len, b.unscored), step

@@ -458,7 +458,7 @@ def test_tiny_deepcopy_probes_memory_without_touching_the_original(models):
         forward(model, _ids(40, seed=30), c)
         forward(model, _ids(40, seed=31), c)          # pending compaction
     probe = copy.deepcopy(cache)
-    assert probe.layers[0].owner is probe
+    assert probe.layers[0].evidence is probe.evidence
     assert probe.layers[0].keys.data_ptr() == probe.layers[0].key_buf.data_ptr()
     probe.begin_source("q", 2.0, "question")
     for t in range(8):
@@ -483,8 +483,8 @@ def _stream_with(model, policy, batched, frames=False):
                          decode_slack=4)
     cache.batched = batched
     stacked = []
-    real = cache._compact_stacked
-    cache._compact_stacked = lambda: stacked.append(real()) or stacked[-1]
+    real = cache._compact_stack
+    cache._compact_stack = lambda: stacked.append(real()) or stacked[-1]
     out = []
     ids = _ids(400, seed=21)
     for c in range(6):

@@ -13,7 +13,7 @@ def bounded_and_plain_logits(path) -> tuple:
     The budget is above the tokens, so nothing is evicted and the two must agree.
     """
     from transformers import AutoModelForCausalLM
-    ad = load_adapter(str(path), device="cpu")
+    ad = load_adapter(str(path), device="cpu", dtype="float32")    # as the reference
     ref = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True).eval()
     a = ad.encode("<|im_start|>system\nwatch frames<|im_end|>\n")
     b = ad.encode("[cam 00:00:01.0] red square, bright\n")
