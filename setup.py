@@ -23,7 +23,7 @@ setup(
     license='Apache-2.0',
     entry_points={
         'console_scripts': [
-            'infmllm_node = ros2_infmllm.node:main',
+            'infmllm_node = ros2_infmllm.ros.node:main',
             'infmllm-eval = ros2_infmllm.eval.__main__:main',
         ],
     },

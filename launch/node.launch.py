@@ -3,8 +3,9 @@
 ``ros2 launch ros2_infmllm node.launch.py [name:=value ...]``.
 
 Arguments: params_file, namespace, model, image_topics, dds_profile, autostart, respawn.
-The node itself is described once, as plain data, in ``ros2_infmllm.launch.node_spec`` (shared with
-``python -m ros2_infmllm.launch``, the runner for machines without ROS 2 launch).
+The node itself is described once, as plain data, in ``ros2_infmllm.ros.launch.node_spec``
+(shared with ``python -m ros2_infmllm.ros.launch``, the runner for machines without ROS 2
+launch).
 """
 from launch import LaunchContext, LaunchDescription
 from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
@@ -15,7 +16,7 @@ from launch_ros.actions import LifecycleNode
 from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
 from lifecycle_msgs.msg import Transition
-from ros2_infmllm.launch import LAUNCH_ARGUMENTS, node_spec
+from ros2_infmllm.ros.launch import LAUNCH_ARGUMENTS, node_spec
 
 
 def _node_actions(context: LaunchContext) -> list:
@@ -53,7 +54,7 @@ def _node_actions(context: LaunchContext) -> list:
 
 
 def generate_launch_description() -> LaunchDescription:
-    """Declare the launch arguments and the node (see ros2_infmllm.launch)."""
+    """Declare the launch arguments and the node (see ros2_infmllm.ros.launch)."""
     arguments = [DeclareLaunchArgument(name, default_value=default, description=text)
                  for name, (default, text) in LAUNCH_ARGUMENTS.items()]
     return LaunchDescription(arguments + [OpaqueFunction(function=_node_actions)])

@@ -18,8 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 #: package group -> box colour (the legend of the picture)
 GROUPS = {
-    "ROS side (node.py, imaging.py)": "#cfe2f3",
-    "engine.py": "#fce5cd",
+    "ROS side (ros/node.py, ros/imaging.py)": "#cfe2f3",
+    "engine/": "#fce5cd",
     "models/": "#d9ead3",
     "memory/": "#ead1dc",
     "accel/": "#fff2cc",
@@ -27,19 +27,19 @@ GROUPS = {
 
 #: name -> (x, y, group, text): box centres in axes units (0..1), the flow's steps
 BOXES = {
-    "camera": (0.20, 0.93, "ROS side (node.py, imaging.py)",
+    "camera": (0.20, 0.93, "ROS side (ros/node.py, ros/imaging.py)",
                "camera topics: Image / CompressedImage\n"
-               "node.py keeps the newest frame per camera"),
-    "worker": (0.20, 0.79, "ROS side (node.py, imaging.py)",
-               "worker feeds one frame every 1/frame_rate s\n"
-               "imaging.py: decode -> RGB, downscale"),
-    "ingest": (0.20, 0.65, "engine.py", "StreamingSession.ingest_frame(image, stamp, camera)"),
+               "node.py checks stamps, hands frames to the runner"),
+    "worker": (0.20, 0.79, "engine/",
+               "engine/runner.py: newest frame per camera; its worker\n"
+               "feeds one every 1/frame_rate s (imaging.py decodes)"),
+    "ingest": (0.20, 0.65, "engine/", "StreamingSession.ingest_frame(image, stamp, camera)"),
     "frame": (0.20, 0.51, "models/",
               "adapter.frame_chunk: describe (text LM:\n"
               "FrameDescriber line) or encode (VLM: vision tokens)"),
-    "query": (0.80, 0.93, "ROS side (node.py, imaging.py)",
-              "~/query service, ~/ask action\nnode.py: question queue, same worker"),
-    "ask": (0.80, 0.65, "engine.py", "StreamingSession.ask(question, camera)"),
+    "query": (0.80, 0.93, "ROS side (ros/node.py, ros/imaging.py)",
+              "~/query service, ~/ask action\nnode.py -> runner: question queue, same worker"),
+    "ask": (0.80, 0.65, "engine/", "StreamingSession.ask(question, camera)"),
     "text": (0.80, 0.51, "models/", "adapter.text_chunk(question, 'user')\n+ answer_prefix()"),
     "chunk": (0.45, 0.38, "models/", "Chunk: token ids + source (stamp, camera, kind)"),
     "forward": (0.45, 0.245, "memory/",
@@ -53,7 +53,7 @@ BOXES = {
                "decode steps, one token each against the\n"
                "cache: accel/fast_decode.py (CUDA graphs | eager)\n"
                "-> Answer(text, evidence stamps)"),
-    "answer": (0.80, 0.245, "ROS side (node.py, imaging.py)",
+    "answer": (0.80, 0.245, "ROS side (ros/node.py, ros/imaging.py)",
                "node.py: ~/answers, query response,\naction feedback (tokens as they come)"),
 }
 

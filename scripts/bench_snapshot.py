@@ -55,7 +55,7 @@ def _fill(session, budget: int) -> int:
     for i in range(8):
         session.ingest_frame(_frame(i), 1000.0 + i, "front")
     asked = 0
-    while session.describe()["cache_tokens"] < budget and asked < 200:
+    while session.status().cache_tokens < budget and asked < 200:
         n = 300
         while True:
             words = [_WORDS[(asked * 7 + j) % len(_WORDS)] for j in range(n)]
@@ -107,7 +107,7 @@ def bench(model: str, device: str, dtype: str, budget: int, repeat: int,
         cfg = SessionConfig(model=model, device=device, dtype=dtype, budget=budget)
         a, b = build_session(cfg), None
     asked = _fill(a, budget)
-    d = a.describe()
+    d = a.status()
     folder = tempfile.mkdtemp(prefix="bench_snapshot_")
     path = os.path.join(folder, "memory.safetensors")
     saves, copies, restores, size = [], [], [], 0
@@ -127,10 +127,10 @@ def bench(model: str, device: str, dtype: str, budget: int, repeat: int,
     os.unlink(path)
     os.rmdir(folder)
     return {
-        "model": d["model"]["name"], "device": d["model"]["device"],
-        "dtype": d["model"]["dtype"], "budget": budget, "cache_tokens": d["cache_tokens"],
-        "layers": len(d["memory"]["tokens_per_layer"]), "fill_questions": asked,
-        "bytes": size, "kv_bytes_allocated": d["memory"]["kv_bytes_allocated"],
+        "model": d.model["name"], "device": d.device,
+        "dtype": d.model["dtype"], "budget": budget, "cache_tokens": d.cache_tokens,
+        "layers": len(d.memory.tokens_per_layer), "fill_questions": asked,
+        "bytes": size, "kv_bytes_allocated": d.memory.kv_bytes_allocated,
         "save_s_median": statistics.median(saves), "save_copy_s_median": statistics.median(copies),
         "restore_s_median": statistics.median(restores), "save_s": saves, "restore_s": restores,
         "identical_answer": (got.text, got.evidence_stamps)

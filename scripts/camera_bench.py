@@ -191,7 +191,7 @@ def run_one(client: Any, node: Any, config: str, size: str, encoding: str, qos: 
 
 def node_env(config: str) -> Dict[str, str]:
     """Environment of the node and the publishers for a transport configuration."""
-    from ros2_infmllm.launch import dds_environment
+    from ros2_infmllm.ros.launch import dds_environment
 
     return dds_environment('' if config == 'profile' else 'none', environ={})
 

@@ -89,10 +89,10 @@ run_node() {  # run_node POLICY: the node over DDS, the bag replayed into it
       policy: '${policy}'
       budget: ${BUDGET}
 EOF
-  if python -c 'import ros2_infmllm.launch' 2>/dev/null; then
-    python -m ros2_infmllm.launch "params_file:=$params" >"$log" 2>&1 &
+  if python -c 'import ros2_infmllm.ros.launch' 2>/dev/null; then
+    python -m ros2_infmllm.ros.launch "params_file:=$params" >"$log" 2>&1 &
   else
-    python -m ros2_infmllm.node --ros-args --params-file "$params" >"$log" 2>&1 &
+    python -m ros2_infmllm.ros.node --ros-args --params-file "$params" >"$log" 2>&1 &
   fi
   NODE_PID=$!
   echo "node started (pid $NODE_PID, policy $policy, budget $BUDGET, log $log)"

@@ -32,7 +32,7 @@ from typing import Any, Dict, List
 import numpy as np
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tests' / 'node'))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tests' / 'ros' / 'node'))
 
 import nodeproc  # noqa: E402
 

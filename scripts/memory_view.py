@@ -6,7 +6,7 @@
 
 Feeds the first ``--frames`` frames of the bag (all cameras, at most ``--rate`` per second
 of bag time per camera), asks ``--question``, then draws what the memory holds
-(ros2_infmllm/memory_view.py): the same picture the node publishes on ~/memory_view.
+(ros2_infmllm/engine/memory_view.py): the same picture the node publishes on ~/memory_view.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO))
 
 from ros2_infmllm.engine import SessionConfig, build_session  # noqa: E402
 from ros2_infmllm.eval.bagio import decode_image, iter_frames  # noqa: E402
-from ros2_infmllm.memory_view import render  # noqa: E402
+from ros2_infmllm.engine.memory_view import render  # noqa: E402
 
 
 def main() -> int:

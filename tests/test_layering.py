@@ -22,18 +22,14 @@ ARCHITECTURE = REPO / "docs" / "architecture.md"
 
 #: top-level module of ros2_infmllm -> its group (a new module must be given one here)
 GROUP_OF = {
-    "node": "ros", "launch": "ros", "imaging": "ros",
-    "arrival": "helpers", "heap": "helpers", "memory_view": "helpers",
-    "engine": "engine", "evidence": "engine", "accel": "accel", "models": "models",
-    "memory": "memory",
-    "eval": "eval",
+    "ros": "ros", "engine": "engine", "accel": "accel", "models": "models",
+    "memory": "memory", "eval": "eval",
 }
-GROUPS = ("ros", "helpers", "engine", "accel", "models", "memory", "eval")
+GROUPS = ("ros", "engine", "accel", "models", "memory", "eval")
 
 #: group -> (groups of the package it may import, whether it may import ROS)
 RULES = {
-    "ros": ({"ros", "helpers", "engine"}, True),
-    "helpers": ({"helpers"}, False),
+    "ros": ({"ros", "engine"}, True),
     "engine": ({"engine", "accel", "models", "memory"}, False),
     "accel": ({"accel", "models", "memory"}, False),
     "models": ({"models", "memory"}, False),
@@ -155,18 +151,20 @@ def test_the_check_knows_each_layers_limits():
     node, the node not memory directly; message packages count as ROS; eval may do all."""
     assert violations("ros2_infmllm.models.x", "from ..accel import cuda_graph\n")
     assert violations("ros2_infmllm.accel.x", "from ros2_infmllm import engine\n")
-    assert violations("ros2_infmllm.engine", "from . import node\n")
-    assert violations("ros2_infmllm.engine", "from sensor_msgs.msg import Image\n")
-    assert violations("ros2_infmllm.node", "from .memory import BoundedCache\n")
-    assert violations("ros2_infmllm.heap", "import rclpy\n")
+    assert violations("ros2_infmllm.engine.runner", "from ..ros import node\n")
+    assert violations("ros2_infmllm.engine.session", "from sensor_msgs.msg import Image\n")
+    assert violations("ros2_infmllm.ros.node", "from ..memory import BoundedCache\n")
+    assert violations("ros2_infmllm.engine.heap", "import rclpy\n")
     assert violations("ros2_infmllm.newthing", "") == [
         "ros2_infmllm.newthing: module ros2_infmllm.newthing has no group: add its top-level "
         "name to GROUP_OF in tests/test_layering.py and to docs/architecture.md"]
     assert not violations("ros2_infmllm.eval.bench.runs",
-                          "import rclpy\nfrom ...accel import cuda_graph\nfrom ... import node\n")
+                          "import rclpy\nfrom ...accel import cuda_graph\n"
+                          "from ...ros import node\n")
     assert not violations("ros2_infmllm.accel", "from ..models.base import Chunk\n",
                           is_package=True)
-    assert not violations("ros2_infmllm.node", "from . import arrival, engine, heap\n")
+    assert not violations("ros2_infmllm.ros.node",
+                          "from .. import engine\nfrom . import arrival\n")
 
 
 def test_the_check_resolves_relative_imports_of_packages_and_modules():

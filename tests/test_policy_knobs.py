@@ -133,7 +133,7 @@ def live_node():
     """An InfMllmNode in this process (own context, no model loaded), fresh defaults."""
     import rclpy
 
-    from ros2_infmllm import node
+    from ros2_infmllm.ros import node
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=219)
     n = node.InfMllmNode(context=context)

@@ -56,17 +56,17 @@ def test_restore_answers_identically(tmp_path, policy):
     _stream(a, 14, 4)
     info = a.save_memory(path)
     assert info["bytes"] == os.path.getsize(path) > 0
-    before = a.describe()
+    before = a.status()
     expected = _answers(a)      # first: sessions of one model share its frame describer
     b = _session(policy=policy)
     _stream(b, 30, 2)                       # restore replaces whatever b held
     b.restore_memory(path)
-    after = b.describe()
+    after = b.status()
     for key in ("frames", "frames_in_memory", "cache_tokens", "frames_ingested",
                 "questions_answered"):
-        assert after[key] == before[key], key
-    assert after["memory"]["tokens_per_layer"] == before["memory"]["tokens_per_layer"]
-    assert after["memory"]["next_position"] == before["memory"]["next_position"]
+        assert getattr(after, key) == getattr(before, key), key
+    assert after.memory.tokens_per_layer == before.memory.tokens_per_layer
+    assert after.memory.next_position == before.memory.next_position
     assert _answers(b) == expected
 
 
@@ -79,7 +79,7 @@ def test_restore_of_empty_session_and_session_without_frames(tmp_path):
     b = _session()
     _stream(b, 0, 3)
     b.restore_memory(path)
-    assert b.describe()["frames_ingested"] == 0
+    assert b.status().frames_ingested == 0
     assert _answers(b) == expected
 
 
@@ -97,8 +97,8 @@ def _refused(path: str, kind: str, session=None) -> str:
     with pytest.raises(snapshot.SnapshotError) as err:
         s.restore_memory(path)
     assert err.value.kind == kind, str(err.value)
-    d = s.describe()
-    assert d["frames_ingested"] == 0 and d["cache_tokens"] == 0     # empty memory
+    d = s.status()
+    assert d.frames_ingested == 0 and d.cache_tokens == 0     # empty memory
     s.ask("still usable?", max_new_tokens=2)
     return str(err.value)
 

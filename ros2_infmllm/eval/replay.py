@@ -14,7 +14,7 @@ Scores: answer correctness (the question's match kind), evidence precision (frac
 returned frame stamps inside the expected time ranges), latency p50/p95, frames fed and
 dropped, cache tokens at the end.
 
-The memory view (``ros2_infmllm/memory_view.py``, the picture the node publishes on
+The memory view (``ros2_infmllm/engine/memory_view.py``, the picture the node publishes on
 ``~/memory_view``) is saved after every question: ``memory_timeline_q<N>.png`` for the N-th
 question asked and ``memory_timeline.png`` for the last, in ``<out>_memory/`` beside the
 result JSON. Offline it is drawn from the session; over DDS it is the node's first
@@ -88,26 +88,18 @@ def session_config(args, overrides: Optional[dict] = None):
     return session_config_for(policy, **kw)
 
 
-def _describe(session) -> dict:
+def _status(session) -> tuple:
+    """``(SessionStatus or None, why not)``: a failing status is reported, not fatal here."""
     try:
-        d = session.describe()
+        return session.status(), ''
     except Exception as exc:        # noqa: BLE001 - reported, not fatal for the eval
-        return {'error': str(exc)}
-    return d if isinstance(d, dict) else {'describe': str(d)}
+        return None, str(exc)
 
 
-def cache_tokens(describe: dict) -> Optional[int]:
-    """Cache tokens from a describe() dict (engine or memory layout), if present."""
-    for d in (describe, describe.get('memory') or {}, describe.get('cache') or {}):
-        if not isinstance(d, dict):
-            continue
-        for key in ('cache_tokens', 'tokens'):
-            if isinstance(d.get(key), (int, float)):
-                return int(d[key])
-        per = d.get('tokens_per_layer')
-        if isinstance(per, list) and per:
-            return int(max(per))
-    return None
+def _cache_tokens(session) -> Optional[int]:
+    """Cache tokens of the session now (None if it cannot say)."""
+    status, _ = _status(session)
+    return status.cache_tokens if status is not None else None
 
 
 def timeline_dir(out_json: Path | str) -> Path:
@@ -128,7 +120,7 @@ def save_memory_timeline(session, folder: Path, n: int, q: Question) -> Optional
     """
     if not hasattr(session, 'memory_map'):
         return None
-    from ros2_infmllm.memory_view import render
+    from ros2_infmllm.engine.memory_view import render
     view = session.memory_map()
     title = (f"after q{n} {q.id} (bag {q.t:.1f} s): {view.get('policy', '')} memory, "
              f"{len(view.get('tokens', []))} of {view.get('budget') or 'unbounded'} tokens "
@@ -176,7 +168,7 @@ def run_offline(session, bag: Path, questions: Sequence[Question], topics: Seque
         off = offset or 0.0
         rel = [float(s) - off for s in (getattr(ans, 'evidence_stamps', None) or [])]
         timings = dict(getattr(ans, 'timings', {}) or {})
-        extra = {'timings': timings, 'cache_tokens': cache_tokens(_describe(session))}
+        extra = {'timings': timings, 'cache_tokens': _cache_tokens(session)}
         if timeline is not None:
             picture = save_memory_timeline(session, timeline, len(records) + 1, q)
             if picture is not None:
@@ -219,9 +211,9 @@ def run_offline(session, bag: Path, questions: Sequence[Question], topics: Seque
     ing = stats.pop('ingest_s')
     stats['ingest_p50_s'] = percentile(ing, 50)
     stats['ingest_p95_s'] = percentile(ing, 95)
-    d = _describe(session)
-    stats['cache_tokens_end'] = cache_tokens(d)
-    stats['describe'] = {k: v for k, v in d.items() if k != 'sources'}
+    status, error = _status(session)
+    stats['cache_tokens_end'] = status.cache_tokens if status is not None else None
+    stats['describe'] = status.to_dict() if status is not None else {'error': error}
     return {'records': records, 'stats': stats}
 
 

@@ -13,7 +13,7 @@ from ros2_infmllm.eval.make_sample_bag import write_sample_bag
 
 pytest.importorskip('rclpy')
 pytest.importorskip('ros2_infmllm_msgs.srv', reason='interfaces not built (./setup.sh)')
-pytest.importorskip('ros2_infmllm.node', reason='node not installed')
+pytest.importorskip('ros2_infmllm.ros.node', reason='node not installed')
 
 QUESTIONS = """
 camera: /camera/image_raw
@@ -36,7 +36,7 @@ def test_dds_replay_into_node_tiny(tmp_path):
         "    memory_view_rate: 2.0\n"
         "    memory:\n      policy: 'inf_mllm'\n      budget: 256\n      n_recent: 64\n")
     env = dict(os.environ, ROS_DOMAIN_ID=str(150 + os.getpid() % 50))
-    node = subprocess.Popen([sys.executable, '-m', 'ros2_infmllm.launch', '--params-file',
+    node = subprocess.Popen([sys.executable, '-m', 'ros2_infmllm.ros.launch', '--params-file',
                              str(tmp_path / 'params.yaml')], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)

@@ -16,7 +16,7 @@ from fuzzing import JUNK_STRING, TEXT, count, examples
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ros2_infmllm import imaging
+from ros2_infmllm.ros import imaging
 
 
 def _check_frame(rgb: np.ndarray, max_side: int) -> None:
@@ -146,7 +146,7 @@ def test_engine_any_frame_array(session, image, stamp, dtype):
 
 
 def _param_values():
-    from ros2_infmllm import node
+    from ros2_infmllm.ros import node
     out = {}
     for name, (default, desc) in node.PARAMETERS.items():
         if isinstance(default, bool):
@@ -168,7 +168,7 @@ def _param_values():
 def test_parameter_validation_any_values_of_the_declared_type(data):
     """rclpy enforces the declared type; any value of that type gets None or a reason."""
     pytest.importorskip("rclpy")
-    from ros2_infmllm import node
+    from ros2_infmllm.ros import node
     strategies = _param_values()
     values = {k: d for k, (d, _) in node.PARAMETERS.items()}
     for name in data.draw(st.lists(st.sampled_from(sorted(strategies)), max_size=4)):

@@ -91,13 +91,13 @@ def test_tiny_llava_bounded_stream_answers(checkpoint):
         assert r.text.startswith("[cam left 00:03:") and r.tokens == chunk.n_tokens
         total += r.tokens
         s.cache.compact()
-        assert s.describe()["cache_tokens"] <= budget
+        assert s.status().cache_tokens <= budget
     assert total > budget
     ans = s.ask("What is on the left?", max_new_tokens=5)
     assert ans.timings["new_tokens"] >= 1 and ans.text
     assert ans.evidence_stamps and set(ans.evidence_stamps) <= set(stamps)
     s.cache.compact()
-    assert s.describe()["cache_tokens"] <= budget
+    assert s.status().cache_tokens <= budget
 
 
 def test_tiny_llava_forward_matches_plain_transformers(checkpoint):

@@ -97,7 +97,7 @@ def test_new_family_from_the_worked_example_streams_and_answers(checkpoint, fami
     ans = s.ask("What changed?", max_new_tokens=4)
     assert isinstance(ans.text, str) and ans.timings["new_tokens"] <= 4
     assert set(ans.evidence_stamps) <= {10.0 + i for i in range(8)}
-    assert s.describe()["cache_tokens"] <= 96 + 64
+    assert s.status().cache_tokens <= 96 + 64
 
 
 def test_new_family_under_budget_gives_the_plain_transformers_logits(checkpoint, family):

@@ -146,10 +146,10 @@ def test_tiny_qwen2_vl_stream_stays_bounded_and_answers(checkpoint):
     assert isinstance(ans.text, str) and ans.timings["new_tokens"] <= 4
     assert 1 <= len(ans.evidence_stamps) <= 2
     assert set(ans.evidence_stamps) <= set(stamps)
-    d = s.describe()
-    assert d["cache_tokens"] <= budget and d["frames_ingested"] == 12
-    live = {m["stamp"] for m in d["memory"]["sources"].values()
-            if m["kind"] == "frame" and m["tokens_in_memory"] > 0}
+    d = s.status()
+    assert d.cache_tokens <= budget and d.frames_ingested == 12
+    live = {m.stamp for m in d.memory.sources.values()
+            if m.kind == "frame" and m.tokens_in_memory > 0}
     assert set(ans.evidence_stamps) <= live
 
 

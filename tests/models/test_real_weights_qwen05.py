@@ -22,7 +22,7 @@ def test_qwen05_recalls_a_planted_frame_fact():
     from ros2_infmllm.eval.scenario import SCENES, SceneRenderer
     session = build_session(SessionConfig(model='qwen2.5-0.5b', device='cpu',
                                           policy='inf_mllm', budget=1024, n_recent=256))
-    d = session.describe()['model']
+    d = session.status().model
     assert d['family'] == 'qwen2' and d['parameters'] > 4e8
     assert session.adapter.turn_open == '<|im_start|>{role}\n'   # the file's own template
     scene = SCENES['sample']

@@ -76,14 +76,14 @@ def test_tiny_smolvlm_bounded_stream_answers(checkpoint):
         costs.add(r.tokens)
         total += r.tokens
         s.cache.compact()
-        assert s.describe()["cache_tokens"] <= budget
+        assert s.status().cache_tokens <= budget
     assert len(costs) == 1, "every frame must cost the same tokens whatever its size"
     assert total > budget
     ans = s.ask("What is in front?", max_new_tokens=5)
     assert ans.timings["new_tokens"] >= 1 and ans.text
     assert ans.evidence_stamps and set(ans.evidence_stamps) <= set(stamps)
     s.cache.compact()
-    assert s.describe()["cache_tokens"] <= budget
+    assert s.status().cache_tokens <= budget
 
 
 @pytest.mark.parametrize("image_max_side", (64, 128))

@@ -65,7 +65,7 @@ def test_tiny_family_loads_ingests_and_answers(checkpoint):
     ans = s.ask("What changed?", max_new_tokens=4)
     assert isinstance(ans.text, str) and ans.timings["new_tokens"] <= 4
     assert set(ans.evidence_stamps) <= {10.0, 11.0, 12.0}
-    assert s.describe()["cache_tokens"] <= 96 + 64
+    assert s.status().cache_tokens <= 96 + 64
 
 
 def test_tiny_family_forward_matches_plain_transformers(checkpoint):

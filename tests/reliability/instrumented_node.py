@@ -5,7 +5,7 @@ Usage (test side only, never part of the product)::
     python tests/reliability/instrumented_node.py [--control DIR] [--record FILE.jsonl] \
         --ros-args -p model:=tiny-test ...
 
-The node is ros2_infmllm.node.main() unchanged (driven to active over DDS by the launch
+The node is ros2_infmllm.ros.node.main() unchanged (driven to active over DDS by the launch
 runner's LifecycleDriver from a thread, unless --no-autostart), except that InfMllmNode gets a
 session_factory that builds the real session (engine.build_session) and wraps it:
 
@@ -64,21 +64,9 @@ def _rss() -> int:
     return 0
 
 
-def cache_tokens(describe: Any) -> Optional[int]:
-    """Cache length from a session.describe() dict, whatever its nesting."""
-    if not isinstance(describe, dict):
-        return None
-    for key in ("cache_tokens", "tokens", "seq_length", "kept"):
-        if isinstance(describe.get(key), (int, float)):
-            return int(describe[key])
-    per_layer = describe.get("tokens_per_layer")
-    if isinstance(per_layer, (list, tuple)) and per_layer:
-        return int(max(per_layer))
-    for sub in ("memory", "cache"):
-        found = cache_tokens(describe.get(sub))
-        if found is not None:
-            return found
-    return None
+def cache_tokens(session: Any) -> int:
+    """Cache length of a session: its status' ``cache_tokens``."""
+    return int(session.status().cache_tokens)
 
 
 class InstrumentedSession:
@@ -147,7 +135,7 @@ class InstrumentedSession:
         if self._calls % 10 == 0:
             row["rss"] = _rss()
             try:
-                row["cache_tokens"] = cache_tokens(self._session.describe())
+                row["cache_tokens"] = cache_tokens(self._session)
             except Exception as exc:  # describe must never break the run
                 row["describe_error"] = repr(exc)[:200]
         self._record.write(json.dumps(row) + "\n")
@@ -182,7 +170,7 @@ class InstrumentedSession:
 
 
 def main(argv: Optional[list] = None) -> Any:
-    """Parse our options, then run ros2_infmllm.node.main with the wrapped session."""
+    """Parse our options, then run ros2_infmllm.ros.node.main with the wrapped session."""
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -197,7 +185,7 @@ def main(argv: Optional[list] = None) -> Any:
         opts.control.mkdir(parents=True, exist_ok=True)
 
     from ros2_infmllm import engine
-    from ros2_infmllm import node as node_mod
+    from ros2_infmllm.ros import node as node_mod
 
     def factory(config: Any) -> InstrumentedSession:
         deadline = time.monotonic() + 300
@@ -249,7 +237,7 @@ class _ThisProcess:
 
 def _drive_to_active(ros_args: list) -> None:
     """Configure + activate the lifecycle node from a DDS client, as the launch runner does."""
-    from ros2_infmllm.launch import LifecycleDriver, NodeSpec
+    from ros2_infmllm.ros.launch import LifecycleDriver, NodeSpec
 
     name = "infmllm"
     for i, arg in enumerate(ros_args[:-1]):

@@ -1,6 +1,6 @@
 """Nothing lost across a crash: kill -9 mid-answer and mid-stream, respawn, replay the rest.
 
-Real processes over DDS: ``python -m ros2_infmllm.launch --respawn`` runs the node (tiny
+Real processes over DDS: ``python -m ros2_infmllm.ros.launch --respawn`` runs the node (tiny
 model, snapshots every PERIOD s); a bag of the sample scene is replayed frame by frame
 (each one waited for until ingested, so both runs ingest the same frames). The node is
 killed with SIGKILL once while answering a question (the question's answer must still
@@ -52,7 +52,7 @@ class Run:
         params.update({"memory.budget": 192, "memory.n_recent": 48,
                        "memory.snapshot_path": self.snap, "memory.snapshot_period": PERIOD})
         self.proc = NodeProcess(domain, params, log=tmp / "launch.log",
-                                command=[sys.executable, "-m", "ros2_infmllm.launch",
+                                command=[sys.executable, "-m", "ros2_infmllm.ros.launch",
                                          "--respawn"])
         self.client = Client(domain, "crash_client")
         self.client.subscribe_answers()

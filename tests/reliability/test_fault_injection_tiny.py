@@ -31,12 +31,12 @@ def test_generation_fault_tiny(session, kind, words):
 
     s, control = session
     s.ingest_frame(scene(0, 64, 48), 1.0, "cam")
-    before = s.describe()["cache_tokens"]
+    before = s.status().cache_tokens
     (control / f"generate.{kind}.1").touch()
     with pytest.raises(EngineError, match=words):
         s.ask("What is there?", max_new_tokens=3)
     assert not (control / f"generate.{kind}.1").exists()
-    assert s.describe()["cache_tokens"] == before, "memory not rolled back"
+    assert s.status().cache_tokens == before, "memory not rolled back"
     assert s.ask("And now?", max_new_tokens=3).text is not None
 
 
@@ -45,15 +45,15 @@ def test_ingest_fault_tiny(session):
 
     s, control = session
     s.ingest_frame(scene(0, 64, 48), 1.0, "cam")
-    d0 = s.describe()
+    d0 = s.status()
     (control / "ingest.oom.1").touch()
     with pytest.raises(EngineError, match="out of memory"):
         s.ingest_frame(scene(1, 64, 48), 2.0, "cam")
-    d1 = s.describe()
-    assert d1["cache_tokens"] == d0["cache_tokens"]
-    assert d1["frames_ingested"] == d0["frames_ingested"]
+    d1 = s.status()
+    assert d1.cache_tokens == d0.cache_tokens
+    assert d1.frames_ingested == d0.frames_ingested
     s.ingest_frame(scene(2, 64, 48), 3.0, "cam")
-    assert s.describe()["frames_ingested"] == d0["frames_ingested"] + 1
+    assert s.status().frames_ingested == d0.frames_ingested + 1
 
 
 def test_records_written_tiny(session, tmp_path):

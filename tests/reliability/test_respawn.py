@@ -1,4 +1,4 @@
-"""The node process killed while a client waits; `ros2_infmllm.launch --respawn` restarts it.
+"""The node process killed while a client waits; `ros2_infmllm.ros.launch --respawn` restarts it.
 
 The client must get an answer or a clear failure (its own timeout), never hang past it,
 and the respawned node must answer again.
@@ -53,11 +53,11 @@ def _node_pid(launcher_pid: int) -> int:
 
 @pytest.fixture(scope="module")
 def launched(domain_id, tmp_path_factory):
-    """`python -m ros2_infmllm.launch --respawn` with the tiny model."""
-    pytest.importorskip("ros2_infmllm.launch", reason="launch entry point not present")
+    """`python -m ros2_infmllm.ros.launch --respawn` with the tiny model."""
+    pytest.importorskip("ros2_infmllm.ros.launch", reason="launch entry point not present")
     log = tmp_path_factory.mktemp("respawn") / "launch.log"
     params = dict(BASE_PARAMS)
-    cmd = [sys.executable, "-m", "ros2_infmllm.launch", "--respawn"]
+    cmd = [sys.executable, "-m", "ros2_infmllm.ros.launch", "--respawn"]
     proc = NodeProcess(domain_id, params, command=cmd, log=log)
     yield proc
     proc.stop()

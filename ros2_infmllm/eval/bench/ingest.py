@@ -326,7 +326,7 @@ def compare_ingest(specs: Sequence[str], frames: int, budget: int,
 
 def _safe_describe(session) -> dict:
     try:
-        d = session.describe()
+        d = session.status().to_dict()
         return {k: v for k, v in d.items() if isinstance(v, (int, float, str))}
     except Exception as exc:  # noqa: BLE001 - informational only
         return {"error": str(exc)[:200]}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ros2_infmllm.arrival import CODES, TRANSPORT_FIX, ArrivalMonitor
+from ros2_infmllm.ros.arrival import CODES, TRANSPORT_FIX, ArrivalMonitor
 
 TOPIC = '/cam/image_raw'
 

@@ -1,14 +1,16 @@
 """The ROS 2 node `infmllm`: cameras in, questions answered from a bounded visual memory.
 
 ROS only: parameters, QoS, subscriptions, services, the action, publishers, diagnostics
-and the lifecycle. Frames are decoded with :mod:`ros2_infmllm.imaging`; everything model
+and the lifecycle. Frames are decoded with :mod:`ros2_infmllm.ros.imaging`; everything model
 related goes through :class:`ros2_infmllm.engine.StreamingSession`.
 
 Threads: subscription and service callbacks never run inference. Camera callbacks only
-decode and keep the newest frame per camera; one worker thread feeds frames at
-``frame_rate`` per camera and serves a bounded FIFO of questions between frames. Service
-and action callbacks enqueue and wait on their own request, in reentrant callback groups
-of a MultiThreadedExecutor, so a long answer blocks neither cameras nor other services.
+check the stamp and hand the newest frame per camera to the engine's
+:class:`~ros2_infmllm.engine.runner.Runner`, whose one worker thread decodes and feeds
+frames at ``frame_rate`` per camera and serves a bounded FIFO of questions between frames;
+the node publishes what the runner reports. Service and action callbacks enqueue and wait
+on their own question, in reentrant callback groups of a MultiThreadedExecutor, so a long
+answer blocks neither cameras nor other services.
 
 Lifecycle (when ``rclpy.lifecycle`` imports): configure builds the session (loads the
 model), activate subscribes to the cameras, deactivate unsubscribes (questions are still
@@ -18,7 +20,6 @@ with ``INFMLLM_PLAIN_NODE=1``) a plain node configures and activates itself at s
 
 from __future__ import annotations
 
-import collections
 import json
 import math
 import os
@@ -26,12 +27,10 @@ import re
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 import rclpy
-from builtin_interfaces.msg import Time
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType, SetParametersResult)
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
@@ -47,12 +46,17 @@ from std_srvs.srv import Trigger
 
 from ros2_infmllm_msgs.action import Ask
 from ros2_infmllm_msgs.msg import Answer as AnswerMsg
-from ros2_infmllm_msgs.msg import CameraStats
 from ros2_infmllm_msgs.srv import DescribeMemory, Query
 
-from . import arrival, engine, heap, imaging
+from .. import engine
+from ..engine import heap
+from ..engine.memory_view import render as render_memory_view
+from ..engine.runner import MAX_QUEUE, DroppedFrame, Question, Runner
+from ..engine.status import RunnerStatus
+from . import arrival, imaging
 from .imaging import FrameError, compressed_to_rgb, image_to_rgb
-from .memory_view import render as render_memory_view
+from .launch import NODE_NAME
+from .status_msgs import answer_msg, camera_msg, diagnostic_status, fill_describe, to_time
 
 try:  # lifecycle support comes with rclpy >= Humble; fall back to a plain node without it
     if os.environ.get('INFMLLM_PLAIN_NODE', '') not in ('', '0'):
@@ -63,9 +67,7 @@ except ImportError as exc:  # pragma: no cover - exercised by the plain-node tes
     LifecycleNode, TransitionCallbackReturn = Node, None
     LIFECYCLE_ERROR = str(exc)
 
-NODE_NAME = 'infmllm'
 MAX_TOPICS = 16
-MAX_QUEUE = 64
 EXECUTOR_THREADS = MAX_QUEUE + 8       # every waiting request may hold one thread
 # The model runs in one Python thread that hands the GIL back and forth hundreds of times
 # per decoded token (every torch op releases it), while the executor's threads run Python
@@ -77,12 +79,10 @@ GIL_SWITCH_S = 0.0005
 # the default services QoS (keep last 10) would drop the oldest of a larger burst unanswered
 SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=4 * MAX_QUEUE,
                          reliability=ReliabilityPolicy.RELIABLE)
-MIN_FRAME_SIDE = 2                     # models need 2x2 pixels; smaller is the frame's fault
 STAMP_FUTURE_S = 60.0                  # frames stamped further ahead of the clock are dropped
 LOOP_JUMP_S = 1.0                      # a backwards jump larger than this is a replay loop
 LOG_EVERY_S = 5.0                      # rate limit of drop/error logs, per reason
 ARRIVAL_LOG_EVERY_S = 30.0             # rate limit of a camera's arrival warning
-TRIM_EVERY_S = 5.0                     # the worker returns freed heap pages at most this often
 _DEVICE_RE = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')
 _TOPIC_RE = re.compile(r'^~?/?[A-Za-z][A-Za-z0-9_/]*$')
 DTYPES = ('auto', 'float32', 'float16', 'bfloat16')
@@ -267,12 +267,6 @@ def session_config(values: Dict[str, Any]) -> 'engine.SessionConfig':
         image_max_side=values['image_max_side'], **knobs)
 
 
-def to_time(stamp: float) -> Time:
-    """Seconds (float) -> builtin_interfaces/Time."""
-    sec = math.floor(stamp)
-    return Time(sec=int(sec), nanosec=min(int(round((stamp - sec) * 1e9)), 999_999_999))
-
-
 def camera_qos(values: Dict[str, Any]) -> QoSProfile:
     """Subscription QoS of the cameras: sensor-data QoS with the camera_qos.* choices."""
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=values['camera_qos.depth'],
@@ -304,53 +298,17 @@ def _move_aside(path: str) -> str:
     return '(nowhere: 1000 earlier copies; left in place)'
 
 
-@dataclass
-class Request:
-    """One accepted question, waiting for the worker."""
-
-    question: str
-    camera: str
-    max_new_tokens: int
-    enqueued: float = field(default_factory=time.perf_counter)
-    on_token: Optional[Callable[[str], None]] = None
-    cancel: threading.Event = field(default_factory=threading.Event)
-    done: threading.Event = field(default_factory=threading.Event)
-    success: bool = False
-    answer: str = ''
-    message: str = ''
-    evidence: List[float] = field(default_factory=list)
-    latency_s: float = 0.0
-    cancelled: bool = False
-
-    def finish(self, success: bool, message: str = '', answer: str = '') -> None:
-        """Complete the request (once) and wake whoever waits on it."""
-        if self.done.is_set():
-            return
-        self.success, self.message, self.answer = success, message, answer
-        self.latency_s = time.perf_counter() - self.enqueued
-        self.done.set()
-
-
 class CameraState:
-    """Newest frame and counters of one camera topic."""
+    """One camera topic on the ROS side: subscription, arrival, last stamp (the runner feeds)."""
 
     def __init__(self, topic: str, stall_s: float) -> None:
-        """Start with no frame and zero counters."""
+        """Start unsubscribed with nothing received."""
         self.topic = topic
         self.monitor = arrival.ArrivalMonitor(topic, stall_s)
         self.problem: Optional[arrival.Problem] = None
         self.received = 0
-        self.ingested = 0
-        self.drops: Dict[str, int] = collections.defaultdict(int)
-        self.frame = None          # (message, compressed, stamp) not yet fed
         self.last_stamp: Optional[float] = None
-        self.next_due = 0.0
         self.subscription = None
-
-    @property
-    def dropped(self) -> int:
-        """All drops of this camera."""
-        return sum(self.drops.values())
 
 
 class InfMllmNode(LifecycleNode):
@@ -361,28 +319,16 @@ class InfMllmNode(LifecycleNode):
         """Declare and check parameters, create the interfaces; no model is loaded yet."""
         super().__init__(NODE_NAME, **kwargs)
         self._session_factory = session_factory or engine.build_session
-        self._lock = threading.RLock()           # node state (not the model)
-        self._wake = threading.Condition(self._lock)
-        self._queue: collections.deque = collections.deque()
+        self._lock = threading.RLock()           # node state (not the model, not the runner)
         self._cameras: Dict[str, CameraState] = {}
         self._last_log: Dict[str, float] = {}
-        self._session = None
-        self._snapshot: Dict[str, Any] = {}
         self._state = 'unconfigured'
-        self._stopping = threading.Event()
-        self._worker: Optional[threading.Thread] = None
-        self._current: Optional[Request] = None   # the question being answered
-        self._rebuild = False
-        self._model_error = ''
-        self._last_latency = 0.0
-        self._next_trim = 0.0
-        self._questions = {'accepted': 0, 'refused': 0, 'answered': 0, 'failed': 0,
-                           'replayed': 0}
+        self._load_error = ''                     # why the last configure failed
+        self._questions = {'accepted': 0, 'refused': 0, 'replayed': 0}
         # snapshots: saves, failures, last size/time, why a restore was refused
         self._snap: Dict[str, Any] = {'saves': 0, 'save_failures': 0, 'last_bytes': 0,
                                       'last_save_s': 0.0, 'save_error': '', 'restored': '',
                                       'restore_error': '', 'saved_at': None}
-        self._next_save = math.inf
         self._refused: Dict[str, int] = dict.fromkeys(REFUSALS, 0)
         self._buckets: Dict[str, List[float]] = {}   # caller -> [questions left, at]
         self._service_group = ReentrantCallbackGroup()
@@ -397,6 +343,11 @@ class InfMllmNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         for topic in self._values['image_topics']:
             self._cameras[topic] = CameraState(topic, self._values['camera_stall_s'])
+        self.runner = Runner(self._decode, on_answer=self._publish_answer,
+                             on_drop=self._log_drop, on_error=self._log_error,
+                             on_pending=self._write_journal)
+        self.runner.set_cameras(list(self._cameras))
+        self._configure_runner()
 
         self._answers_pub = self.create_publisher(AnswerMsg, '~/answers', 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
@@ -423,7 +374,7 @@ class InfMllmNode(LifecycleNode):
                 f'lifecycle support unavailable ({LIFECYCLE_ERROR}): running as a plain node '
                 'that configures and activates itself')
             if not self._configure():
-                raise RuntimeError(f'model could not be loaded: {self._model_error}')
+                raise RuntimeError(f'model could not be loaded: {self._load_error}')
             self._activate()
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -472,21 +423,17 @@ class InfMllmNode(LifecycleNode):
             session = self._session_factory(session_config(values))
         except Exception as exc:  # noqa: BLE001 - any load failure is reported, node stays up
             with self._lock:
-                self._model_error = f'{type(exc).__name__}: {exc}'
+                self._load_error = f'{type(exc).__name__}: {exc}'
                 self._state = 'unconfigured'
-            self.get_logger().error(f'model could not be loaded: {self._model_error}')
+            self.get_logger().error(f'model could not be loaded: {self._load_error}')
             return False
         self._restore_memory(session, values['memory.snapshot_path'])
         with self._lock:
             self._replay_journal()
-            self._session, self._model_error, self._state = session, '', 'inactive'
-            self._snapshot = self._describe_session()
-            self._snap['saved_at'] = self._changes()
-            self._next_save = self._save_deadline()
-            self._stopping.clear()
-            self._worker = threading.Thread(target=self._work, name='infmllm_worker',
-                                            daemon=True)
-            self._worker.start()
+            self.runner.start(session)
+            self._load_error, self._state = '', 'inactive'
+            self._snap['saved_at'] = self._changes(self.runner.status())
+            self._schedule_saves()
         self.get_logger().info(f'model ready in {time.perf_counter() - t0:.1f} s')
         return True
 
@@ -494,32 +441,29 @@ class InfMllmNode(LifecycleNode):
         with self._lock:
             self._state = 'active'
             self._subscribe(self._values['image_topics'])
+            self.runner.set_feeding(True)
 
     def _deactivate(self) -> None:
         with self._lock:
             if self._state == 'active':
                 self._state = 'inactive'
+            self.runner.set_feeding(False)
             for cam in self._cameras.values():
                 if cam.subscription is not None:
                     self.destroy_subscription(cam.subscription)
                     cam.subscription = None
-                cam.frame = None
+            self.runner.clear_frames()
 
     def _cleanup(self, reason: str) -> None:
+        self.runner.stop(reason)      # not under the node's lock: the worker may need it
         with self._lock:
-            self._stopping.set()
-            self._wake.notify_all()
-            worker = self._worker
-            if self._current is not None:     # stop a long answer within one decode step
-                self._current.cancel.set()
-        if worker is not None and worker is not threading.current_thread():
-            worker.join()
-        with self._lock:
-            while self._queue:
-                self._queue.popleft().finish(False, reason)
-            self._write_journal()
-            self._session, self._worker, self._state = None, None, 'unconfigured'
-            self._snapshot = {}
+            self._state = 'unconfigured'
+
+    def _configure_runner(self) -> None:
+        """Hand the runner the parameters it paces and checks with (lock held)."""
+        self.runner.frame_rate = self._values['frame_rate']
+        self.runner.image_max_side = self._values['image_max_side']
+        self.runner.queue_size = self._values['query_queue_size']
 
     def _subscribe(self, topics: List[str]) -> None:
         """(Re)subscribe so that exactly ``topics`` are watched (called with the lock)."""
@@ -533,6 +477,7 @@ class InfMllmNode(LifecycleNode):
                                                               self._values['camera_stall_s']))
             if cam.subscription is None and self._state == 'active':
                 cam.subscription = self._camera_subscription(cam)
+        self.runner.set_cameras(list(self._cameras))
 
     def _camera_subscription(self, cam: CameraState) -> Any:
         """Subscribe one camera with camera_qos and the DDS events the arrival check needs."""
@@ -597,18 +542,19 @@ class InfMllmNode(LifecycleNode):
                 values[p.name] = list(value) if p.name == 'image_topics' else value
             reason = validate_parameters(values)
             changed = {k for k in PARAMETERS if values[k] != self._values[k]}
-            if not reason and self._session is not None and changed & set(MODEL_PARAMS):
+            loaded = self.runner.session is not None
+            if not reason and loaded and changed & set(MODEL_PARAMS):
                 reason = (f"{', '.join(sorted(changed & set(MODEL_PARAMS)))} cannot change "
                           'while the model is loaded: deactivate, clean up, set, configure')
             if reason:
                 self.get_logger().warning(f'parameters rejected: {reason}')
                 return SetParametersResult(successful=False, reason=reason)
             self._values = values
-            if changed & set(MEMORY_PARAMS) and self._session is not None:
-                self._rebuild = True        # the worker rebuilds the memory between steps
-            if changed & {'memory.snapshot_path', 'memory.snapshot_period'} \
-                    and self._session is not None:
-                self._next_save = self._save_deadline()
+            self._configure_runner()
+            if changed & set(MEMORY_PARAMS) and loaded:
+                self.runner.rebuild(self._rebuilt_session)   # between two steps of the worker
+            if changed & {'memory.snapshot_path', 'memory.snapshot_period'} and loaded:
+                self._schedule_saves()
             if 'camera_stall_s' in changed:
                 for cam in self._cameras.values():
                     cam.monitor.stall_s = values['camera_stall_s']
@@ -619,15 +565,14 @@ class InfMllmNode(LifecycleNode):
                         cam.subscription = None
             if changed & (set(CAMERA_QOS_PARAMS) | {'image_topics'}):
                 self._subscribe(values['image_topics'])
-            self._wake.notify_all()
         return SetParametersResult(successful=True)
 
     # ---- cameras --------------------------------------------------------------------------
     def _on_frame(self, cam: CameraState, msg: Any, compressed: bool) -> None:
-        """Check the stamp and keep the newest message; never decode or infer here.
+        """Check the stamp and hand the message to the runner; never decode or infer here.
 
-        Decoding waits for the worker (:meth:`_decode`), so a camera at 30 Hz costs the
-        callback only the message itself: a frame superseded before it is fed is never
+        Decoding waits for the runner's worker (:meth:`_decode`), so a camera at 30 Hz costs
+        the callback only the message itself: a frame superseded before it is fed is never
         decoded (at 1 Hz fed, 29 of 30 raw 1080p frames).
         """
         with self._lock:
@@ -654,40 +599,33 @@ class InfMllmNode(LifecycleNode):
                     return
                 self._log_limited('loop', f'{cam.topic}: stamp jumped back by '
                                   f'{cam.last_stamp - stamp:.1f} s (replay loop?); accepted')
-            if cam.frame is not None:
-                cam.drops['superseded'] += 1
-            cam.frame = (msg, compressed, stamp)
+            self.runner.offer(cam.topic, (msg, compressed), stamp)
             cam.last_stamp = stamp
-            self._wake.notify_all()
 
-    def _decode(self, cam: CameraState, msg: Any, compressed: bool,
-                max_side: int) -> Optional[Any]:
-        """Message -> RGB array downscaled to ``max_side``; None (counted drop) if bad."""
+    @staticmethod
+    def _decode(frame: tuple, max_side: int) -> Any:
+        """(message, compressed) -> RGB array downscaled to ``max_side`` (the runner's decode).
+
+        Raises DroppedFrame with the decoder's reason for a bad frame.
+        """
+        msg, compressed = frame
         try:
             if compressed:
-                rgb = compressed_to_rgb(msg.format, msg.data, max_side=max_side)
-            else:
-                rgb = image_to_rgb(msg.encoding, msg.width, msg.height, msg.step, msg.data,
-                                   is_bigendian=bool(msg.is_bigendian), max_side=max_side)
+                return compressed_to_rgb(msg.format, msg.data, max_side=max_side)
+            return image_to_rgb(msg.encoding, msg.width, msg.height, msg.step, msg.data,
+                                is_bigendian=bool(msg.is_bigendian), max_side=max_side)
         except FrameError as exc:
-            self._drop(cam, exc.reason, str(exc))
-            return None
-        except Exception as exc:  # noqa: BLE001 - a message must never kill the node
-            self._drop(cam, 'decode_failed', f'{type(exc).__name__}: {exc}')
-            return None
-        if min(rgb.shape[:2]) < MIN_FRAME_SIDE:
-            self._drop(cam, 'too_small', f'frame is {rgb.shape[1]}x{rgb.shape[0]} after '
-                       f'decoding (image_max_side {max_side}), smaller than '
-                       f'{MIN_FRAME_SIDE}x{MIN_FRAME_SIDE} pixels')
-            return None
-        return rgb
+            raise DroppedFrame(exc.reason, str(exc)) from exc
 
     def _drop(self, cam: CameraState, reason: str, detail: str) -> None:
-        with self._lock:
-            cam.drops[reason] += 1
-            count = cam.drops[reason]
-        self._log_limited(f'{cam.topic}:{reason}',
-                          f'{cam.topic}: frame dropped ({reason}, {count} so far): {detail}')
+        self.runner.count_drop(cam.topic, reason, detail)
+
+    def _log_drop(self, camera: str, reason: str, count: int, detail: str) -> None:
+        self._log_limited(f'{camera}:{reason}',
+                          f'{camera}: frame dropped ({reason}, {count} so far): {detail}')
+
+    def _log_error(self, key: str, text: str) -> None:
+        self._log_limited(key, text, error=True)
 
     def _log_limited(self, key: str, text: str, error: bool = False,
                      every: float = LOG_EVERY_S) -> None:
@@ -725,13 +663,13 @@ class InfMllmNode(LifecycleNode):
         return 0.0
 
     def _admit(self, question: str, camera: str, max_new_tokens: int,
-               on_token: Optional[Callable[[str], None]] = None, caller: str = '') -> Request:
-        """Validate and enqueue; the returned request is finished at once when refused."""
+               on_token: Optional[Callable[[str], None]] = None, caller: str = '') -> Question:
+        """Validate and enqueue; the returned question is finished at once when refused."""
         with self._lock:
             values = self._values
             limit = values['max_new_tokens']
-            req = Request(question, camera, min(int(max_new_tokens) or limit, limit),
-                          on_token=on_token)
+            req = Question(question, camera, min(int(max_new_tokens) or limit, limit),
+                           on_token=on_token)
             reason = kind = ''
             if not question.strip():
                 kind, reason = 'empty', 'question is empty'
@@ -742,17 +680,17 @@ class InfMllmNode(LifecycleNode):
             elif camera and camera not in self._cameras:
                 kind, reason = 'unknown_camera', (f'unknown camera {camera!r}; cameras: '
                                                   f"{', '.join(self._cameras) or 'none'}")
-            elif self._session is None:
+            elif self.runner.session is None:
                 kind, reason = 'not_loaded', (
                     'model not loaded (node state: '
-                    f"{self._state}{'; ' + self._model_error if self._model_error else ''})")
+                    f"{self._state}{'; ' + self._load_error if self._load_error else ''})")
             elif (wait := self._rate_wait(caller[:256])) > 0:
                 kind, reason = 'rate_limited', (
                     f'rate limit: caller {caller[:64] or "(anonymous)"!r} asked more than '
                     f"{values['limits.caller_burst']} questions at once or more than "
                     f"{values['limits.caller_rate']:g} per second (limits.caller_burst, "
                     f'limits.caller_rate); retry in {wait:.1f} s')
-            elif len(self._queue) >= values['query_queue_size']:
+            elif not self.runner.submit(req):
                 kind, reason = 'queue_full', (
                     f"question queue full ({values['query_queue_size']} waiting, "
                     'query_queue_size); try again later')
@@ -762,9 +700,6 @@ class InfMllmNode(LifecycleNode):
                 req.finish(False, reason)
                 return req
             self._questions['accepted'] += 1
-            self._queue.append(req)
-            self._write_journal()
-            self._wake.notify_all()
             return req
 
     def _on_query(self, request: Any, response: Any) -> Any:
@@ -803,179 +738,50 @@ class InfMllmNode(LifecycleNode):
             goal_handle.abort()
         return result
 
-    # ---- worker ---------------------------------------------------------------------------
-    def _work(self) -> None:
-        """Feed due frames and serve questions until cleanup; never dies on an error."""
-        while not self._stopping.is_set():
-            job = None
-            with self._lock:
-                if self._rebuild:
-                    self._rebuild = False
-                    job = ('rebuild', None)
-                elif self._queue:
-                    job = ('ask', self._queue.popleft())
-                    self._current = job[1]
-                elif time.monotonic() >= self._next_save:
-                    job = ('save', None)
-                else:
-                    cam, wait = self._due_camera()
-                    if cam is not None:
-                        job = ('frame', cam)
-                    else:
-                        self._wake.wait(timeout=wait)
-                        continue
-            try:
-                if job[0] == 'rebuild':
-                    self._rebuild_session()
-                elif job[0] == 'save':
-                    if self._changes() != self._snap['saved_at']:
-                        self._save_memory('periodic')
-                    with self._lock:
-                        self._next_save = self._save_deadline()
-                elif job[0] == 'ask':
-                    self._answer(job[1])
-                else:
-                    self._feed(job[1])
-            except Exception as exc:  # noqa: BLE001 - the worker must survive anything
-                self._model_error = f'{type(exc).__name__}: {exc}'
-                self._log_limited('worker', f'worker error: {self._model_error}', error=True)
-                if job[0] == 'ask':
-                    self._questions['failed'] += 1
-                    job[1].finish(False, f'model error: {self._model_error}')
-            finally:
-                with self._lock:
-                    self._current = None
-                    if job[0] == 'ask':
-                        self._write_journal()
-            self._trim_heap()
-
-    def _trim_heap(self) -> None:
-        """Return freed heap pages to the OS every ``TRIM_EVERY_S`` (see heap.trim_heap)."""
-        now = time.monotonic()
-        if now >= self._next_trim:
-            self._next_trim = now + TRIM_EVERY_S
-            heap.trim_heap()
-
-    def _due_camera(self) -> tuple:
-        """Camera whose newest frame is due now, else (None, seconds to wait)."""
-        if self._state != 'active':
-            return None, 0.5
-        now = time.monotonic()
-        period = 1.0 / self._values['frame_rate']
-        best, wait = None, 0.5
-        for cam in self._cameras.values():
-            if cam.frame is None:
-                continue
-            if cam.next_due <= now and (best is None or cam.next_due < best.next_due):
-                best = cam
-            else:
-                wait = min(wait, max(0.001, cam.next_due - now))
-        if best is not None:
-            best.next_due = max(best.next_due + period, now)
-        return best, wait
-
-    def _feed(self, cam: CameraState) -> None:
-        with self._lock:
-            frame, cam.frame = cam.frame, None
-            session = self._session
-            max_side = self._values['image_max_side']
-        if frame is None or session is None:
-            return
-        msg, compressed, stamp = frame
-        rgb = self._decode(cam, msg, compressed, max_side)
-        if rgb is None:
-            return
-        try:
-            session.ingest_frame(rgb, stamp, cam.topic)
-        except ValueError as exc:  # the engine's answer to a frame it cannot take
-            self._drop(cam, 'frame_rejected', str(exc))
-            return
-        except Exception as exc:  # noqa: BLE001 - model failure: count, report, go on
-            self._model_error = f'{type(exc).__name__}: {exc}'
-            self._drop(cam, 'model_error', self._model_error)
-            return
-        with self._lock:
-            cam.ingested += 1
-            self._model_error = ''
-            self._snapshot = self._describe_session()
-
-    def _answer(self, req: Request) -> None:
-        session = self._session
-        if session is None:
-            req.finish(False, 'model not loaded')
-            return
-        try:
-            ans = session.ask(req.question, camera=req.camera or None,
-                              max_new_tokens=req.max_new_tokens, on_token=req.on_token,
-                              cancel=req.cancel, enqueue_time=req.enqueued)
-        except ValueError as exc:
-            self._questions['failed'] += 1
-            req.finish(False, f'question rejected: {exc}')
-            return
-        except Exception as exc:  # noqa: BLE001 - model failure: this question fails only
-            self._model_error = f'{type(exc).__name__}: {exc}'
-            self._questions['failed'] += 1
-            self._log_limited('ask', f'answer failed: {self._model_error}', error=True)
-            req.finish(False, f'model error: {self._model_error}')
-            with self._lock:
-                self._snapshot = self._describe_session()
-            return
-        req.evidence = list(ans.evidence_stamps)
-        req.cancelled = bool(ans.cancelled)
-        req.finish(True, 'cancelled' if ans.cancelled else '', ans.text)
-        with self._lock:
-            self._questions['answered'] += 1
-            self._last_latency = req.latency_s
-            self._model_error = ''
-            self._snapshot = self._describe_session()
-            cache_tokens = int(self._snapshot.get('cache_tokens', 0))
-        msg = AnswerMsg(question=req.question, answer=req.answer,
-                        evidence_stamps=[to_time(s) for s in req.evidence],
-                        latency_s=float(req.latency_s), cache_tokens=cache_tokens)
+    # ---- what the runner reports ---------------------------------------------------------
+    def _publish_answer(self, req: Question) -> None:
+        """Publish an answered question on ~/answers (from the runner's worker)."""
+        session = self.runner.status().session
+        msg = answer_msg(req, int(session.cache_tokens) if session is not None else 0)
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.header.frame_id = req.camera
         self._answers_pub.publish(msg)
 
-    def _rebuild_session(self) -> None:
+    def _rebuilt_session(self) -> Any:
         """Apply changed memory.* parameters: a new session (the memory starts empty)."""
         with self._lock:
             values = dict(self._values)
         session = self._session_factory(session_config(values))
-        with self._lock:
-            self._session = session
-            self._snapshot = self._describe_session()
         self.get_logger().info(f"memory rebuilt: {values['memory.policy']}, "
                                f"budget {values['memory.budget']} (memory reset)")
-
-    def _describe_session(self) -> Dict[str, Any]:
-        """Snapshot of the session (taken by the worker, so services never wait on it)."""
-        session = self._session
-        if session is None:
-            return {}
-        try:
-            return session.describe()
-        except Exception as exc:  # noqa: BLE001 - diagnostics must not kill the worker
-            return {'error': f'{type(exc).__name__}: {exc}'}
+        return session
 
     # ---- memory snapshots -----------------------------------------------------------------
-    def _save_deadline(self) -> float:
-        """monotonic() of the next periodic snapshot (inf when off)."""
+    def _schedule_saves(self) -> None:
+        """Have the runner save the memory every memory.snapshot_period s (when a path is set)."""
         period = self._values['memory.snapshot_period']
-        if not self._values['memory.snapshot_path'] or period <= 0:
-            return math.inf
-        return time.monotonic() + period
+        self.runner.every(period if self._values['memory.snapshot_path'] else math.inf,
+                          self._periodic_save)
 
-    def _changes(self) -> tuple:
+    def _periodic_save(self) -> None:
+        """Save the memory if it changed since the last save (the runner's chore)."""
+        if self._changes(self.runner.status()) != self._snap['saved_at']:
+            self._save_memory('periodic')
+
+    @staticmethod
+    def _changes(status: RunnerStatus) -> tuple:
         """Return what a snapshot would differ in: frames ingested, questions answered."""
-        snap = self._snapshot
-        return snap.get('frames_ingested'), snap.get('questions_answered')
+        session = status.session
+        if session is None:
+            return None, None
+        return session.frames_ingested, session.questions_answered
 
     def _save_memory(self, why: str) -> tuple:
         """Write the memory to memory.snapshot_path (atomic); ``(ok, message)``, never raises."""
         with self._lock:
             path = self._values['memory.snapshot_path']
-            session = self._session
-            changes = self._changes()
+            session = self.runner.session
+            changes = self._changes(self.runner.status())
         if not path:
             return False, 'memory.snapshot_path is empty: snapshots are off'
         if session is None:
@@ -1018,8 +824,8 @@ class InfMllmNode(LifecycleNode):
         path = self._values['memory.snapshot_path']
         return f'{path}.questions.json' if path else ''
 
-    def _write_journal(self) -> None:
-        """Record the accepted, unanswered questions beside the snapshot (lock held).
+    def _write_journal(self, pending: List[Question]) -> None:
+        """Record the accepted, unanswered questions beside the snapshot (the runner's hook).
 
         Why: a question accepted before a kill -9 must not vanish; the restarted node answers
         it again from the restored memory. Written by rename without fsync: a crashed
@@ -1028,9 +834,8 @@ class InfMllmNode(LifecycleNode):
         path = self._journal_path()
         if not path:
             return
-        pending = ([self._current] if self._current is not None else []) + list(self._queue)
         rows = [{'question': r.question, 'camera': r.camera,
-                 'max_new_tokens': r.max_new_tokens} for r in pending if not r.done.is_set()]
+                 'max_new_tokens': r.max_new_tokens} for r in pending]
         try:
             with open(path + '.tmp', 'w') as f:
                 json.dump(rows, f)
@@ -1049,8 +854,8 @@ class InfMllmNode(LifecycleNode):
             return
         try:
             with open(path) as f:
-                rows = [Request(str(r['question']), str(r.get('camera', '')),
-                                int(r['max_new_tokens'])) for r in json.load(f)]
+                rows = [Question(str(r['question']), str(r.get('camera', '')),
+                                 int(r['max_new_tokens'])) for r in json.load(f)]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             self.get_logger().error(f'question journal {path} unreadable ({exc}): questions '
                                     'accepted before the restart are lost; resubmit them')
@@ -1062,7 +867,7 @@ class InfMllmNode(LifecycleNode):
                 'answered: answering them again from the restored memory (on ~/answers): '
                 + '; '.join(repr(r.question[:80]) for r in rows))
         self._questions['replayed'] += len(rows)
-        self._queue.extend(rows)
+        self.runner.requeue(rows)
 
     def _on_save_memory(self, request: Any, response: Any) -> Any:
         response.success, response.message = self._save_memory('service')
@@ -1070,73 +875,43 @@ class InfMllmNode(LifecycleNode):
 
     # ---- reset / describe / diagnostics ---------------------------------------------------
     def _on_reset(self, request: Any, response: Any) -> Any:
-        session = self._session
-        if session is None:
+        if self.runner.session is None:
             response.success = False
             response.message = f'model not loaded (node state: {self._state})'
             return response
-        session.reset()          # waits for the step in progress (the engine's lock)
+        self.runner.reset()      # waits for the step in progress (the engine's lock)
         with self._lock:
             for cam in self._cameras.values():
-                cam.frame, cam.last_stamp = None, None
-            self._snapshot = self._describe_session()
+                cam.last_stamp = None
         response.success, response.message = True, 'memory cleared'
         return response
 
-    def _device_memory(self) -> int:
-        device = str(self._snapshot.get('model', {}).get('device', 'cpu'))
+    @staticmethod
+    def _device_memory(status: RunnerStatus) -> int:
+        device = status.session.device if status.session is not None else 'cpu'
         if device.startswith('cuda'):
             import torch  # lazily, only to read the allocator of the model's GPU
             return int(torch.cuda.memory_allocated(torch.device(device)))
         return _rss_bytes()
 
     def _on_describe(self, request: Any, response: Any) -> Any:
+        status = self.runner.status()
         with self._lock:
-            snap = dict(self._snapshot)
-            mem = snap.get('memory', {})
-            response.success = bool(snap) and 'error' not in snap
-            response.message = snap.get('error', '') if snap else \
-                f'model not loaded (node state: {self._state})'
-            response.cache_tokens_per_layer = [int(t) for t in mem.get('tokens_per_layer', [])]
-            response.budget = int(snap.get('budget') or 0)
-            response.policy = str(snap.get('policy', self._values['memory.policy']))
-            response.policy_params_json = json.dumps(mem.get('params', {}), sort_keys=True,
-                                                     default=str)
+            fill_describe(response, status, f'model not loaded (node state: {self._state})',
+                          self._values['memory.policy'], self._values['device'])
             response.model = str(self._values['model'])
-            response.device = str(snap.get('model', {}).get('device', self._values['device']))
-            response.evicted_tokens = int(mem.get('evicted_tokens', 0))
-            response.compactions = int(mem.get('compactions', 0))
-            response.cameras = []
-            for cam in self._cameras.values():
-                mon = cam.monitor
-                stats = CameraStats(camera=cam.topic, frames_received=cam.received,
-                                    frames_ingested=cam.ingested, frames_dropped=cam.dropped,
-                                    publishers=mon.publishers,
-                                    matched_publishers=mon.matched_publishers(),
-                                    frames_lost=mon.lost, qos_incompatible=mon.incompatible,
-                                    arrival_rate_hz=mon.arrival_rate(time.monotonic()),
-                                    arrival_problem=cam.problem.code if cam.problem else '',
-                                    arrival_message=cam.problem.text if cam.problem else '')
-                stats.drop_reasons = list(cam.drops)
-                stats.drop_counts = [int(v) for v in cam.drops.values()]
-                response.cameras.append(stats)
-            response.frames_ingested = sum(c.ingested for c in self._cameras.values())
-            response.frames_dropped = sum(c.dropped for c in self._cameras.values())
-            frames = [f for f in snap.get('frames', []) if f[2] > 0]
-            response.frame_stamps = [to_time(s) for s, _, _ in frames]
-            response.frame_cameras = [c for _, c, _ in frames]
-            response.frame_tokens = [n for _, _, n in frames]
-            response.cache_bytes = int(mem.get('bytes_allocated', 0))
-            response.queue_depth = len(self._queue)
+            response.cameras = [camera_msg(status.cameras[cam.topic], cam.received, cam.monitor,
+                                           cam.problem)
+                                for cam in self._cameras.values() if cam.topic in status.cameras]
         try:
-            response.device_memory_bytes = self._device_memory()
+            response.device_memory_bytes = self._device_memory(status)
         except Exception:  # noqa: BLE001 - no device counter: report 0 rather than fail
             response.device_memory_bytes = 0
         return response
 
     def _publish_memory_view(self) -> None:
         """Publish the memory picture at memory_view_rate while someone subscribes."""
-        rate, session = self._values['memory_view_rate'], self._session
+        rate, session = self._values['memory_view_rate'], self.runner.session
         now = time.monotonic()
         if rate <= 0 or session is None or now < self._next_view \
                 or self._view_pub.get_subscription_count() == 0:
@@ -1155,31 +930,32 @@ class InfMllmNode(LifecycleNode):
         self._view_pub.publish(msg)
 
     def _publish_diagnostics(self) -> None:
+        status = self.runner.status()
+        session = status.session
+        model_error = self._load_error or status.model_error
         with self._lock:
-            snap = self._snapshot
-            mem = snap.get('memory', {})
-            bad = sum(n for c in self._cameras.values() for r, n in c.drops.items()
-                      if r != 'superseded')
+            bad = status.frames_dropped_bad
             values = {
                 'state': self._state, 'model': str(self._values['model']),
                 'policy': self._values['memory.policy'],
-                'cache_tokens': snap.get('cache_tokens', 0),
-                'budget': snap.get('budget', self._values['memory.budget']),
-                'evicted_tokens': mem.get('evicted_tokens', 0),
-                'frames_fed': sum(c.ingested for c in self._cameras.values()),
-                'frames_dropped': sum(c.dropped for c in self._cameras.values()),
+                'cache_tokens': session.cache_tokens if session is not None else 0,
+                'budget': session.budget if session is not None
+                else self._values['memory.budget'],
+                'evicted_tokens': session.memory.evicted_tokens if session is not None else 0,
+                'frames_fed': status.frames_ingested,
+                'frames_dropped': status.frames_dropped,
                 'frames_dropped_bad': bad,
-                'queue_depth': len(self._queue),
-                'questions_answered': self._questions['answered'],
+                'queue_depth': status.queue_depth,
+                'questions_answered': status.questions_answered,
                 'questions_refused': self._questions['refused'],
                 **{f'questions_refused_{k}': n for k, n in self._refused.items()},
                 'callers_tracked': len(self._buckets),
-                'questions_failed': self._questions['failed'],
+                'questions_failed': status.questions_failed,
                 'questions_replayed': self._questions['replayed'],
-                'last_latency_s': f'{self._last_latency:.3f}',
-                'model_error': self._model_error,
-                'decode_path': snap.get('decode', {}).get('path', ''),
-                'decode_warmup_s': snap.get('decode', {}).get('warmup_s', 0.0),
+                'last_latency_s': f'{status.last_latency_s:.3f}',
+                'model_error': model_error,
+                'decode_path': session.decode.path if session is not None else '',
+                'decode_warmup_s': session.decode.warmup_s if session is not None else 0.0,
                 'snapshot_path': self._values['memory.snapshot_path'],
                 'snapshot_saves': self._snap['saves'],
                 'snapshot_save_failures': self._snap['save_failures'],
@@ -1190,9 +966,9 @@ class InfMllmNode(LifecycleNode):
                 'snapshot_restore_error': self._snap['restore_error'],
             }
             level, message = DiagnosticStatus.OK, 'ok'
-            if self._model_error:
-                level, message = DiagnosticStatus.ERROR, f'model failed: {self._model_error}'
-            elif self._session is None:
+            if model_error:
+                level, message = DiagnosticStatus.ERROR, f'model failed: {model_error}'
+            elif self.runner.session is None:
                 level, message = DiagnosticStatus.WARN, f'model not loaded ({self._state})'
             elif self._snap['restore_error'] or self._snap['save_error']:
                 level, message = DiagnosticStatus.WARN, \
@@ -1200,17 +976,16 @@ class InfMllmNode(LifecycleNode):
             elif bad:
                 level, message = DiagnosticStatus.WARN, f'{bad} bad frames dropped'
         try:
-            values['device_memory_bytes'] = self._device_memory()
+            values['device_memory_bytes'] = self._device_memory(status)
         except Exception:  # noqa: BLE001
             values['device_memory_bytes'] = 0
-        status = DiagnosticStatus(level=level, name=f'{self.get_fully_qualified_name()}: memory',
-                                  message=message, hardware_id=str(values['model']))
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        array = DiagnosticArray(status=[status] + self._camera_statuses())
+        memory = diagnostic_status(level, f'{self.get_fully_qualified_name()}: memory', message,
+                                   str(values['model']), values)
+        array = DiagnosticArray(status=[memory] + self._camera_statuses(status))
         array.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(array)
 
-    def _camera_statuses(self) -> List[DiagnosticStatus]:
+    def _camera_statuses(self, status: RunnerStatus) -> List[DiagnosticStatus]:
         """Check every camera's arrival (warn on a problem); one status per camera."""
         now = time.monotonic()
         statuses, warnings = [], []
@@ -1234,25 +1009,25 @@ class InfMllmNode(LifecycleNode):
                 values = {
                     'topic': cam.topic, 'reliability': reliability,
                     'publishers': mon.publishers, 'matched_publishers': mon.matched_publishers(),
-                    'frames_received': cam.received, 'frames_ingested': cam.ingested,
+                    'frames_received': cam.received,
+                    'frames_ingested': status.cameras[cam.topic].ingested
+                    if cam.topic in status.cameras else 0,
                     'frames_lost': mon.lost, 'qos_incompatible': mon.incompatible,
                     'arrival_rate_hz': f'{mon.arrival_rate(now):.2f}',
                     'sent_rate_hz': f'{mon.sent_rate(now):.2f}',
                     'last_frame_age_s': age,
                     'problem': cam.problem.code if cam.problem else '',
                 }
-                status = DiagnosticStatus(
-                    level=level, name=f'{self.get_fully_qualified_name()}: camera {cam.topic}',
-                    message=message, hardware_id=cam.topic)
-                status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-                statuses.append(status)
+                statuses.append(diagnostic_status(
+                    level, f'{self.get_fully_qualified_name()}: camera {cam.topic}', message,
+                    cam.topic, values))
         for key, text in warnings:
             self._log_limited(key, text, every=ARRIVAL_LOG_EVERY_S)
         return statuses
 
     def save_memory_at_exit(self) -> None:
         """Snapshot the memory on process exit (SIGINT), unless shutdown already did."""
-        if self._session is not None:
+        if self.runner.session is not None:
             self._save_memory('exit')
 
     def shutdown_worker(self) -> None:

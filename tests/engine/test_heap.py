@@ -1,11 +1,11 @@
-"""ros2_infmllm.heap: freed heap pages really leave the resident set after trim_heap()."""
+"""ros2_infmllm.engine.heap: freed heap pages really leave the resident set after trim_heap()."""
 
 import ctypes
 import os
 
 import pytest
 
-from ros2_infmllm import heap
+from ros2_infmllm.engine import heap
 
 CHUNK = 2048               # above glibc's tcache and fastbin sizes, below the mmap threshold
 CHUNKS = 16384             # 32 MiB

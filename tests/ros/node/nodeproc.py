@@ -1,7 +1,7 @@
 """The node in a child process and an rclpy client in this one, on a private DDS domain.
 
 Used by tests/node and scripts/measure_latency.py. The node runs as
-``python -m ros2_infmllm.node`` (the real executable's code) so that the lifecycle is driven
+``python -m ros2_infmllm.ros.node`` (the real executable's code) so that the lifecycle is driven
 here through lifecycle_msgs services, as a user or the launch runner would.
 """
 
@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 NS = '/infmllm'
 
 
@@ -59,7 +59,7 @@ def _param_text(value: Any) -> str:
 
 
 class NodeProc:
-    """``python -m ros2_infmllm.node`` in its own process group, output to a log file."""
+    """``python -m ros2_infmllm.ros.node`` in its own process group, output to a log file."""
 
     def __init__(self, domain: int, params: Dict[str, Any], log: Path,
                  extra_env: Optional[Dict[str, str]] = None) -> None:
@@ -69,7 +69,7 @@ class NodeProc:
         env['PYTHONPATH'] = os.pathsep.join(p for p in (str(REPO), env.get('PYTHONPATH'))
                                             if p)
         env.update(extra_env or {})
-        argv = [sys.executable, '-m', 'ros2_infmllm.node', '--ros-args']
+        argv = [sys.executable, '-m', 'ros2_infmllm.ros.node', '--ros-args']
         for name, value in params.items():
             argv += ['-p', f'{name}:={_param_text(value)}']
         self.log = log

@@ -3,7 +3,7 @@
 One plain-data description (:func:`node_spec` -> :class:`NodeSpec`: executable, node name,
 namespace, parameters file, overrides, remappings) is used by both
 ``launch/node.launch.py`` (standard launch API, ``ros2 launch ros2_infmllm
-node.launch.py``) and ``python -m ros2_infmllm.launch``, so the two start the same node
+node.launch.py``) and ``python -m ros2_infmllm.ros.launch``, so the two start the same node
 the same way. ROS 2 ``launch``/``launch_ros`` are not installable from PyPI wheels; the
 runner here starts the node process, drives the lifecycle node to *active* through its
 ``change_state`` service (configure, then activate) and, with ``--respawn``, restarts the
@@ -11,7 +11,7 @@ node when it dies and drives it to active again.
 
 Usage::
 
-    python -m ros2_infmllm.launch [--params-file F] [--namespace NS] [--model M]
+    python -m ros2_infmllm.ros.launch [--params-file F] [--namespace NS] [--model M]
         [--image-topics T1,T2] [--dds-profile FILE|none] [--respawn] [--no-autostart]
         [--ros-args ...]
 
@@ -235,11 +235,11 @@ def executable_command(spec: NodeSpec) -> List[str]:
     if found:
         return [found]
     return [sys.executable, '-c',
-            'import sys; from ros2_infmllm.node import main; sys.exit(main())']
+            'import sys; from ros2_infmllm.ros.node import main; sys.exit(main())']
 
 
 def _log(text: str) -> None:
-    print(f'[ros2_infmllm.launch] {text}', file=sys.stderr, flush=True)
+    print(f'[ros2_infmllm.ros.launch] {text}', file=sys.stderr, flush=True)
 
 
 class _Stop(Exception):
@@ -450,7 +450,7 @@ def _split_argv(argv: Sequence[str]) -> Tuple[List[str], List[str]]:
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options, one per launch argument of launch/node.launch.py."""
     ap = argparse.ArgumentParser(
-        prog='python -m ros2_infmllm.launch',
+        prog='python -m ros2_infmllm.ros.launch',
         description='Start the ros2_infmllm node and drive it to active (the launch '
                     'description of launch/node.launch.py, without ROS 2 launch).')
     for name, (default, help_text) in LAUNCH_ARGUMENTS.items():
@@ -469,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``python -m ros2_infmllm.launch``."""
+    """Entry point of ``python -m ros2_infmllm.ros.launch``."""
     args_in, ros_args = _split_argv(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(args_in)
     try:
@@ -478,7 +478,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          dds_profile=args.dds_profile, autostart=args.autostart,
                          respawn=args.respawn)
     except (ValueError, FileNotFoundError) as exc:
-        print(f'ros2_infmllm.launch: {exc}', file=sys.stderr)
+        print(f'ros2_infmllm.ros.launch: {exc}', file=sys.stderr)
         return 2
     return run(spec, ros_args, transition_timeout=args.transition_timeout)
 

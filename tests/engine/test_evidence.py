@@ -1,5 +1,5 @@
 """Evidence ranking: attention checked against the frames' describer text."""
-from ros2_infmllm.evidence import grounding, rank_evidence, words
+from ros2_infmllm.engine.evidence import grounding, rank_evidence, words
 
 # lines as the frame describer writes them (tag included), from the sample bag
 TEXTS = {

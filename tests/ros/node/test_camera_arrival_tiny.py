@@ -18,7 +18,7 @@ import pytest
 from conftest import BASE_PARAMS
 from nodeproc import REPO
 
-from ros2_infmllm.launch import DDS_PROFILE_USER_ENVS, dds_environment
+from ros2_infmllm.ros.launch import DDS_PROFILE_USER_ENVS, dds_environment
 
 CAM = '/arrival_test/cam/image_raw'
 BENCH = REPO / 'scripts' / 'camera_bench.py'
@@ -32,7 +32,7 @@ def node_params() -> Dict[str, Any]:
 
 @pytest.fixture(scope='module')
 def node_env() -> Dict[str, str]:
-    """The node's environment as `python -m ros2_infmllm.launch` sets it."""
+    """The node's environment as `python -m ros2_infmllm.ros.launch` sets it."""
     env = dds_environment('', environ={})
     assert env, 'the shipped config/fastdds_large_frames.xml is missing'
     return env

@@ -4,7 +4,7 @@ import pytest
 pytest.importorskip('rclpy')
 from rclpy.exceptions import InvalidHandle  # noqa: E402
 
-from ros2_infmllm import node as node_mod  # noqa: E402
+from ros2_infmllm.ros import node as node_mod  # noqa: E402
 
 
 class FlakyExecutor:

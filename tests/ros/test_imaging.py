@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ros2_infmllm.imaging import (
+from ros2_infmllm.ros.imaging import (
     MAX_PIXELS,
     REASONS,
     SUPPORTED_ENCODINGS,

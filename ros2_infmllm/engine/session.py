@@ -1,4 +1,4 @@
-"""Streaming engine: frames and questions into one model whose KV cache never grows.
+"""The streaming session: frames and questions into one model whose KV cache never grows.
 
 The loop of the Inf-MLLM paper (arXiv 2409.09086, Figure 1): every frame becomes one chunk
 (time/camera tag + vision tokens or describer text) prefilled against the bounded cache,
@@ -20,12 +20,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .memory import (BoundedCache, POLICIES, Knob, knobs, make_policy, policy_knobs,
-                     snapshot)
+from ..accel.fast_decode import Decoder
+from ..memory import BoundedCache, snapshot
+from ..memory.kept import kept_tokens
+from ..models.base import Chunk, ModelAdapter
 from .evidence import rank_evidence
-from .memory.kept import kept_tokens
-from .models.base import Chunk, ModelAdapter
-from .accel.fast_decode import DECODE_MODES, Decoder
+from .generation import TokenReader, answer_timings, decode_greedy
+from .status import DecodeStatus, FrameInMemory, MemoryStatus, SessionStatus
 
 _LOG = logging.getLogger(__name__)
 _LOGGED: set = set()    # (model, reason) pairs already logged: the eager fallback says why once
@@ -100,30 +101,6 @@ class Answer:
     cancelled: bool = False
 
 
-class _Pieces:
-    """Incremental detokenisation: each token decodes a few ids, not the whole answer.
-
-    The text of the ids since ``prefix`` is decoded with and without the newest ones; the
-    difference is the new piece (held back while it ends in an incomplete character).
-    """
-
-    def __init__(self, decode: Callable[[list[int]], str]):
-        """``decode``: the adapter's ids -> text."""
-        self.decode = decode
-        self.ids: list[int] = []
-        self.prefix = self.read = 0
-
-    def add(self, token: int) -> str:
-        """Take one generated id; return the text it completes ("" if none yet)."""
-        self.ids.append(token)
-        old = self.decode(self.ids[self.prefix:self.read])
-        new = self.decode(self.ids[self.prefix:])
-        if len(new) <= len(old) or new.endswith("\ufffd"):
-            return ""
-        self.prefix, self.read = self.read, len(self.ids)
-        return new[len(old):]
-
-
 class StreamingSession:
     """One camera stream + conversation over a bounded KV cache. Thread-safe.
 
@@ -158,8 +135,7 @@ class StreamingSession:
             _LOGGED.add((adapter.name, self.decoder.reason))
             _LOG.warning("decode: eager for %s: %s", adapter.name, self.decoder.reason)
         # the device reads a token into pinned memory while the next step runs
-        self._async = adapter.device.type == "cuda"
-        self._host_token = torch.zeros(1, dtype=torch.long, pin_memory=self._async)
+        self._reader = TokenReader(adapter.device)
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -282,28 +258,10 @@ class StreamingSession:
             raise EngineError(f"model forward failed (decode step): {type(exc).__name__}: "
                               f"{exc}") from exc
 
-    def _read_token(self, token: torch.Tensor) -> Callable[[], int]:
-        """Start copying ``token`` to the host; the returned call waits for it (one sync)."""
-        if not self._async:
-            return lambda: int(token)
-        self._host_token.copy_(token.view(1), non_blocking=True)
-        ready = torch.cuda.Event()
-        ready.record()
-
-        def read() -> int:
-            ready.synchronize()
-            return int(self._host_token[0])
-        return read
-
     def _exchange(self, question: str, camera: str | None, max_new_tokens: int,
                   on_token: Callable[[str], Any] | None, cancel: threading.Event | None,
                   wait: float, t0: float) -> Answer:
-        """Question prefill, greedy decode, (multi-round) closing turn, evidence.
-
-        On CUDA the step feeding token ``k`` is launched before token ``k`` is read on the
-        host (the device never waits for the host's detokenisation and streaming); an
-        end-of-text token fed that way is rolled back. Elsewhere tokens are read first.
-        """
+        """Question prefill, greedy decode (:mod:`.generation`), closing turn, evidence."""
         ad = self.adapter
         q_text = question if not camera else f"(camera {camera}) {question}"
         if ad.answer_instruction:
@@ -322,72 +280,35 @@ class StreamingSession:
             raise
         t_prefill = time.perf_counter()
         self._new_source("answer")
-        ids: list[int] = []
-        pieces = _Pieces(ad.decode) if on_token is not None else None
-        cancelled = False
-        t_first = None
-        fed = False                  # the last id in ``ids`` is already in the cache
-        token = torch.argmax(logits).view(1, 1)
         self.cache.decode_tally = self.evidence_k > 0
         try:
-            with torch.no_grad():
-                while True:
-                    if cancel is not None and cancel.is_set():
-                        cancelled = True
-                        break
-                    more = len(ids) + 1 < max_new_tokens
-                    read = self._read_token(token)
-                    if more and self._async:
-                        logits = self._step(token)          # feeds the token not yet read
-                    nxt = read()
-                    if t_first is None:
-                        t_first = time.perf_counter()
-                    if nxt in ad.eos_token_ids:
-                        if more and self._async:
-                            self.cache.rollback()           # the end token does not stay
-                        break
-                    if more and not self._async:
-                        logits = self._step(token)
-                    ids.append(nxt)
-                    fed = more
-                    if pieces is not None:
-                        piece = pieces.add(nxt)
-                        if piece:
-                            on_token(piece)
-                    if not more:
-                        break
-                    token = torch.argmax(logits).view(1, 1)
+            decoded = decode_greedy(logits, self._step, self.cache.rollback, self._reader,
+                                    ad.eos_token_ids, max_new_tokens, cancel, on_token,
+                                    ad.decode)
         finally:
             self.cache.decode_tally = False
             self.cache.end_request()
         t_dec = time.perf_counter()
+        ids = decoded.ids
         text = ad.decode(ids)
         if self.multi_round:
             # close the turn: the last token (if not fed) and the end-of-turn marker
             tail = ad.encode(ad.answer_suffix())
-            if ids and not fed:
+            if ids and not decoded.fed:
                 tail = torch.cat([torch.tensor([[ids[-1]]], device=tail.device), tail], dim=1)
             self._run(Chunk(tail, "assistant", ad.answer_suffix()), logits=False)
         # after the turn is closed (its compaction may evict): only frames still in memory
         evidence = self._evidence(text)
         self.questions_answered += 1
-        t_end = time.perf_counter()
-        n = len(ids)
-        dec = t_dec - (t_first or t_dec)
-        timings = {
-            "queue_wait_s": wait, "prefill_s": t_prefill - t0,
-            "first_token_s": (t_first or t_dec) - t0, "decode_s": dec,
-            "decode_tokens_per_s": (n - 1) / dec if n > 1 and dec > 0 else 0.0,
-            "total_s": t_end - t0 + wait, "prompt_tokens": float(chunk.n_tokens),
-            "new_tokens": float(n),
-        }
-        return Answer(text.strip(), evidence, timings, cancelled)
+        timings = answer_timings(wait, t0, t_prefill, decoded, t_dec, time.perf_counter(),
+                                 chunk.n_tokens)
+        return Answer(text.strip(), evidence, timings, decoded.cancelled)
 
     def _evidence(self, answer: str) -> list[float]:
         """Stamps of the frames still in memory that support ``answer``, at most ``evidence_k``.
 
         The answer's attention per frame, checked against the frames' describer text
-        (:mod:`ros2_infmllm.evidence`).
+        (:mod:`.evidence`).
         """
         if self.evidence_k == 0:
             return []
@@ -416,24 +337,23 @@ class StreamingSession:
             self.adapter.describer.reset()
             self._reset_state()
 
-    def describe(self) -> dict[str, Any]:
-        """Model, policy, counters, cache tokens and the memory's own description."""
+    def status(self) -> SessionStatus:
+        """Model, policy, counters, frames still in memory, the cache and the decode path."""
         with self._lock:
-            mem = self.cache.describe()
-            per = mem.get("tokens_per_layer") or [0]
-            sources = mem.get("sources", {})
-            live = {sid: sources[str(sid)]["tokens_in_memory"] for sid in self._frame_meta
-                    if str(sid) in sources}
+            mem = MemoryStatus.from_cache(self.cache.describe())
+            per = mem.tokens_per_layer or [0]
+            live = {sid: mem.sources[str(sid)].tokens_in_memory for sid in self._frame_meta
+                    if str(sid) in mem.sources}
             self._prune_frames(live)
-            frames = sorted((stamp, camera, int(live[sid]))
+            frames = sorted(FrameInMemory(stamp, camera, int(live[sid]))
                             for sid, (stamp, camera) in self._frame_meta.items())
-            return {"model": self.adapter.describe(), "policy": self.policy.name,
-                    "budget": self.policy.capacity, "multi_round": self.multi_round,
-                    "frames_ingested": self.frames_ingested,
-                    "questions_answered": self.questions_answered, "errors": self.errors,
-                    "frames_in_memory": len(frames), "frames": frames,
-                    "cache_tokens": int(max(per)), "memory": mem,
-                    "decode": self.decoder.describe()}
+            return SessionStatus(
+                model=self.adapter.describe(), policy=self.policy.name,
+                budget=self.policy.capacity, multi_round=self.multi_round,
+                frames_ingested=self.frames_ingested,
+                questions_answered=self.questions_answered, errors=self.errors,
+                frames=frames, cache_tokens=int(max(per)), memory=mem,
+                decode=DecodeStatus.from_decoder(self.decoder.describe()))
 
     def memory_map(self) -> dict[str, Any]:
         """Return what the memory keeps per token, with frame thumbnails (the memory view).
@@ -530,125 +450,3 @@ class StreamingSession:
                 raise snapshot.SnapshotError(
                     "corrupt", f"snapshot state unusable: {type(exc).__name__}: {exc}") from exc
         return {"frames": float(len(self._frame_meta)), "seconds": time.perf_counter() - t0}
-
-
-# ---- configuration -----------------------------------------------------------------------
-#: policy a session (and the node) uses unless told otherwise
-DEFAULT_POLICY = "inf_mllm"
-#: every memory-policy knob (name -> memory.policies.spec.Knob), from the policy dataclasses:
-#: each is a SessionConfig field and a node parameter ``memory.<name>``, default from
-#: DEFAULT_POLICY
-POLICY_KNOBS: dict[str, Knob] = policy_knobs(DEFAULT_POLICY)
-#: SessionConfig fields that are memory-policy parameters (passed to the policies that have them)
-POLICY_KEYS = tuple(POLICY_KNOBS)
-
-
-def _with_policy_knobs(cls: type) -> type:
-    """Add one field per policy knob to ``cls`` (after ``policy``), before @dataclass runs."""
-    notes = dict(cls.__annotations__)
-    at = list(notes).index("policy") + 1
-    names = list(notes)[:at] + list(POLICY_KNOBS) + list(notes)[at:]
-    for spec in POLICY_KNOBS.values():
-        notes[spec.name] = spec.type.__name__
-        setattr(cls, spec.name, spec.default)
-    cls.__annotations__ = {k: notes[k] for k in names}
-    return cls
-
-
-@dataclass
-@_with_policy_knobs
-class SessionConfig:
-    """What a session is built from; field names are the node's parameter names.
-
-    Besides the fields below, every memory-policy knob is a field (``budget``, ``n_sink``,
-    ``n_recent``, ``window``, ``kernel``, ``bias``, ``reposition``, ``carry``, ``novelty``,
-    ``selection`` ...: :data:`POLICY_KNOBS`, declared once in the policy dataclasses of
-    ``memory/policies/``, default from :data:`DEFAULT_POLICY`); only those the chosen
-    policy has are passed to it.
-
-    Parameters
-    ----------
-    model : str
-        ``default`` | ``tiny-test`` | local directory | Hugging Face id in the local cache.
-    device : str
-        auto | cpu | cuda | cuda:N.
-    dtype : str
-        auto | float32 | float16 | bfloat16.
-    policy : str
-        Memory policy (``memory.policy``): inf_mllm, full, window, streaming_llm, h2o, snapkv.
-    image_max_side : int
-        Frames are downscaled so their longer side is at most this (pixels).
-    max_chunk : int
-        Largest chunk without cache reallocation (tokens).
-    evidence_k : int
-        Evidence stamps per answer (at most).
-    multi_round : bool
-        Questions and answers enter the stream (True) or leave no trace (False).
-    decode : str
-        One-token decode path: ``auto`` (owned step + CUDA graphs where the model and
-        device allow, else eager with the reason logged), ``eager``, or ``graph`` (an
-        error where unavailable, e.g. without CUDA).
-    """
-
-    model: str = "default"
-    device: str = "auto"
-    dtype: str = "auto"
-    policy: str = DEFAULT_POLICY
-    image_max_side: int = 384
-    max_chunk: int = 512
-    evidence_k: int = 3
-    multi_round: bool = True
-    decode: str = "auto"
-
-
-def policy_params(config: SessionConfig) -> dict[str, Any]:
-    """Return the knobs of ``config`` that its policy has (ints given for floats as floats)."""
-    return {k: spec.coerce(getattr(config, k))
-            for k, spec in knobs(POLICIES[config.policy]).items()}
-
-
-_ADAPTERS: dict[tuple[str, str, str, int], ModelAdapter] = {}
-_ADAPTERS_LOCK = threading.Lock()
-
-
-def _positive_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-
-def build_session(config: SessionConfig) -> StreamingSession:
-    """Validate ``config``, load (or reuse) the adapter and return a new session.
-
-    Raises ValueError with a reason for bad values; the models layer's ModelError (a
-    RuntimeError) when the model cannot be found or loaded. Adapters are cached per
-    (model, device, dtype, image_max_side), so sessions of one model share its weights.
-    """
-    if not isinstance(config, SessionConfig):
-        raise TypeError(f"config must be a SessionConfig, got {type(config).__name__}")
-    if config.policy not in POLICIES:
-        raise ValueError(f"unknown policy {config.policy!r}; valid: "
-                         f"{', '.join(sorted(POLICIES))}")
-    _positive_int("image_max_side", config.image_max_side, 16)
-    _positive_int("max_chunk", config.max_chunk, 1)
-    _positive_int("evidence_k", config.evidence_k, 0)
-    if config.decode not in DECODE_MODES:
-        raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}, got "
-                         f"{config.decode!r}")
-    if config.decode == "graph":
-        from .models.base import resolve_device
-        if not resolve_device(config.device).startswith("cuda"):
-            raise ValueError(f"decode 'graph' needs a CUDA device, but device "
-                             f"{config.device!r} resolves to the CPU here (use decode 'auto' "
-                             f"or 'eager')")
-    policy = make_policy(config.policy, **policy_params(config))   # validates with reasons
-    key = (config.model, config.device, str(config.dtype), config.image_max_side)
-    with _ADAPTERS_LOCK:
-        adapter = _ADAPTERS.get(key)
-        if adapter is None:
-            from .models.registry import load_adapter
-            adapter = load_adapter(config.model, device=config.device, dtype=config.dtype,
-                                   image_max_side=config.image_max_side)
-            _ADAPTERS[key] = adapter
-    return StreamingSession(adapter, policy, max_chunk=config.max_chunk,
-                            evidence_k=config.evidence_k, multi_round=config.multi_round,
-                            decode=config.decode)

@@ -31,15 +31,15 @@ def test_tiny_frames_stay_within_budget_and_ask_cites_live_frames():
     for i, st in enumerate(stamps):
         r = s.ingest_frame(_frame(i), st, "front")
         assert r.tokens > 0 and r.stamp == st
-    d = s.describe()
-    assert d["frames_ingested"] == 12
-    assert d["cache_tokens"] <= 160 + 64       # budget + decode slack at most
-    assert d["frames_in_memory"] < 12          # older frames were evicted
+    d = s.status()
+    assert d.frames_ingested == 12
+    assert d.cache_tokens <= 160 + 64       # budget + decode slack at most
+    assert d.frames_in_memory < 12          # older frames were evicted
     ans = s.ask("What colour was the last frame?", max_new_tokens=4)
     assert isinstance(ans.text, str) and not ans.cancelled
     assert 1 <= len(ans.evidence_stamps) <= 2
-    live = {src["stamp"] for src in s.describe()["memory"]["sources"].values()
-            if src["kind"] == "frame" and src["tokens_in_memory"] > 0}
+    live = {src.stamp for src in s.status().memory.sources.values()
+            if src.kind == "frame" and src.tokens_in_memory > 0}
     assert set(ans.evidence_stamps) <= set(stamps)
     assert set(ans.evidence_stamps) <= live
     for k in ("queue_wait_s", "prefill_s", "first_token_s", "decode_s",
@@ -66,7 +66,7 @@ def test_tiny_cancel_stops_early_and_session_answers_again():
         assert ans.timings["new_tokens"] < 32
     again = s.ask("And now?", max_new_tokens=3)
     assert not again.cancelled and again.timings["new_tokens"] <= 3
-    assert s.describe()["questions_answered"] == 2
+    assert s.status().questions_answered == 2
 
 
 def test_tiny_cancel_set_before_ask_returns_cancelled():
@@ -84,11 +84,11 @@ def test_tiny_reset_empties_memory():
     s = _session()
     for i in range(3):
         s.ingest_frame(_frame(i), float(i + 1), "front")
-    assert s.describe()["frames_in_memory"] > 0
+    assert s.status().frames_in_memory > 0
     s.reset()
-    d = s.describe()
-    assert d["frames_in_memory"] == 0 and d["frames_ingested"] == 0
-    assert d["cache_tokens"] == 0
+    d = s.status()
+    assert d.frames_in_memory == 0 and d.frames_ingested == 0
+    assert d.cache_tokens == 0
     s.ingest_frame(_frame(5), 9.0, "front")
     assert s.ask("Seen?", max_new_tokens=2).evidence_stamps in ([], [9.0])
 
@@ -129,16 +129,16 @@ def test_tiny_sink_tokens_belong_to_system_source(prompt):
 
 def test_tiny_frame_bookkeeping_stays_bounded_without_questions():
     """An endless stream with no question and no describe() keeps bounded frame metadata."""
-    from ros2_infmllm import engine
+    from ros2_infmllm.engine import session as engine_session
     s = _session(budget=64, n_recent=16)
-    for i in range(3 * engine._PRUNE_FRAMES):
+    for i in range(3 * engine_session._PRUNE_FRAMES):
         s.ingest_frame(_frame(i), 1000.0 + i, "front" if i % 2 else "rear")
-    assert len(s._frame_meta) < 2 * engine._PRUNE_FRAMES
-    d = s.describe()
-    assert d["frames_in_memory"] == len(d["frames"]) == len(s._frame_meta)
-    assert all(n > 0 for _, _, n in d["frames"])
-    assert {cam for _, cam, _ in d["frames"]} <= {"front", "rear"}
-    assert d["frames"][-1][0] == 1000.0 + 3 * engine._PRUNE_FRAMES - 1   # newest is kept
+    assert len(s._frame_meta) < 2 * engine_session._PRUNE_FRAMES
+    d = s.status()
+    assert d.frames_in_memory == len(d.frames) == len(s._frame_meta)
+    assert all(f.tokens > 0 for f in d.frames)
+    assert {f.camera for f in d.frames} <= {"front", "rear"}
+    assert d.frames[-1].stamp == 1000.0 + 3 * engine_session._PRUNE_FRAMES - 1   # newest is kept
 
 
 def test_tiny_new_session_describes_its_first_frame_as_first():
@@ -156,21 +156,21 @@ def test_tiny_decode_graph_without_cuda_fails_at_build_and_auto_says_why(caplog,
     the reason once; an unknown mode is rejected."""
     import torch
 
-    from ros2_infmllm import engine
+    from ros2_infmllm.engine import session as engine_session
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(ValueError, match="decode 'graph' needs a CUDA device"):
         _session(decode="graph")
     with pytest.raises(ValueError, match="decode must be one of"):
         _session(decode="fast")
-    monkeypatch.setattr(engine, "_LOGGED", set())
-    with caplog.at_level("WARNING", logger="ros2_infmllm.engine"):
+    monkeypatch.setattr(engine_session, "_LOGGED", set())
+    with caplog.at_level("WARNING", logger="ros2_infmllm.engine.session"):
         s = _session(decode="auto")
         _session(decode="auto")
-    d = s.describe()["decode"]
-    assert d["path"] == "eager" and "CUDA" in d["reason"] and d["warmup_s"] == 0.0
+    d = s.status().decode
+    assert d.path == "eager" and "CUDA" in d.reason and d.warmup_s == 0.0
     logged = [r.getMessage() for r in caplog.records if "decode: eager" in r.getMessage()]
-    assert len(logged) == 1 and d["reason"] in logged[0]
+    assert len(logged) == 1 and d.reason in logged[0]
 
 
 def test_tiny_question_without_trace_leaves_memory_as_it_was():
@@ -181,13 +181,13 @@ def test_tiny_question_without_trace_leaves_memory_as_it_was():
     for i in range(10):
         s.ingest_frame(_frame(i), 1.0 + i, "front")
     s.cache.compact()
-    before = s.describe()["memory"]
+    before = s.status().memory
     layers = [(la.keys.clone(), la.meta[..., :la.length].clone(), la.scores[:, :la.length]
                .clone()) for la in s.cache.layers]
     pieces: list = []
     ans = s.ask("What was there?", max_new_tokens=40, on_token=pieces.append)
     assert ans.timings["new_tokens"] == 40 and pieces
-    assert s.describe()["memory"] == before
+    assert s.status().memory == before
     for la, (k, meta, sc) in zip(s.cache.layers, layers):
         la.flush()
         assert torch.equal(la.keys, k) and torch.equal(la.meta[..., :la.length], meta)

@@ -2,7 +2,7 @@
 
 - ``launch/node.launch.py`` is loaded with ROS 2 ``launch`` and the node driven to active
   where ``launch``/``launch_ros`` import (apt ROS); skipped with the reason elsewhere.
-- ``python -m ros2_infmllm.launch`` (the runner for wheel-only installs) starts a real node
+- ``python -m ros2_infmllm.ros.launch`` (the runner for wheel-only installs) starts a real node
   with the tiny-test model in a child process; a DDS client in this process sees it reach
   *active* and checks its declared parameters against config/params.yaml.
 Each cross-process test uses its own random ROS_DOMAIN_ID and localhost-only discovery.
@@ -23,7 +23,7 @@ import yaml
 
 from ros2_infmllm import launch as shared
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PARAMS_YAML = REPO / 'config' / 'params.yaml'
 # the node parameters issue 4 names; config/params.yaml must document each of them
 ISSUE_PARAMETERS = {
@@ -109,11 +109,11 @@ def test_node_spec_rejects_bad_arguments(kwargs, error, words):
 
 def test_runner_cli_rejects_bad_arguments():
     """The runner exits non-zero with a message on a missing file or unknown argument."""
-    res = subprocess.run([sys.executable, '-m', 'ros2_infmllm.launch', '--params-file',
+    res = subprocess.run([sys.executable, '-m', 'ros2_infmllm.ros.launch', '--params-file',
                           '/nonexistent/params.yaml'], capture_output=True, text=True,
                          timeout=60, cwd=REPO)
     assert res.returncode == 2 and 'parameters file not found' in res.stderr
-    res = subprocess.run([sys.executable, '-m', 'ros2_infmllm.launch', 'colour:=red'],
+    res = subprocess.run([sys.executable, '-m', 'ros2_infmllm.ros.launch', 'colour:=red'],
                          capture_output=True, text=True, timeout=60, cwd=REPO)
     assert res.returncode != 0 and "unknown launch argument 'colour'" in res.stderr
 
@@ -209,17 +209,17 @@ def _needs_node() -> None:
     pytest.importorskip('lifecycle_msgs', reason='lifecycle_msgs not installed (./setup.sh)')
     pytest.importorskip('ros2_infmllm_msgs',
                         reason='interfaces not built: ./setup.sh, then . install/setup.bash')
-    pytest.importorskip('ros2_infmllm.node', reason='ros2_infmllm/node.py not present yet')
+    pytest.importorskip('ros2_infmllm.ros.node', reason='ros2_infmllm/ros/node.py not present yet')
 
 
 def test_runner_tiny_node_reaches_active_and_stops(tmp_path):
-    """python -m ros2_infmllm.launch: real node (tiny-test) goes active; SIGINT stops both."""
+    """python -m ros2_infmllm.ros.launch: real node (tiny-test) goes active; SIGINT stops both."""
     _needs_node()
     domain_id = random.randint(1, 200)
     namespace = f'/launch_test_{domain_id}'
     fqn = f'{namespace}/infmllm'
     log = tmp_path / 'launch.log'
-    cmd = [sys.executable, '-m', 'ros2_infmllm.launch', '--model', 'tiny-test',
+    cmd = [sys.executable, '-m', 'ros2_infmllm.ros.launch', '--model', 'tiny-test',
            '--namespace', namespace, '--image-topics', f'{namespace}/cam/image_raw',
            '--ros-args', '-p', 'device:=cpu']
     with open(log, 'w') as out:
@@ -263,7 +263,7 @@ def test_runner_plain_node_fallback(tmp_path):
     log = tmp_path / 'launch.log'
     env = _ros_env(domain_id)
     env['INFMLLM_PLAIN_NODE'] = '1'
-    cmd = [sys.executable, '-m', 'ros2_infmllm.launch', '--model', 'tiny-test',
+    cmd = [sys.executable, '-m', 'ros2_infmllm.ros.launch', '--model', 'tiny-test',
            '--namespace', namespace, '--ros-args', '-p', 'device:=cpu']
     with open(log, 'w') as out:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -297,7 +297,7 @@ def test_launch_file_tiny_node_reaches_active(tmp_path):
         from launch_ros.actions import LifecycleNode  # noqa: F401
     except ImportError:
         pytest.skip('ROS 2 launch/launch_ros are not installable from PyPI wheels (apt ROS '
-                    'only); python -m ros2_infmllm.launch is tested instead')
+                    'only); python -m ros2_infmllm.ros.launch is tested instead')
     _needs_node()
     import asyncio
 
