@@ -49,7 +49,7 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 from . import scoring
 from .policies import Policy
 from .policies.base import SelectionInput
-from .rope import RopeSpec, repack_positions
+from .rope import RopeSpec, Rotation, repack_positions
 
 _UNKNOWN_SOURCE = 0   # dense index reserved for tokens appended without begin_source
 _PRUNE_MIN = 256      # live source entries before begin_source forgets evicted sources
@@ -549,10 +549,12 @@ class BoundedCache(Cache):
         decode_slack`` tokens. Larger chunks still work but reallocate the buffers.
     decode_slack : int
         One-token steps that may accumulate past the budget before compaction.
+    rotation : Rotation
+        The model's RoPE kind, as its adapter declares it (``ModelAdapter.rotation``).
     """
 
     def __init__(self, policy: Policy, model_config: Any, max_chunk: int = 512,
-                 decode_slack: int = 64):
+                 decode_slack: int = 64, rotation: Rotation = Rotation.ROTATE_HALF):
         """Validate the arguments and create one empty layer per decoder layer."""
         if not isinstance(policy, Policy):
             raise TypeError(f"policy must be a Policy (make_policy(...)), got {type(policy)}")
@@ -564,7 +566,7 @@ class BoundedCache(Cache):
         text = model_config.get_text_config() if hasattr(model_config, "get_text_config") \
             else model_config
         model_type = getattr(text, "model_type", type(text).__name__)
-        self.rope = RopeSpec.from_config(text)
+        self.rope = RopeSpec.from_config(text, rotation)
         if self.rope is None and policy.repositions:
             raise ValueError(
                 f"model type {model_type!r} has no rotary position embedding (learned/absolute "

@@ -21,22 +21,19 @@ patch layout) is done here with OpenCV/numpy/torch, with the mean/std of the che
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
+from ..memory.rope import Rotation
 from .base import Chunk, ModelAdapter, ModelError, check_image_max_side
 from .frame_describer import check_image, frame_tag
-from .smolvlm import load_vlm
-
-#: CLIP normalisation, what Qwen2-VL's processor uses when the checkpoint says nothing
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from .images import resize
+from .loading import load_checkpoint, read_json
+from .vision import CLIP_MEAN, CLIP_STD
 
 VISION_START = "<|vision_start|>"
 VISION_END = "<|vision_end|>"
@@ -45,9 +42,6 @@ IMAGE_PAD = "<|image_pad|>"
 SYSTEM_PROMPT = ("You watch camera frames. Each frame is an image preceded by a tag "
                  "[cam NAME HH:MM:SS.s] with its camera and time. Answer questions about "
                  "them briefly.")
-
-_WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json")
-_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model")
 
 
 @dataclass
@@ -112,14 +106,6 @@ class VisionPreprocess:
             raise ValueError(f"image_max_side must be an int >= 1, got {image_max_side!r}")
         return max(2, image_max_side // self.factor) * self.factor
 
-    def resize(self, image: np.ndarray, side: int) -> np.ndarray:
-        """Resize an RGB uint8 frame to ``side`` x ``side`` (area when shrinking, else cubic)."""
-        h, w = image.shape[:2]
-        if (h, w) == (side, side):
-            return image
-        interp = cv2.INTER_AREA if side < max(h, w) else cv2.INTER_CUBIC
-        return cv2.resize(image, (side, side), interpolation=interp)
-
     def patchify(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int, int]]:
         """Normalise and flatten an RGB uint8 image whose sides are multiples of ``factor``.
 
@@ -147,7 +133,7 @@ class VisionPreprocess:
     def pixel_values(self, image_rgb: np.ndarray, side: int
                      ) -> tuple[torch.Tensor, tuple[int, int, int]]:
         """Resize to ``side`` x ``side`` and patchify (see :meth:`patchify`)."""
-        return self.patchify(self.resize(image_rgb, side))
+        return self.patchify(resize(image_rgb, side, side, by_longer_side=True))
 
     @classmethod
     def from_checkpoint(cls, path: Path | None, vision_config: Any) -> "VisionPreprocess":
@@ -161,18 +147,14 @@ class VisionPreprocess:
                "channels": int(getattr(vision_config, "in_channels", 3))}
         extra: dict[str, Any] = {}
         pre = Path(path) / "preprocessor_config.json" if path is not None else None
-        if pre is not None and pre.is_file():
-            try:
-                data = json.loads(pre.read_text())
-            except (OSError, ValueError) as exc:
-                raise ModelError(f"cannot read {pre}: {exc}") from exc
-            for key in ("patch_size", "merge_size", "temporal_patch_size"):
-                if key in data and int(data[key]) != geo[key]:
-                    raise ModelError(f"{pre}: {key}={data[key]} but the vision config says "
-                                     f"{geo[key]}")
-            for key in ("image_mean", "image_std", "rescale_factor"):
-                if data.get(key) is not None:
-                    extra[key] = data[key]
+        data = read_json(pre) if pre is not None else {}
+        for key in ("patch_size", "merge_size", "temporal_patch_size"):
+            if key in data and int(data[key]) != geo[key]:
+                raise ModelError(f"{pre}: {key}={data[key]} but the vision config says "
+                                 f"{geo[key]}")
+        for key in ("image_mean", "image_std", "rescale_factor"):
+            if data.get(key) is not None:
+                extra[key] = data[key]
         try:
             return cls(**geo, **extra)
         except ValueError as exc:
@@ -199,6 +181,7 @@ class Qwen2VLAdapter(ModelAdapter):
     """Qwen2-VL / Qwen2.5-VL: frames as vision tokens, M-RoPE positions for the memory."""
 
     family = "qwen2_vl"
+    rotation = Rotation.MROPE
 
     def __init__(self, model: Any, tokenizer: Any, name: str, image_max_side: int = 384,
                  preprocess: VisionPreprocess | None = None,
@@ -283,21 +266,6 @@ QWEN2_VL_CLASSES = {"qwen2_vl": "Qwen2VLForConditionalGeneration",
                     "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration"}
 
 
-def _check_files(p: Path) -> None:
-    """Raise ModelError listing what a usable checkpoint directory lacks."""
-    missing = []
-    if not (p / "config.json").is_file():
-        missing.append("config.json")
-    if not any(any(p.glob(g)) for g in _WEIGHT_GLOBS):
-        missing.append("weights (*.safetensors or pytorch_model*.bin)")
-    if not any((p / f).is_file() for f in _TOKENIZER_FILES):
-        missing.append("tokenizer (tokenizer.json or vocab.json + merges.txt)")
-    if missing:
-        raise ModelError(f"Qwen2-VL checkpoint directory {p} lacks {', '.join(missing)}: put "
-                         f"a complete transformers checkpoint there (e.g. a copy of a "
-                         f"Qwen2-VL-2B-Instruct snapshot); nothing is downloaded")
-
-
 def load(path: Path | str, device: str, dtype: torch.dtype,
          image_max_side: int = 384) -> Qwen2VLAdapter:
     """Load a qwen2_vl / qwen2_5_vl checkpoint directory offline (registry entry point).
@@ -306,8 +274,7 @@ def load(path: Path | str, device: str, dtype: torch.dtype,
     """
     check_image_max_side(image_max_side)
     p = Path(path)
-    _check_files(p)
-    model, tok, cfg = load_vlm(p, device, dtype, QWEN2_VL_CLASSES, "Qwen2-VL")
+    model, tok, cfg = load_checkpoint(p, device, dtype, "Qwen2-VL", QWEN2_VL_CLASSES)
     model_type = cfg["model_type"]
     pre = VisionPreprocess.from_checkpoint(p, model.config.vision_config)
     return Qwen2VLAdapter(model, tok, f"{model_type} ({p.name})", image_max_side=image_max_side,
