@@ -15,7 +15,7 @@ Exactness by RoPE type:
 * yarn: fixed rescaled inv_freq; its attention factor scales cos and sin and is already
   inside the cached key (a rotation keeps norms), so exact.
 * llama3: a fixed rescaled inv_freq, exact.
-* partial rotary (GPT-NeoX ``rotary_pct`` / ``partial_rotary_factor``): only the first
+* partial rotary (``rotary_pct`` / ``partial_rotary_factor`` in the config): only the first
   ``rotary_dim`` dimensions are rotated, the rest are untouched.
 * M-RoPE: positions have three rows (t, h, w) and ``mrope_section`` assigns each
   frequency to one row. Re-positioning moves every kept token of one source run

@@ -29,11 +29,11 @@ import numpy as np
 import torch
 
 from ..memory.rope import Rotation
-from .base import Chunk, ModelAdapter, ModelError, check_image_max_side
+from .base import ROLES, Chunk, ModelError, check_image_max_side
 from .frame_describer import check_image, frame_tag
 from .images import resize
 from .loading import load_checkpoint, read_json
-from .vision import CLIP_MEAN, CLIP_STD
+from .vision import CLIP_MEAN, CLIP_STD, VisionAdapter
 
 VISION_START = "<|vision_start|>"
 VISION_END = "<|vision_end|>"
@@ -177,19 +177,19 @@ def frame_positions(n_text: int, grid_hw: tuple[int, int]) -> torch.Tensor:
     return torch.cat([text, image, end], dim=1)
 
 
-class Qwen2VLAdapter(ModelAdapter):
+class Qwen2VLAdapter(VisionAdapter):
     """Qwen2-VL / Qwen2.5-VL: frames as vision tokens, M-RoPE positions for the memory."""
 
     family = "qwen2_vl"
     rotation = Rotation.MROPE
+    default_prompt = SYSTEM_PROMPT
 
     def __init__(self, model: Any, tokenizer: Any, name: str, image_max_side: int = 384,
                  preprocess: VisionPreprocess | None = None,
                  system_prompt: str | None = None):
         """Wrap a loaded Qwen2-VL model + tokenizer (the base switches its attention)."""
-        super().__init__(model, tokenizer, name, image_max_side=image_max_side,
-                         system_prompt=SYSTEM_PROMPT if system_prompt is None
-                         else system_prompt)
+        chatml = {role: (f"<|im_start|>{role}\n", "<|im_end|>\n") for role in ROLES}
+        super().__init__(model, tokenizer, name, image_max_side, chatml, system_prompt)
         cfg = model.config
         self.family = str(getattr(cfg, "model_type", "qwen2_vl"))
         self.preprocess = preprocess if preprocess is not None else \
@@ -201,9 +201,8 @@ class Qwen2VLAdapter(ModelAdapter):
         grid = self.frame_side // self.preprocess.patch_size
         self.llm_grid = grid // self.preprocess.merge_size
         self.image_tokens = self.llm_grid ** 2
-        self.vision_dtype = next(model.model.visual.parameters()).dtype \
-            if hasattr(model, "model") and hasattr(model.model, "visual") else \
-            next(model.parameters()).dtype
+        if hasattr(model, "model") and hasattr(model.model, "visual"):
+            self.pixel_dtype = next(model.model.visual.parameters()).dtype
 
     def _special_id(self, token: str, config_key: str) -> int:
         """Id of a vision marker: the config's (what the model matches) or the tokenizer's."""
@@ -225,19 +224,23 @@ class Qwen2VLAdapter(ModelAdapter):
         """Tokens one frame chunk costs: the tag's + 2 markers + the fixed image tokens."""
         return (len(self._ids(tag, True)) if tag else 0) + 2 + self.image_tokens
 
+    def vision_part(self, image: np.ndarray) -> tuple[list[int], dict[str, Any], str]:
+        """Return the markers around the image pads, ``pixel_values`` and ``image_grid_thw``."""
+        pix, thw = self.preprocess.pixel_values(image, self.frame_side)
+        ids = [self.vision_start_id] + [self.image_token_id] * self.image_tokens \
+            + [self.vision_end_id]
+        extra = {"pixel_values": pix.to(self.device, self.pixel_dtype),
+                 "image_grid_thw": torch.tensor([thw], dtype=torch.long, device=self.device)}
+        return ids, extra, ""
+
     def frame_chunk(self, image_rgb: np.ndarray, stamp: float, camera: str) -> Chunk:
-        """Tag text + vision tokens of one frame, with pixels and relative M-RoPE positions."""
-        image = check_image(image_rgb)
+        """Tag text + vision tokens of one frame (no newline), with relative M-RoPE positions."""
         tag = frame_tag(stamp, camera)
         tag_ids = self._ids(tag, True)
-        pix, thw = self.preprocess.pixel_values(image, self.frame_side)
-        ids = tag_ids + [self.vision_start_id] + [self.image_token_id] * self.image_tokens \
-            + [self.vision_end_id]
+        ids, extra, _ = self.vision_part(check_image(image_rgb))
         pos = frame_positions(len(tag_ids) + 1, (self.llm_grid, self.llm_grid))
-        extra = {"pixel_values": pix.to(self.device, self.vision_dtype),
-                 "image_grid_thw": torch.tensor([thw], dtype=torch.long, device=self.device)}
-        return Chunk(torch.tensor([ids], dtype=torch.long, device=self.device), "frame",
-                     tag, extra, pos.to(self.device))
+        return Chunk(torch.tensor([tag_ids + ids], dtype=torch.long, device=self.device),
+                     "frame", tag, extra, pos.to(self.device))
 
     def forward(self, chunk: Chunk, cache: Any) -> torch.Tensor:
         """Prefill ``chunk``; image chunks pass their 3-row positions and tell the cache."""

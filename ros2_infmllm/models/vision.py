@@ -2,7 +2,8 @@
 
 :class:`VisionAdapter` gives a family per-role chat markers and frame chunks of the form
 tag + the frame's vision tokens + newline; a family subclasses it and implements
-:meth:`VisionAdapter.vision_part` (SmolVLM, LLaVA). The normalisation helpers read a
+:meth:`VisionAdapter.vision_part` (SmolVLM, LLaVA; Qwen2-VL also replaces the frame chunk,
+which carries its M-RoPE positions and no newline). The normalisation helpers read a
 checkpoint's ``preprocessor_config.json``; CLIP's mean and std are the default of the
 towers that ship none (LLaVA, Qwen2-VL).
 """
