@@ -122,7 +122,7 @@ class StreamingSession:
         self.evidence_k = evidence_k
         self.multi_round = bool(multi_round)
         self.cache = BoundedCache(policy, adapter.model.config, max_chunk=max_chunk,
-                                  decode_slack=decode_slack)
+                                  decode_slack=decode_slack, rotation=adapter.rotation)
         self._lock = adapter.lock
         with self._lock:
             # sessions of one model share its adapter and frame describer: a new session

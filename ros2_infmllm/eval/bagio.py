@@ -5,12 +5,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-import cv2
 import numpy as np
 from rosbags.highlevel import AnyReader
 from rosbags.typesys import Stores, get_typestore
 
+from ros2_infmllm.ros.imaging import MAX_PIXELS, compressed_to_rgb, image_to_rgb
+
 IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
+#: a ``max_side`` no accepted frame reaches (a side is at most its pixel count): no downscale
+FULL_SIZE = MAX_PIXELS
 
 
 @dataclass
@@ -25,41 +28,16 @@ class BagFrame:
     rawdata: bytes
 
 
-def _as_u8(data) -> np.ndarray:
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        return np.frombuffer(data, np.uint8)
-    return np.asarray(data, np.uint8).reshape(-1)
-
-
 def decode_image(msgtype: str, msg) -> np.ndarray:
     """Decode a deserialised Image / CompressedImage message to RGB uint8 (h, w, 3).
 
-    Why here: the eval tools must read bags without ROS; the node uses imaging.py.
+    The node's decoding (``ros2_infmllm.ros.imaging``) at full size: the eval tools see the
+    frames the node would see, before its downscale. Raises its FrameError (a ValueError).
     """
     if msgtype.endswith('CompressedImage'):
-        buf = _as_u8(msg.data)
-        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ValueError(f'cannot decode compressed image (format {msg.format!r})')
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    h, w, step, enc = int(msg.height), int(msg.width), int(msg.step), msg.encoding.lower()
-    chans = {'rgb8': 3, 'bgr8': 3, 'mono8': 1, 'rgba8': 4, 'bgra8': 4}
-    if enc not in chans:
-        raise ValueError(f'unsupported image encoding {msg.encoding!r}')
-    c = chans[enc]
-    data = _as_u8(msg.data)
-    if h <= 0 or w <= 0 or step < w * c or data.size < h * step:
-        raise ValueError(f'bad image geometry {w}x{h} step {step} for {data.size} bytes')
-    img = data[:h * step].reshape(h, step)[:, :w * c].reshape(h, w, c)
-    if enc == 'bgr8':
-        img = img[..., ::-1]
-    elif enc == 'mono8':
-        img = np.repeat(img, 3, axis=2)
-    elif enc == 'rgba8':
-        img = img[..., :3]
-    elif enc == 'bgra8':
-        img = img[..., 2::-1]
-    return np.ascontiguousarray(img)
+        return compressed_to_rgb(msg.format, msg.data, max_side=FULL_SIZE)
+    return image_to_rgb(msg.encoding, msg.width, msg.height, msg.step, msg.data,
+                        bool(msg.is_bigendian), max_side=FULL_SIZE)
 
 
 def camera_topics(bag: Path | str) -> dict:

@@ -57,7 +57,7 @@ from . import compaction, scoring
 from .evidence import EvidenceTally
 from .layer import BoundedLayer
 from .policies import Policy
-from .rope import RopeSpec
+from .rope import RopeSpec, Rotation
 from .scoring import ScoreRequest
 from .segments import write_segments
 from .storage import Buffers, Stack
@@ -80,10 +80,12 @@ class BoundedCache(Cache):
         decode_slack`` tokens. Larger chunks still work but reallocate the buffers.
     decode_slack : int
         One-token steps that may accumulate past the budget before compaction.
+    rotation : Rotation
+        The model's RoPE kind, as its adapter declares it (``ModelAdapter.rotation``).
     """
 
     def __init__(self, policy: Policy, model_config: Any, max_chunk: int = 512,
-                 decode_slack: int = 64):
+                 decode_slack: int = 64, rotation: Rotation = Rotation.ROTATE_HALF):
         """Validate the arguments and create one empty layer per decoder layer."""
         if not isinstance(policy, Policy):
             raise TypeError(f"policy must be a Policy (make_policy(...)), got {type(policy)}")
@@ -95,7 +97,7 @@ class BoundedCache(Cache):
         text = model_config.get_text_config() if hasattr(model_config, "get_text_config") \
             else model_config
         model_type = getattr(text, "model_type", type(text).__name__)
-        self.rope = RopeSpec.from_config(text)
+        self.rope = RopeSpec.from_config(text, rotation)
         if self.rope is None and policy.repositions:
             raise ValueError(
                 f"model type {model_type!r} has no rotary position embedding (learned/absolute "

@@ -15,15 +15,20 @@ Exactness by RoPE type:
 * yarn: fixed rescaled inv_freq; its attention factor scales cos and sin and is already
   inside the cached key (a rotation keeps norms), so exact.
 * llama3: a fixed rescaled inv_freq, exact.
-* partial rotary (GPT-NeoX ``rotary_pct`` / ``partial_rotary_factor``): only the first
+* partial rotary (``rotary_pct`` / ``partial_rotary_factor`` in the config): only the first
   ``rotary_dim`` dimensions are rotated, the rest are untouched.
-* M-RoPE (Qwen2-VL): positions have three rows (t, h, w) and ``mrope_section`` assigns
-  each frequency to one row. Re-positioning moves every kept token of one source run
+* M-RoPE: positions have three rows (t, h, w) and ``mrope_section`` assigns each
+  frequency to one row. Re-positioning moves every kept token of one source run
   (contiguous tokens of one chunk) by the *same* shift on all three rows, so an image's
   2-D layout and its offset to the chunk's text survive; runs are packed in order, each
   starting at the previous run's maximum position + 1. A run whose kept tokens all have
   ``t == h == w`` (plain text) is compacted to contiguous positions instead. The next
   token's position is the maximum kept position + 1.
+
+The layout of the rotated pairs is not in a config, so the caller says it: a
+:class:`Rotation`, which each model adapter declares for its model (``ModelAdapter.rotation``).
+A config with ``mrope_section`` given any kind but :attr:`Rotation.MROPE`, or the reverse,
+is refused rather than re-rotated wrongly.
 
 Models without RoPE (learned absolute positions: GPT-2, OPT, ...) cannot be re-positioned;
 :func:`RopeSpec.from_config` returns None for them and the cache raises unless the policy
@@ -33,10 +38,10 @@ does not re-position.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 import torch
 
-_MROPE_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
 #: Largest block of angles rotated at once on the CPU (2 MiB of float64 per temporary).
 CPU_BLOCK_ANGLES = 1 << 18
 
@@ -44,6 +49,17 @@ CPU_BLOCK_ANGLES = 1 << 18
 def _text_config(config):
     getter = getattr(config, "get_text_config", None)
     return getter() if getter is not None else config
+
+
+class Rotation(Enum):
+    """How a model's RoPE pairs key dimensions and which position row turns each pair."""
+
+    #: dimension ``i`` pairs with ``i + rotary_dim / 2``, one position row
+    ROTATE_HALF = "rotate_half"
+    #: dimension ``2i`` pairs with ``2i + 1``, one position row
+    INTERLEAVED = "interleaved"
+    #: rotate-half pairs, three position rows (t, h, w) split by the config's mrope_section
+    MROPE = "mrope"
 
 
 @dataclass
@@ -58,10 +74,10 @@ class RopeSpec:
         Leading head dimensions that are rotated.
     head_dim : int
         Key head dimension.
+    rotation : Rotation
+        The pair layout and number of position rows.
     mrope_section : tuple of int or None
-        Frequencies per (t, h, w) row for M-RoPE, else None.
-    interleaved : bool
-        True for GPT-J style pairs (2i, 2i+1); False for the rotate-half layout.
+        Frequencies per (t, h, w) row for :attr:`Rotation.MROPE`, else None.
     model_type : str
         For messages.
     rope_type : str
@@ -74,8 +90,8 @@ class RopeSpec:
     inv_freq: torch.Tensor
     rotary_dim: int
     head_dim: int
+    rotation: Rotation = Rotation.ROTATE_HALF
     mrope_section: tuple[int, ...] | None = None
-    interleaved: bool = False
     model_type: str = ""
     rope_type: str = "default"
     exact_below: int | None = None
@@ -95,11 +111,18 @@ class RopeSpec:
     @property
     def rows(self) -> int:
         """Position rows: 3 for M-RoPE, else 1."""
-        return 3 if self.mrope_section is not None else 1
+        return 3 if self.rotation is Rotation.MROPE else 1
 
     @classmethod
-    def from_config(cls, config) -> "RopeSpec | None":
-        """Derive the spec from a transformers config; None if the model has no RoPE."""
+    def from_config(cls, config, rotation: Rotation = Rotation.ROTATE_HALF
+                    ) -> "RopeSpec | None":
+        """Derive the spec from a transformers config; None if the model has no RoPE.
+
+        ``rotation`` is the kind the model's adapter declares; raises ValueError when the
+        config's ``mrope_section`` (or its absence) contradicts it.
+        """
+        if not isinstance(rotation, Rotation):
+            raise TypeError(f"rotation must be a Rotation, got {rotation!r}")
         from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
         text = _text_config(config)
@@ -116,8 +139,9 @@ class RopeSpec:
         rotary_dim = int(head_dim * partial)
         rope_type = params.get("rope_type", params.get("type", "default"))
         if params.get("mrope_interleaved"):
-            raise ValueError(f"{model_type}: interleaved M-RoPE (Qwen3-VL layout) is not "
-                             f"supported by the re-rotation; use a policy with reposition=False")
+            raise ValueError(f"{model_type}: interleaved M-RoPE (rows alternating by "
+                             f"frequency) is not supported by the re-rotation; use a policy "
+                             f"with reposition=False")
         exact_below = None
         if rope_type in ("default", "mrope"):
             # the model's own float32 formula, so re-rotation uses its exact frequencies
@@ -135,17 +159,12 @@ class RopeSpec:
                                   or getattr(text, "max_position_embeddings", 0) or 0) or None
         else:
             raise ValueError(f"{model_type}: unsupported rope_type {rope_type!r}")
-        mrope = params.get("mrope_section")
-        if mrope is None and model_type in _MROPE_MODEL_TYPES:
-            mrope = [16, 24, 24]
-        if mrope is not None:
-            mrope = tuple(int(m) for m in mrope)
-            if sum(mrope) != inv_freq.numel():
-                raise ValueError(f"{model_type}: mrope_section {mrope} does not sum to "
-                                 f"{inv_freq.numel()} frequencies")
-        interleaved = model_type in ("gptj", "codegen")
+        mrope = _mrope_section(params, rotation, model_type)
+        if mrope is not None and sum(mrope) != inv_freq.numel():
+            raise ValueError(f"{model_type}: mrope_section {mrope} does not sum to "
+                             f"{inv_freq.numel()} frequencies")
         return cls(inv_freq=inv_freq, rotary_dim=rotary_dim, head_dim=head_dim,
-                   mrope_section=mrope, interleaved=interleaved, model_type=model_type,
+                   rotation=rotation, mrope_section=mrope, model_type=model_type,
                    rope_type=str(rope_type), exact_below=exact_below)
 
     def angles(self, delta: torch.Tensor) -> torch.Tensor:
@@ -179,7 +198,7 @@ class RopeSpec:
         cos = torch.cos(ang).to(torch.float32)
         sin = torch.sin(ang).to(torch.float32)
         rot = keys[..., :self.rotary_dim].float()
-        if self.interleaved:
+        if self.rotation is Rotation.INTERLEAVED:
             x1, x2 = rot[..., 0::2], rot[..., 1::2]
             out = torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).flatten(-2)
         else:
@@ -187,6 +206,20 @@ class RopeSpec:
             x1, x2 = rot[..., :half], rot[..., half:]
             out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
         keys[..., :self.rotary_dim] = out.to(keys.dtype)
+
+
+def _mrope_section(params: dict, rotation: Rotation, model_type: str) -> tuple[int, ...] | None:
+    """Return the config's ``mrope_section`` for M-RoPE; raise if config and kind disagree."""
+    section = params.get("mrope_section")
+    if rotation is Rotation.MROPE and section is None:
+        raise ValueError(f"{model_type}: the rotation given is M-RoPE but the config has no "
+                         f"rope_parameters['mrope_section'] to split the frequencies by row")
+    if rotation is not Rotation.MROPE and section is not None:
+        raise ValueError(f"{model_type}: the config has mrope_section {list(section)} "
+                         f"(M-RoPE, three position rows) but the rotation given is "
+                         f"{rotation.value}; build the cache with rotation=Rotation.MROPE "
+                         f"(the adapter's rotation)")
+    return tuple(int(m) for m in section) if section is not None else None
 
 
 def repack_positions(pos: torch.Tensor, run_start: torch.Tensor) -> torch.Tensor:

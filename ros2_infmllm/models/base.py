@@ -1,4 +1,4 @@
-"""Model adapter protocol, the Chunk dataclass and offline-only loading helpers.
+"""Model adapter protocol, the Chunk dataclass and the device/dtype choice.
 
 An adapter turns frames and text into token chunks for one model family and runs them
 against a :class:`ros2_infmllm.memory.BoundedCache`. The base class here is complete for
@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .frame_describer import FrameDescriber, check_image, downscale
+from ..memory.rope import Rotation
+from .frame_describer import FrameDescriber, check_image
+from .images import downscale
 
 ROLES = ("system", "user", "assistant")
 
@@ -121,40 +121,6 @@ def resolve_device(device: str) -> str:
     raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {device!r}")
 
 
-def offline() -> None:
-    """Force the Hugging Face hub offline for this process (never a download)."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-
-
-def local_model_dir(model: str) -> Path:
-    """Return a local directory for ``model`` (a path, or an id in the local HF cache).
-
-    Raises :class:`ModelError` naming where it looked and how to provide the weights.
-    """
-    offline()
-    p = Path(model).expanduser()
-    if p.is_dir():
-        if not (p / "config.json").is_file():
-            raise ModelError(f"model directory {p} has no config.json: put a transformers "
-                             f"checkpoint there (config.json, weights, tokenizer/processor)")
-        return p
-    if model.startswith(("/", ".", "~")) or os.sep in model and model.count("/") != 1:
-        raise ModelError(f"model path {p} does not exist: put a transformers checkpoint "
-                         f"there, or pass a Hugging Face id already in the local cache")
-    try:
-        from huggingface_hub import snapshot_download
-        path = snapshot_download(model, local_files_only=True)
-    except Exception as exc:     # noqa: BLE001 - any failure means: not in the local cache
-        from huggingface_hub.constants import HF_HUB_CACHE
-        raise ModelError(
-            f"model {model!r} is not in the local Hugging Face cache ({HF_HUB_CACHE}) and is "
-            f"not a directory; nothing is downloaded at run time. Provide it on a machine "
-            f"with network: `huggingface-cli download {model}` (then copy the cache dir), or "
-            f"pass a local directory holding the checkpoint ({type(exc).__name__})") from exc
-    return Path(path)
-
-
 def cache_kwarg(model: Any) -> str:
     """``cache`` (transformers >= 5.2x) or ``past_key_values`` (older), as forward takes it.
 
@@ -209,6 +175,8 @@ class ModelAdapter:
     """
 
     family = "llama"
+    #: how the model's RoPE turns key pairs; the bounded cache re-positions keys by it
+    rotation = Rotation.ROTATE_HALF
     turn_open = "<|im_start|>{role}\n"
     turn_close = "<|im_end|>\n"
     #: appended to every question in its user turn. Why: asked to be brief in the system
@@ -219,17 +187,20 @@ class ModelAdapter:
 
     def __init__(self, model: Any, tokenizer: Any, name: str, image_max_side: int = 384,
                  describer: FrameDescriber | None = None,
-                 system_prompt: str | None = None, markers: tuple[str, str] | None = None):
+                 system_prompt: str | None = None, markers: tuple[str, str] | None = None,
+                 family: str | None = None):
         """Wrap a loaded model and tokenizer; switch the model to the scoring attention.
 
         The switch is here, the one constructor every loader and family ends in, so no
         loader can forget it (the bounded cache needs the window scores it computes).
         ``markers`` (``turn_open``, ``turn_close``) replaces the class's ChatML turns, e.g.
-        with :func:`chat_markers` of the model's own template.
+        with :func:`chat_markers` of the model's own template; ``family`` the class's name.
         """
         from ..memory import use_scoring_attention
         if markers is not None:
             self.turn_open, self.turn_close = markers
+        if family is not None:
+            self.family = family
         self.model = use_scoring_attention(model.eval())
         self.tokenizer = tokenizer
         self.name = name

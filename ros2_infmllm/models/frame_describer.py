@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from .images import downscale
+
 # Reference colours (RGB) with plain names; the nearest one names a pixel cluster.
 COLOUR_NAMES: dict[str, tuple[int, int, int]] = {
     "black": (20, 20, 20), "gray": (128, 128, 128), "white": (235, 235, 235),
@@ -61,16 +63,6 @@ def check_image(image: np.ndarray) -> np.ndarray:
     if image.shape[0] < 2 or image.shape[1] < 2:
         raise ValueError(f"frame too small: {tuple(image.shape)}")
     return image
-
-
-def downscale(image: np.ndarray, max_side: int) -> np.ndarray:
-    """Shrink ``image`` so its longer side is at most ``max_side`` (never enlarges)."""
-    h, w = image.shape[:2]
-    scale = max_side / max(h, w)
-    if scale >= 1.0:
-        return image
-    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
-                      interpolation=cv2.INTER_AREA)
 
 
 def quote_code_text(text: str, limit: int = QR_MAX_CHARS) -> str:

@@ -24,7 +24,8 @@ from typing import Sequence
 
 import torch
 
-from .base import ModelError, offline
+from .base import ModelError
+from .loading import load_checkpoint
 
 #: written beside the checkpoint; bump when the folder's layout changes
 FORMAT = 1
@@ -61,32 +62,18 @@ def usable_copy(gguf: Path) -> Path | None:
 
 
 def _read_gguf(gguf: Path, dtype: torch.dtype):
-    try:
-        import gguf as _gguf  # noqa: F401 - transformers needs it to read the file
-    except ImportError as exc:
-        raise ModelError(f"reading {gguf.name} needs the gguf package: "
-                         f"`pip install gguf`") from exc
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
-                                                 dtype=dtype)
-    return model, tok
+    return load_checkpoint(gguf.parent, "cpu", dtype, gguf.name, gguf_file=gguf.name)[:2]
 
 
 def _read_folder(folder: Path, dtype: torch.dtype):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True,
-                                                 dtype=dtype)
-    return model, tok
+    return load_checkpoint(folder, "cpu", dtype, f"converted GGUF {folder.name}")[:2]
 
 
 def load_gguf(gguf: Path, device: str, dtype: torch.dtype):
     """Load a GGUF causal LM and its tokenizer offline: from its converted copy if usable."""
-    offline()
     folder = usable_copy(gguf)
     model, tok = _read_folder(folder, dtype) if folder else _read_gguf(gguf, dtype)
-    return model.to(device).eval(), tok
+    return model.to(device), tok
 
 
 def _same(model_a, tok_a, model_b, tok_b) -> str:
@@ -115,7 +102,6 @@ def convert(gguf: Path) -> Path:
     folder = converted_dir(gguf)
     if usable_copy(gguf):
         return folder
-    offline()
     from .packaged import sha256_of
     sha = sha256_of(gguf)
     model, tok = _read_gguf(gguf, torch.float32)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from .base import ModelAdapter
-from .text_lm import load_text_lm
+from .loading import load_text_lm
 
 
 def load(path: Path, device: str, dtype: torch.dtype, image_max_side: int = 384) -> ModelAdapter:

@@ -28,13 +28,13 @@ import numpy as np
 import torch
 
 from .base import ModelAdapter, ModelError, check_image_max_side
-from .smolvlm import VisionAdapter, image_norm, load_vlm, read_json, resize
+from .images import resize
+from .loading import load_checkpoint, read_json
+from .vision import CLIP_MEAN, CLIP_STD, VisionAdapter, image_norm
 
 LLAVA_CLASSES = {"llava": "LlavaForConditionalGeneration",
                  "llava_onevision": "LlavaOnevisionForConditionalGeneration",
                  "llava_next_video": "LlavaNextVideoForConditionalGeneration"}
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 #: vision towers whose token count is known: model_type -> has a CLS token
 TOWERS = {"clip_vision_model": True, "siglip_vision_model": False}
 
@@ -154,7 +154,7 @@ def load(path: Path, device: str, dtype: torch.dtype, image_max_side: int = 384)
     if cfg and vis_type not in TOWERS:     # fail before loading gigabytes of weights
         raise ModelError(f"{p}: vision tower {vis_type!r} is not supported by the LLaVA "
                          f"adapter (supported: {', '.join(TOWERS)})")
-    model, tok, _ = load_vlm(p, device, dtype, LLAVA_CLASSES, "LLaVA")
+    model, tok, _ = load_checkpoint(p, device, dtype, "LLaVA", LLAVA_CLASSES)
     siglip = model.config.vision_config.model_type == "siglip_vision_model"
     norm = image_norm(p, (0.5, 0.5, 0.5) if siglip else CLIP_MEAN,
                       (0.5, 0.5, 0.5) if siglip else CLIP_STD)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from .base import ModelAdapter, chat_markers
-from .text_lm import load_text_lm
+from .loading import load_text_lm
 
 
 def load(path: Path, device: str, dtype: torch.dtype, image_max_side: int = 384) -> ModelAdapter:
@@ -25,8 +25,6 @@ def load_packaged(name: str, device: str, dtype: torch.dtype,
     from .gguf_cache import load_gguf
     from .packaged import find_assembled, spec_of
     model, tok = load_gguf(find_assembled(name), device, dtype)
-    adapter = ModelAdapter(model, tok, f"{name} ({spec_of(name).summary} GGUF + OpenCV "
-                           f"describer)", image_max_side=image_max_side,
-                           markers=chat_markers(tok))
-    adapter.family = "qwen2"
-    return adapter
+    return ModelAdapter(model, tok, f"{name} ({spec_of(name).summary} GGUF + OpenCV "
+                        f"describer)", image_max_side=image_max_side,
+                        markers=chat_markers(tok), family="qwen2")

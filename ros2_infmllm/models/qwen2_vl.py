@@ -21,22 +21,19 @@ patch layout) is done here with OpenCV/numpy/torch, with the mean/std of the che
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
-from .base import Chunk, ModelAdapter, ModelError, check_image_max_side
+from ..memory.rope import Rotation
+from .base import ROLES, Chunk, ModelError, check_image_max_side
 from .frame_describer import check_image, frame_tag
-from .smolvlm import load_vlm
-
-#: CLIP normalisation, what Qwen2-VL's processor uses when the checkpoint says nothing
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from .images import resize
+from .loading import load_checkpoint, read_json
+from .vision import CLIP_MEAN, CLIP_STD, VisionAdapter
 
 VISION_START = "<|vision_start|>"
 VISION_END = "<|vision_end|>"
@@ -45,9 +42,6 @@ IMAGE_PAD = "<|image_pad|>"
 SYSTEM_PROMPT = ("You watch camera frames. Each frame is an image preceded by a tag "
                  "[cam NAME HH:MM:SS.s] with its camera and time. Answer questions about "
                  "them briefly.")
-
-_WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json")
-_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model")
 
 
 @dataclass
@@ -112,14 +106,6 @@ class VisionPreprocess:
             raise ValueError(f"image_max_side must be an int >= 1, got {image_max_side!r}")
         return max(2, image_max_side // self.factor) * self.factor
 
-    def resize(self, image: np.ndarray, side: int) -> np.ndarray:
-        """Resize an RGB uint8 frame to ``side`` x ``side`` (area when shrinking, else cubic)."""
-        h, w = image.shape[:2]
-        if (h, w) == (side, side):
-            return image
-        interp = cv2.INTER_AREA if side < max(h, w) else cv2.INTER_CUBIC
-        return cv2.resize(image, (side, side), interpolation=interp)
-
     def patchify(self, image: np.ndarray, device: str | torch.device = "cpu"
                  ) -> tuple[torch.Tensor, tuple[int, int, int]]:
         """Normalise and flatten an RGB uint8 image whose sides are multiples of ``factor``.
@@ -151,7 +137,7 @@ class VisionPreprocess:
     def pixel_values(self, image_rgb: np.ndarray, side: int, device: str | torch.device = "cpu"
                      ) -> tuple[torch.Tensor, tuple[int, int, int]]:
         """Resize to ``side`` x ``side`` and patchify on ``device`` (see :meth:`patchify`)."""
-        return self.patchify(self.resize(image_rgb, side), device)
+        return self.patchify(resize(image_rgb, side, side, by_longer_side=True), device)
 
     @classmethod
     def from_checkpoint(cls, path: Path | None, vision_config: Any) -> "VisionPreprocess":
@@ -165,18 +151,14 @@ class VisionPreprocess:
                "channels": int(getattr(vision_config, "in_channels", 3))}
         extra: dict[str, Any] = {}
         pre = Path(path) / "preprocessor_config.json" if path is not None else None
-        if pre is not None and pre.is_file():
-            try:
-                data = json.loads(pre.read_text())
-            except (OSError, ValueError) as exc:
-                raise ModelError(f"cannot read {pre}: {exc}") from exc
-            for key in ("patch_size", "merge_size", "temporal_patch_size"):
-                if key in data and int(data[key]) != geo[key]:
-                    raise ModelError(f"{pre}: {key}={data[key]} but the vision config says "
-                                     f"{geo[key]}")
-            for key in ("image_mean", "image_std", "rescale_factor"):
-                if data.get(key) is not None:
-                    extra[key] = data[key]
+        data = read_json(pre) if pre is not None else {}
+        for key in ("patch_size", "merge_size", "temporal_patch_size"):
+            if key in data and int(data[key]) != geo[key]:
+                raise ModelError(f"{pre}: {key}={data[key]} but the vision config says "
+                                 f"{geo[key]}")
+        for key in ("image_mean", "image_std", "rescale_factor"):
+            if data.get(key) is not None:
+                extra[key] = data[key]
         try:
             return cls(**geo, **extra)
         except ValueError as exc:
@@ -199,18 +181,19 @@ def frame_positions(n_text: int, grid_hw: tuple[int, int]) -> torch.Tensor:
     return torch.cat([text, image, end], dim=1)
 
 
-class Qwen2VLAdapter(ModelAdapter):
+class Qwen2VLAdapter(VisionAdapter):
     """Qwen2-VL / Qwen2.5-VL: frames as vision tokens, M-RoPE positions for the memory."""
 
     family = "qwen2_vl"
+    rotation = Rotation.MROPE
+    default_prompt = SYSTEM_PROMPT
 
     def __init__(self, model: Any, tokenizer: Any, name: str, image_max_side: int = 384,
                  preprocess: VisionPreprocess | None = None,
                  system_prompt: str | None = None):
         """Wrap a loaded Qwen2-VL model + tokenizer (the base switches its attention)."""
-        super().__init__(model, tokenizer, name, image_max_side=image_max_side,
-                         system_prompt=SYSTEM_PROMPT if system_prompt is None
-                         else system_prompt)
+        chatml = {role: (f"<|im_start|>{role}\n", "<|im_end|>\n") for role in ROLES}
+        super().__init__(model, tokenizer, name, image_max_side, chatml, system_prompt)
         cfg = model.config
         self.family = str(getattr(cfg, "model_type", "qwen2_vl"))
         self.preprocess = preprocess if preprocess is not None else \
@@ -222,9 +205,8 @@ class Qwen2VLAdapter(ModelAdapter):
         grid = self.frame_side // self.preprocess.patch_size
         self.llm_grid = grid // self.preprocess.merge_size
         self.image_tokens = self.llm_grid ** 2
-        self.vision_dtype = next(model.model.visual.parameters()).dtype \
-            if hasattr(model, "model") and hasattr(model.model, "visual") else \
-            next(model.parameters()).dtype
+        if hasattr(model, "model") and hasattr(model.model, "visual"):
+            self.pixel_dtype = next(model.model.visual.parameters()).dtype
 
     def _special_id(self, token: str, config_key: str) -> int:
         """Id of a vision marker: the config's (what the model matches) or the tokenizer's."""
@@ -246,19 +228,23 @@ class Qwen2VLAdapter(ModelAdapter):
         """Tokens one frame chunk costs: the tag's + 2 markers + the fixed image tokens."""
         return (len(self._ids(tag, True)) if tag else 0) + 2 + self.image_tokens
 
+    def vision_part(self, image: np.ndarray) -> tuple[list[int], dict[str, Any], str]:
+        """Return the markers around the image pads, ``pixel_values`` and ``image_grid_thw``."""
+        pix, thw = self.preprocess.pixel_values(image, self.frame_side, self.device)
+        ids = [self.vision_start_id] + [self.image_token_id] * self.image_tokens \
+            + [self.vision_end_id]
+        extra = {"pixel_values": pix.to(self.pixel_dtype),
+                 "image_grid_thw": torch.tensor([thw], dtype=torch.long, device=self.device)}
+        return ids, extra, ""
+
     def frame_chunk(self, image_rgb: np.ndarray, stamp: float, camera: str) -> Chunk:
-        """Tag text + vision tokens of one frame, with pixels and relative M-RoPE positions."""
-        image = check_image(image_rgb)
+        """Tag text + vision tokens of one frame (no newline), with relative M-RoPE positions."""
         tag = frame_tag(stamp, camera)
         tag_ids = self._ids(tag, True)
-        pix, thw = self.preprocess.pixel_values(image, self.frame_side, self.device)
-        ids = tag_ids + [self.vision_start_id] + [self.image_token_id] * self.image_tokens \
-            + [self.vision_end_id]
+        ids, extra, _ = self.vision_part(check_image(image_rgb))
         pos = frame_positions(len(tag_ids) + 1, (self.llm_grid, self.llm_grid))
-        extra = {"pixel_values": pix.to(self.vision_dtype),
-                 "image_grid_thw": torch.tensor([thw], dtype=torch.long, device=self.device)}
-        return Chunk(torch.tensor([ids], dtype=torch.long, device=self.device), "frame",
-                     tag, extra, pos.to(self.device))
+        return Chunk(torch.tensor([tag_ids + ids], dtype=torch.long, device=self.device),
+                     "frame", tag, extra, pos.to(self.device))
 
     def forward(self, chunk: Chunk, cache: Any, logits: bool = True) -> torch.Tensor | None:
         """Prefill ``chunk``; image chunks pass their 3-row positions and tell the cache."""
@@ -284,21 +270,6 @@ QWEN2_VL_CLASSES = {"qwen2_vl": "Qwen2VLForConditionalGeneration",
                     "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration"}
 
 
-def _check_files(p: Path) -> None:
-    """Raise ModelError listing what a usable checkpoint directory lacks."""
-    missing = []
-    if not (p / "config.json").is_file():
-        missing.append("config.json")
-    if not any(any(p.glob(g)) for g in _WEIGHT_GLOBS):
-        missing.append("weights (*.safetensors or pytorch_model*.bin)")
-    if not any((p / f).is_file() for f in _TOKENIZER_FILES):
-        missing.append("tokenizer (tokenizer.json or vocab.json + merges.txt)")
-    if missing:
-        raise ModelError(f"Qwen2-VL checkpoint directory {p} lacks {', '.join(missing)}: put "
-                         f"a complete transformers checkpoint there (e.g. a copy of a "
-                         f"Qwen2-VL-2B-Instruct snapshot); nothing is downloaded")
-
-
 def load(path: Path | str, device: str, dtype: torch.dtype,
          image_max_side: int = 384) -> Qwen2VLAdapter:
     """Load a qwen2_vl / qwen2_5_vl checkpoint directory offline (registry entry point).
@@ -307,8 +278,7 @@ def load(path: Path | str, device: str, dtype: torch.dtype,
     """
     check_image_max_side(image_max_side)
     p = Path(path)
-    _check_files(p)
-    model, tok, cfg = load_vlm(p, device, dtype, QWEN2_VL_CLASSES, "Qwen2-VL")
+    model, tok, cfg = load_checkpoint(p, device, dtype, "Qwen2-VL", QWEN2_VL_CLASSES)
     model_type = cfg["model_type"]
     pre = VisionPreprocess.from_checkpoint(p, model.config.vision_config)
     return Qwen2VLAdapter(model, tok, f"{model_type} ({p.name})", image_max_side=image_max_side,

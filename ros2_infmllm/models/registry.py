@@ -16,7 +16,8 @@ from typing import Any, Callable
 
 import torch
 
-from .base import ModelAdapter, ModelError, local_model_dir, resolve_device, resolve_dtype
+from .base import ModelAdapter, ModelError, resolve_device, resolve_dtype
+from .loading import local_model_dir
 
 #: what ``model: default`` loads: the packaged model that showed the memory best on two CPU
 #: cores (README, docs/eval.md: the sample and held-out bags, oracle, latency)

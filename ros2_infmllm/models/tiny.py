@@ -75,7 +75,7 @@ def tiny_llama(vocab_size: int, seed: int = 0, layers: int = 2) -> Any:
 def load_tiny(device: str, dtype: torch.dtype, image_max_side: int = 384) -> ModelAdapter:
     """Load the ``tiny-test`` adapter: tiny random Llama + byte tokenizer + frame describer."""
     tok = byte_tokenizer()
-    model = tiny_llama(len(tok)).to(device=device, dtype=dtype).eval()
+    model = tiny_llama(len(tok)).to(device=device, dtype=dtype)
     adapter = ModelAdapter(model, tok, "tiny-test", image_max_side=image_max_side)
     adapter.eos_token_ids = set()
     return adapter

@@ -68,9 +68,9 @@ def test_sample_questions_match_scenario():
 
 def test_bad_decode_raises():
     class Msg:
-        height, width, step, encoding, data = 2, 2, 6, 'yuv422', bytes(12)
-    with pytest.raises(ValueError, match='unsupported'):
+        height, width, step, encoding, data, is_bigendian = 2, 2, 6, 'yuv420', bytes(12), 0
+    with pytest.raises(ValueError, match='not supported'):
         decode_image('sensor_msgs/msg/Image', Msg)
     Msg.encoding, Msg.data = 'rgb8', bytes(5)
-    with pytest.raises(ValueError, match='geometry'):
+    with pytest.raises(ValueError, match='data has 5 bytes'):
         decode_image('sensor_msgs/msg/Image', Msg)

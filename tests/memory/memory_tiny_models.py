@@ -7,9 +7,13 @@ from transformers import (GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaF
                           Qwen2Config, Qwen2ForCausalLM, Qwen2VLConfig,
                           Qwen2VLForConditionalGeneration)
 
+from ros2_infmllm.memory.rope import Rotation
 from ros2_infmllm.models.base import cache_kwarg
 
 VOCAB = 128
+#: each family's RoPE kind by model_type, as its adapter in models/ declares it
+ROTATION = {"llama": Rotation.ROTATE_HALF, "qwen2": Rotation.ROTATE_HALF,
+            "gpt_neox": Rotation.ROTATE_HALF, "qwen2_vl": Rotation.MROPE}
 _COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                num_attention_heads=4, max_position_embeddings=4096)
 

@@ -3,7 +3,7 @@ re-positioned keys, evidence and metadata."""
 
 import pytest
 import torch
-from memory_tiny_models import VOCAB, forward, tiny_config, tiny_model
+from memory_tiny_models import ROTATION, VOCAB, forward, tiny_config, tiny_model
 from transformers import DynamicCache, GPT2Config
 
 from ros2_infmllm.memory import BoundedCache, make_policy, use_scoring_attention
@@ -48,7 +48,7 @@ def test_tiny_budget_above_length_matches_dynamic_cache_chunked(models, family):
     ids = _ids(150)
     ref = forward(model, ids, DynamicCache(config=model.config)).logits
     cache = BoundedCache(make_policy("inf_mllm", **POLICY_PARAMS["inf_mllm"]), model.config,
-                         max_chunk=64)
+                         max_chunk=64, rotation=ROTATION[family])
     got = _chunked(model, cache, ids, [40, 1, 64, 1, 1, 43])
     torch.testing.assert_close(got, ref, atol=2e-5, rtol=1e-4)
     assert cache.get_seq_length() == 150 and cache.next_position() == 150
@@ -74,14 +74,15 @@ def test_tiny_generate_matches_dynamic_cache(models, family):
     with torch.no_grad():
         ref = model.generate(ids, **{kw: DynamicCache(config=model.config)}, **gen)
         cache = BoundedCache(make_policy("inf_mllm", **POLICY_PARAMS["inf_mllm"]),
-                             model.config, max_chunk=64)
+                             model.config, max_chunk=64, rotation=ROTATION[family])
         got = model.generate(ids, **{kw: cache}, **gen)
         assert torch.equal(got.sequences, ref.sequences)
         for a, b in zip(got.logits, ref.logits):
             torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
         # continue a stream: prefill a prefix chunk-wise, then generate() from the cache
         ref_c, cache = DynamicCache(config=model.config), BoundedCache(
-            make_policy("inf_mllm", **POLICY_PARAMS["inf_mllm"]), model.config, max_chunk=64)
+            make_policy("inf_mllm", **POLICY_PARAMS["inf_mllm"]), model.config, max_chunk=64,
+            rotation=ROTATION[family])
         forward(model, ids[:, :25], ref_c)
         _chunked(model, cache, ids[:, :25], [10, 15])
         ref = model.generate(ids, **{kw: ref_c}, **gen)
@@ -173,7 +174,7 @@ def test_tiny_window_scores_equal_eager_attention(family):
     use_scoring_attention(model)
     cache = BoundedCache(make_policy("inf_mllm", budget=64, n_sink=4, n_recent=16,
                                      window=window, kernel=3, carry=0.0), model.config,
-                         max_chunk=32)                      # carry 0: the chunk's own scores
+                         max_chunk=32, rotation=ROTATION[family])    # carry 0: own scores
     forward(model, ids[:, :prefix], cache)
     got = forward(model, ids[:, prefix:], cache)
     torch.testing.assert_close(got.logits, out.logits, atol=2e-5, rtol=1e-4)
@@ -287,7 +288,8 @@ def _frame_positions(start):
 def test_tiny_qwen2_vl_mrope_compaction_keys_equal_fresh_prefill_at_packed_positions(models):
     model = models["qwen2_vl"]
     cache = BoundedCache(make_policy("inf_mllm", budget=64, n_sink=4, n_recent=16, window=8,
-                                     kernel=3), model.config, max_chunk=40)
+                                     kernel=3), model.config, max_chunk=40,
+                         rotation=ROTATION["qwen2_vl"])
     ids = _ids(200, seed=11)
     for frame in range(5):
         start = cache.next_position()
@@ -480,7 +482,7 @@ def _stream_with(model, policy, batched, frames=False):
     if policy == "inf_mllm":
         params["selection"] = "per_head"
     cache = BoundedCache(make_policy(policy, **params), model.config, max_chunk=40,
-                         decode_slack=4)
+                         decode_slack=4, rotation=ROTATION[model.config.model_type])
     cache.batched = batched
     stacked = []
     real = cache._compact_stack

@@ -7,11 +7,12 @@ import pytest
 import torch
 from memory_tiny_models import tiny_config
 from transformers.models.gpt_neox import modeling_gpt_neox as neox
+from transformers.models.gptj import modeling_gptj as gptj
 from transformers.models.llama import modeling_llama as llama
 from transformers.models.qwen2_vl import modeling_qwen2_vl as qwen2_vl
 
 from ros2_infmllm.memory import BoundedCache, RopeSpec, make_policy
-from ros2_infmllm.memory.rope import repack_positions
+from ros2_infmllm.memory.rope import Rotation, repack_positions
 
 N = 64      # keys per head
 H = 2
@@ -44,8 +45,9 @@ def _embed(rotary, apply, keys, pos):
     return torch.stack(out)
 
 
-def _check(cfg, rotary, apply, delta_rows=1, seed=0, atol=2e-4):
-    spec = RopeSpec.from_config(cfg)
+def _check(cfg, rotary, apply, delta_rows=1, seed=0, atol=2e-4,
+           rotation=Rotation.ROTATE_HALF):
+    spec = RopeSpec.from_config(cfg, rotation)
     g = torch.Generator().manual_seed(seed + 100)
     keys = torch.randn(H, N, spec.head_dim, generator=g)
     old, new = _positions(seed)
@@ -80,8 +82,65 @@ def test_partial_rotary_gpt_neox_rerotates_only_rotary_dims():
 def test_mrope_qwen2_vl_rerotates_each_section_by_its_row():
     cfg = tiny_config("qwen2_vl").get_text_config()
     rotary = qwen2_vl.Qwen2VLRotaryEmbedding(cfg)
-    spec = _check(cfg, rotary, qwen2_vl.apply_rotary_pos_emb, delta_rows=3)
+    spec = _check(cfg, rotary, qwen2_vl.apply_rotary_pos_emb, delta_rows=3,
+                  rotation=Rotation.MROPE)
     assert spec.rows == 3 and spec.mrope_section == (2, 3, 3)
+
+
+class _GPTJRotary:
+    """GPT-J's own sin/cos table, called like the other families' rotary modules."""
+
+    def __init__(self, dim):
+        self.table = gptj.create_sinusoidal_positions(4096, dim)
+
+    def __call__(self, _keys, pos):
+        sin, cos = torch.split(self.table[pos], self.table.shape[-1] // 2, dim=-1)
+        return cos, sin
+
+
+def _gptj_apply(_q, k, cos, sin):
+    """GPT-J's apply on [1, 1, N, D] keys (its layout is [b, n, heads, d])."""
+    out = gptj.apply_rotary_pos_emb(k.transpose(1, 2), sin, cos).transpose(1, 2)
+    return out, out
+
+
+def test_interleaved_pairs_rerotate_exactly_as_gptj():
+    """Pairs (2i, 2i+1): a llama-shaped config (theta 1e4) turned as GPT-J turns its keys."""
+    cfg = tiny_config("llama")
+    spec = _check(cfg, _GPTJRotary(16), _gptj_apply, rotation=Rotation.INTERLEAVED)
+    assert spec.rows == 1 and spec.rotary_dim == 16
+    half = RopeSpec.from_config(cfg)
+    keys = torch.randn(H, N, 16)
+    a, b = keys.clone(), keys.clone()
+    spec.rotate_(a, torch.full((1, H, N), 9))
+    half.rotate_(b, torch.full((1, H, N), 9))
+    assert (a - b).abs().max() > 0.1          # the kinds really differ
+
+
+def test_mrope_config_with_another_rotation_is_refused():
+    cfg = tiny_config("qwen2_vl").get_text_config()
+    for rotation in (Rotation.ROTATE_HALF, Rotation.INTERLEAVED):
+        with pytest.raises(ValueError, match=r"mrope_section \[2, 3, 3\].*rotation=Rotation"):
+            RopeSpec.from_config(cfg, rotation)
+    with pytest.raises(ValueError, match="mrope_section"):
+        BoundedCache(make_policy("inf_mllm", budget=64, n_sink=4, n_recent=16),
+                     tiny_config("qwen2_vl"))
+
+
+def test_mrope_rotation_without_mrope_section_is_refused():
+    with pytest.raises(ValueError, match="M-RoPE but the config has no"):
+        RopeSpec.from_config(tiny_config("llama"), Rotation.MROPE)
+    with pytest.raises(ValueError, match="M-RoPE but the config has no"):
+        BoundedCache(make_policy("inf_mllm", budget=64, n_sink=4, n_recent=16),
+                     tiny_config("llama"), rotation=Rotation.MROPE)
+
+
+def test_the_cache_rotates_by_the_kind_it_is_given():
+    cache = BoundedCache(make_policy("inf_mllm", budget=64, n_sink=4, n_recent=16),
+                         tiny_config("qwen2_vl"), rotation=Rotation.MROPE)
+    assert cache.rope.rotation is Rotation.MROPE and cache.pos_rows == 3
+    with pytest.raises(TypeError, match="Rotation"):
+        RopeSpec.from_config(tiny_config("llama"), "rotate_half")
 
 
 @pytest.mark.parametrize("model_type,rows", [("llama", 1), ("qwen2_vl", 3)])
@@ -90,7 +149,8 @@ def test_cpu_rotation_in_row_blocks_equals_one_block(monkeypatch, model_type, ro
     from ros2_infmllm.memory import rope
 
     cfg = tiny_config(model_type)
-    spec = RopeSpec.from_config(cfg.get_text_config() if rows > 1 else cfg)
+    spec = RopeSpec.from_config(cfg.get_text_config() if rows > 1 else cfg,
+                                Rotation.MROPE if rows > 1 else Rotation.ROTATE_HALF)
     g = torch.Generator().manual_seed(5)
     keys = torch.randn(7, N, spec.head_dim, generator=g)
     delta = torch.randint(-500, 500, (rows, 7, N), generator=g)
@@ -115,7 +175,7 @@ def test_interleaved_mrope_is_refused_with_reason():
     cfg = tiny_config("qwen2_vl").get_text_config()
     cfg.rope_parameters = dict(cfg.rope_parameters, mrope_interleaved=True)
     with pytest.raises(ValueError, match="interleaved"):
-        RopeSpec.from_config(cfg)
+        RopeSpec.from_config(cfg, Rotation.MROPE)
 
 
 def test_repack_positions_1d_is_contiguous():

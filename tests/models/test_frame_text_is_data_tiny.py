@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from ros2_infmllm.eval.scenario import INJECTION_ORDER, Scenario, SceneRenderer, with_injection
-from ros2_infmllm.models.frame_describer import FrameDescriber, downscale, quote_code_text
+from ros2_infmllm.models.frame_describer import FrameDescriber, quote_code_text
+from ros2_infmllm.models.images import downscale
 from ros2_infmllm.models.registry import load_adapter
 
 AT = 140.0

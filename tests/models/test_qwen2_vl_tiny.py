@@ -15,6 +15,7 @@ import torch
 
 from ros2_infmllm.engine import StreamingSession
 from ros2_infmllm.memory import BoundedCache, make_policy
+from ros2_infmllm.memory.rope import Rotation
 from ros2_infmllm.models.base import Chunk, ModelError
 from ros2_infmllm.models.qwen2_vl import (CLIP_MEAN, CLIP_STD, IMAGE_PAD, VISION_END,
                                           VISION_START, Qwen2VLAdapter, VisionPreprocess,
@@ -94,6 +95,7 @@ def _question(adapter: Qwen2VLAdapter, text: str) -> Chunk:
 def test_tiny_qwen2_vl_loads_through_registry(checkpoint):
     ad = load_adapter(str(checkpoint), device="cpu", dtype="float32", image_max_side=SIDE)
     assert isinstance(ad, Qwen2VLAdapter) and ad.family == "qwen2_vl"
+    assert ad.rotation is Rotation.MROPE            # what the engine gives the bounded cache
     assert ad.model.config._attn_implementation == "infmllm_sdpa"
     d = ad.describe()
     assert d["parameters"] > 0 and d["image_tokens_per_frame"] == 16 and d["frame_side_px"] == SIDE
@@ -160,7 +162,7 @@ def test_tiny_qwen2_vl_stream_matches_plain_forward(checkpoint):
     chunks = [ad.text_chunk("watch", "system"), ad.frame_chunk(_frame(1), 1.0, "a"),
               ad.frame_chunk(_frame(2, 200, 150), 2.0, "b"), _question(ad, "what now?")]
     cache = BoundedCache(make_policy("inf_mllm", budget=512, n_sink=4, n_recent=64, window=8),
-                         ad.model.config, max_chunk=256)
+                         ad.model.config, max_chunk=256, rotation=ad.rotation)
     got = _stream(ad, cache, chunks)
     ids = torch.cat([c.input_ids for c in chunks], dim=1)
     frames = [c for c in chunks if c.kind == "frame"]
@@ -197,7 +199,8 @@ def test_tiny_qwen2_vl_compaction_equals_fresh_forward_of_kept_tokens(single_lay
     try:
         budget = 72
         cache = BoundedCache(make_policy("inf_mllm", budget=budget, n_sink=4, n_recent=16,
-                                         window=8, kernel=3), ad.model.config, max_chunk=256)
+                                         window=8, kernel=3), ad.model.config,
+                             max_chunk=256, rotation=ad.rotation)
         chunks = [ad.text_chunk("go", "system")] + \
             [ad.frame_chunk(_frame(i), float(i), "c") for i in range(4)]
         _stream(ad, cache, chunks)

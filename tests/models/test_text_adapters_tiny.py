@@ -8,6 +8,7 @@ import torch
 
 from ros2_infmllm.engine import StreamingSession
 from ros2_infmllm.memory import make_policy
+from ros2_infmllm.memory.rope import Rotation
 from ros2_infmllm.models.base import ModelError
 from ros2_infmllm.models.registry import load_adapter
 from ros2_infmllm.models.tiny import byte_tokenizer
@@ -55,7 +56,7 @@ def test_tiny_family_loads_ingests_and_answers(checkpoint):
     """The registry dispatches on model_type; a bounded session ingests 3 frames, answers."""
     family, path = checkpoint
     ad = load_adapter(str(path), device="cpu")
-    assert ad.family == family
+    assert ad.family == family and ad.rotation is Rotation.ROTATE_HALF
     assert ad.describe()["parameters"] > 0
     s = StreamingSession(ad, make_policy("inf_mllm", budget=96, n_sink=4, n_recent=32,
                                          window=8), evidence_k=2)

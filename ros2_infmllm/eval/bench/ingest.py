@@ -13,6 +13,7 @@ from ros2_infmllm.eval.bench.common import (VL_TOKENS, peak_mem, percentile, res
 from ros2_infmllm.eval.common import build_policy, session_config_for
 from ros2_infmllm.memory import BoundedCache, use_scoring_attention
 from ros2_infmllm.models.base import cache_kwarg
+from ros2_infmllm.models.qwen2_vl import Qwen2VLAdapter
 
 
 class FrameMaker:
@@ -111,13 +112,13 @@ def bench_ingest(model, device: str, budget: int, fps: float, seconds: float, fr
                  "tokens_per_frame": maker.tokens, "grid_patches": grid, "policies": {}}
     for i in range(3):                              # warm-up (kernels, allocator)
         c = BoundedCache(build_policy("inf_mllm", budget, overrides), model.config,
-                         max_chunk=512)
+                         max_chunk=512, rotation=Qwen2VLAdapter.rotation)
         maker.ingest(c)
     del c
     runs = [("inf_mllm", frames)] + [(p, compare_frames) for p in compare if p != "inf_mllm"]
     for name, n in runs:
         cache = BoundedCache(build_policy(name, budget, overrides), model.config,
-                             max_chunk=512)
+                             max_chunk=512, rotation=Qwen2VLAdapter.rotation)
         reset_peak(device)
         per: list = []
         mem: list = []
@@ -194,7 +195,7 @@ def profile_ingest(model, maker: FrameMaker, budget: int, device: str, out_path:
             return real_pending(self, layer)
 
     cache = BoundedCache(build_policy("inf_mllm", budget, overrides), model.config,
-                         max_chunk=512)
+                         max_chunk=512, rotation=Qwen2VLAdapter.rotation)
     for _ in range(2 * budget // maker.tokens + 2):
         maker.ingest(cache)
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA]
