@@ -207,9 +207,14 @@ fi
 
 # `infmllm_node` on PATH whenever .venv is active (colcon puts the ROS copy, used by
 # `ros2 run` / launch, in install/ros2_infmllm/lib/ros2_infmllm). Editable: sources live.
-if [ ! -x .venv/bin/infmllm_node ] || [ -n "$(missing ros2_infmllm)" ]; then
+# Again whenever setup.py / setup.cfg change (entry points move with the modules).
+entry_stamp=.venv/.ros2_infmllm-entry-points
+entry_digest=$(cat setup.py setup.cfg | sha256sum | cut -c1-64)
+if [ ! -x .venv/bin/infmllm_node ] || [ -n "$(missing ros2_infmllm)" ] \
+        || [ "$(cat "$entry_stamp" 2>/dev/null)" != "$entry_digest" ]; then
     say "installing ros2_infmllm (editable) into .venv"
     "$PY" -m pip install -q --no-deps --no-build-isolation -e .
+    echo "$entry_digest" > "$entry_stamp"
 fi
 
 # ---------------------------------------------------------------- sample data

@@ -109,8 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--budget", type=int, default=1024)
     p.add_argument("--compare", type=csv_list(str), default=[],
-                   help="policy specs whose ingest is then timed side by side on the same "
-                        "frames (e.g. inf_mllm,inf_mllm:novelty=0,streaming_llm)")
+                   help="policy specs, each optionally @dtype, whose ingest is then timed "
+                        "side by side on the same frames (e.g. inf_mllm@float32,"
+                        "inf_mllm@bfloat16,inf_mllm:novelty=0,streaming_llm)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                   help="the timed session's dtype (auto: as the node picks it)")
+    p.add_argument("--profile-frames", type=int, default=0,
+                   help="then profile this many frames: ms per frame by op group")
     add_param_option(p)
 
     p = sub.add_parser("engine", help="the node's path (StreamingSession) vs the bench fast path")
@@ -187,7 +192,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from ros2_infmllm.eval.bench.common import meta
         from ros2_infmllm.eval.bench.ingest import bench_cpu
         bench_cpu(args.frames, args.questions, args.max_new_tokens, args.budget,
-                  _saver(out, meta("cpu", "cpu", argv)), compare=args.compare, overrides=over)
+                  _saver(out, meta("cpu", "cpu", argv)), compare=args.compare, overrides=over,
+                  dtype=args.dtype, profile_frames=args.profile_frames)
         _show(out)
         return 0
     if args.what == "engine":

@@ -252,16 +252,20 @@ QUESTIONS = ["What colour is the box?", "What did the camera see most recently?"
 
 def bench_cpu(frames: int, questions: int, max_new_tokens: int, budget: int,
               save: Callable[[dict], None], compare: Sequence[str] = (),
-              overrides: Optional[dict] = None) -> dict:
+              overrides: Optional[dict] = None, dtype: str = "auto",
+              profile_frames: int = 0) -> dict:
     """Time the bundled default model through the engine, as the node runs it, on this CPU.
 
-    ``compare``: policy specs (``inf_mllm:novelty=0``) whose sessions then ingest the same
-    frames side by side, one frame each in turn (so drift in the machine's speed hits all
-    alike): per-frame ingest time per policy, and its ratio to the first spec's. Policies
-    are ``eval.common.build_policy(spec, budget, overrides)``.
+    ``compare``: policy specs (``inf_mllm:novelty=0``), each optionally ``@dtype``
+    (``inf_mllm@float32``), whose sessions then ingest the same frames side by side, one
+    frame each in turn (so drift in the machine's speed hits all alike): per-frame ingest
+    time per spec, and its ratio to the first spec's. Policies are
+    ``eval.common.build_policy(spec, budget, overrides)``. ``profile_frames``: after the
+    timed frames, that many more are profiled (:mod:`.cpu_profile`: ms per frame by op
+    group).
     """
     res: dict = {"frames": frames, "questions": questions, "max_new_tokens": max_new_tokens,
-                 "budget": budget, "threads": torch.get_num_threads()}
+                 "budget": budget, "threads": torch.get_num_threads(), "dtype": dtype}
     try:
         from ros2_infmllm.engine import DEFAULT_POLICY, build_session
     except ImportError as exc:
@@ -270,8 +274,9 @@ def bench_cpu(frames: int, questions: int, max_new_tokens: int, budget: int,
         return res
     t0 = time.perf_counter()
     session = build_session(session_config_for(build_policy(DEFAULT_POLICY, budget, overrides),
-                                               model="default", device="cpu"))
+                                               model="default", device="cpu", dtype=dtype))
     res["load_s"] = time.perf_counter() - t0
+    res["model_dtype"] = str(next(session.adapter.model.parameters()).dtype).split(".")[-1]
     ingest, answers, first = [], [], []
     n_tokens = []
     for i in tqdm(range(frames), desc="cpu ingest", unit="frame"):
@@ -295,6 +300,12 @@ def bench_cpu(frames: int, questions: int, max_new_tokens: int, budget: int,
                 "first_token": _stats(first), "answer_tokens": n_tokens,
                 "describe": _safe_describe(session)})
     save(res)
+    if profile_frames:
+        from ros2_infmllm.eval.bench.cpu_profile import profile_ingest_frames
+        res["profile"] = profile_ingest_frames(
+            lambda i: session.ingest_frame(_scene(i), stamp=float(i), camera="cam"),
+            frames, profile_frames)
+        save(res)
     if compare:
         res["compare"] = compare_ingest(compare, frames, budget, overrides=overrides)
         save(res)
@@ -303,11 +314,14 @@ def bench_cpu(frames: int, questions: int, max_new_tokens: int, budget: int,
 
 def compare_ingest(specs: Sequence[str], frames: int, budget: int,
                    model: str = "default", overrides: Optional[dict] = None) -> list:
-    """Ingest the same frames into one session per policy spec, in turn; per-spec stats."""
+    """Ingest the same frames into one session per ``policy spec[@dtype]``, in turn."""
     from ros2_infmllm.engine import build_session
-    sessions = [build_session(session_config_for(build_policy(spec, budget, overrides),
-                                                 model=model, device="cpu"))
-                for spec in specs]
+    sessions = []
+    for entry in specs:
+        spec, _, dtype = entry.partition("@")
+        sessions.append(build_session(session_config_for(
+            build_policy(spec, budget, overrides), model=model, device="cpu",
+            dtype=dtype or "auto")))
     times: list = [[] for _ in specs]
     for i in tqdm(range(frames), desc="cpu ingest, side by side", unit="frame"):
         frame = _scene(i)

@@ -208,7 +208,8 @@ def _cpu(d: dict, png: Path) -> str:
     if d.get("error"):
         return f"not run: {d['error']}\n"
     lines = [f"{d['frames']} frames, {d['questions']} questions, max {d['max_new_tokens']} new "
-             f"tokens, budget {d['budget']}, {d['threads']} threads; load {_f(d['load_s'], 1)} s",
+             f"tokens, budget {d['budget']}, {d['threads']} threads, "
+             f"{d.get('model_dtype', 'float32')}; load {_f(d['load_s'], 1)} s",
              "", "| what | p50 ms | p95 ms | max ms | n |", "|---|---|---|---|---|"]
     for k in ("ingest", "answer", "first_token"):
         s = d.get(k) or {}
@@ -223,6 +224,10 @@ def _cpu(d: dict, png: Path) -> str:
             lines.append(f"| {r['policy']} | {_f(r['mean_ms'], 1)} | {_f(s.get('p50_ms'), 1)} | "
                          f"{_f(s.get('p95_ms'), 1)} | {_f(r['ratio_to_first'], 3)} | "
                          f"{r.get('cache_tokens')} |")
+    if d.get("profile"):
+        from ros2_infmllm.eval.bench.cpu_profile import markdown
+        lines += ["", markdown(d["profile"], "Where a frame's ingest goes (torch.profiler, "
+                                             "self CPU time by op group)")]
     return "\n".join(lines) + "\n"
 
 
