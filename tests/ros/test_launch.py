@@ -21,7 +21,7 @@ from typing import Any, Dict, Optional
 import pytest
 import yaml
 
-from ros2_infmllm import launch as shared
+from ros2_infmllm.ros import launch as shared
 
 REPO = Path(__file__).resolve().parents[2]
 PARAMS_YAML = REPO / 'config' / 'params.yaml'
