@@ -6,7 +6,9 @@ while the bench's fused + owned step + CUDA graphs reached 0.77 on the same H200
 :class:`Decoder` gives one session's cache the bench's fast path:
 
 - ``graph``: q/k/v and gate/up fused (``fused_linear``), the owned one-token step
-  (``llama_decode``: Llama / Qwen2 layouts) and the CUDA-graph runner (``cuda_graph``);
+  (``llama_decode``: Llama / Qwen2 layouts, which also runs the model's frame and question
+  chunks with less host work than the class's forward) and the CUDA-graph runner
+  (``cuda_graph``);
   :meth:`Decoder.warm_up` compiles and captures every length a full memory decodes at
   (``budget .. budget + decode_slack``) before the first question, then the runner stops
   capturing, so a length without a graph runs eagerly instead of stalling an answer.
@@ -77,7 +79,7 @@ class Decoder:
             from .fused_linear import fuse_projections
             from .llama_decode import install_owned_decode
             fuse_projections(adapter.model)
-            if not install_owned_decode(adapter.model):      # unsupported() said it would
+            if not install_owned_decode(adapter.model, chunks=True):   # unsupported() said yes
                 raise RuntimeError("internal: owned decode step refused a supported model")
             self.runner = GraphDecodeRunner(adapter.model, cache)
 

@@ -1,4 +1,4 @@
-"""Owned one-token decode step for the Llama family (Llama, Qwen2), opt-in per model.
+"""Owned decode step (and chunk forward) for the Llama family (Llama, Qwen2), opt-in per model.
 
 Why: with fused q/k/v and gate/up weights and inductor-compiled norms / MLPs / rotary
 embedding (``fused_linear``, ``compiled_decode``), a 7B decode step replayed from a CUDA
@@ -33,6 +33,12 @@ runner (``cuda_graph.py``) captures the step like the transformers forward: it c
 ``model(...)``, and the step calls ``cache.update`` once per layer, so ``advance_layer``
 repeats the same bookkeeping after a replay. Nothing global is changed: no transformers
 function or class is patched, other instances keep the class's ``forward``.
+
+With ``chunks=True`` (the engine's graph path) multi-token chunks (frames, questions) run
+the same functions eagerly: a 64-token question on a 7B model is ~12 ms of GPU work but
+~24 ms of host time through the class's forward (modules, masks, keyword plumbing), so
+the time to first token is the host's; the owned forward launches the same GEMMs with
+less Python between them.
 """
 from __future__ import annotations
 
@@ -50,7 +56,7 @@ from ros2_infmllm.accel.fused_linear import FusedPart
 MODEL_TYPES = ("llama", "qwen2")
 _NORMS = ("LlamaRMSNorm", "Qwen2RMSNorm")
 _ROPE_TYPES = ("default", "linear", "llama3", "yarn")    # fixed inv_freq, plain cos/sin
-# ``logits_to_keep``: the engine's adapters pass 1; a one-token call has one position either way
+# ``logits_to_keep``: the engine's adapters pass 1, or no positions at all for frames
 _FORWARD_KW = {"input_ids", "position_ids", "use_cache", "cache", "past_key_values",
                "attention_mask", "return_dict", "logits_to_keep"}
 
@@ -70,7 +76,7 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 def _cos_sin(position_ids: torch.Tensor, inv_freq: torch.Tensor, scaling: float,
              dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cos / sin ``[1, 1, D]`` of the step's position, as the rotary module computes them."""
+    """Cos / sin ``[1, t, D]`` of the ``[1, t]`` positions, as the rotary module computes them."""
     freqs = position_ids[..., None].float() * inv_freq.float()
     emb = torch.cat((freqs, freqs), dim=-1)
     return (emb.cos() * scaling).to(dtype), (emb.sin() * scaling).to(dtype)
@@ -84,9 +90,9 @@ def _norm_in(x, d, w_norm, eps: float):
 
 
 def _rope_qkv(outs: tuple, bs: tuple, cos, sin, heads: tuple):
-    """q/k/v from the q/k/v GEMV output(s) (+ biases), RoPE of q and k.
+    """q/k/v from the q/k/v projection output(s) ``[1, t, *]`` (+ biases), RoPE of q and k.
 
-    Returns q ``[1, Hq, 1, D]``, k and v ``[1, Hkv, 1, D]`` (q and k rotated as
+    Returns q ``[1, Hq, t, D]``, k and v ``[1, Hkv, t, D]`` (q and k rotated as
     ``apply_rotary_pos_emb`` rotates them).
     """
     n_q, n_kv, dim = heads
@@ -95,9 +101,10 @@ def _rope_qkv(outs: tuple, bs: tuple, cos, sin, heads: tuple):
         q, k, v = outs[0].split([n_q * dim, n_kv * dim, n_kv * dim], -1)
     else:
         q, k, v = outs
-    q = q.view(1, 1, n_q, dim).transpose(1, 2)
-    k = k.view(1, 1, n_kv, dim).transpose(1, 2)
-    v = v.view(1, 1, n_kv, dim).transpose(1, 2)
+    t = q.shape[-2]
+    q = q.view(1, t, n_q, dim).transpose(1, 2)
+    k = k.view(1, t, n_kv, dim).transpose(1, 2)
+    v = v.view(1, t, n_kv, dim).transpose(1, 2)
     cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
     q = (q * cos) + (_rotate_half(q) * sin)
     k = (k * cos) + (_rotate_half(k) * sin)
@@ -245,41 +252,67 @@ def _bounded(cache: Any) -> bool:
         and not cache.positions_given
 
 
-def _takes(args: tuple, kwargs: dict) -> Optional[Any]:
-    """Return the cache if this call is a one-token step the owned decode serves, else None."""
+def _takes(model: nn.Module, args: tuple, kwargs: dict) -> Optional[Any]:
+    """Return the cache if the owned forward serves this call, else None.
+
+    One-token steps always; chunks of several tokens when the model was installed with
+    ``chunks=True``.
+    """
     if args or torch.is_grad_enabled() or not set(kwargs) <= _FORWARD_KW:
         return None
     ids, pos = kwargs.get("input_ids"), kwargs.get("position_ids")
     cache = kwargs.get("cache", kwargs.get("past_key_values"))
-    if ids is None or tuple(ids.shape) != (1, 1) or kwargs.get("attention_mask") is not None \
+    if ids is None or ids.dim() != 2 or ids.shape[0] != 1 or ids.shape[1] < 1 \
+            or kwargs.get("attention_mask") is not None \
             or kwargs.get("use_cache") is False or kwargs.get("return_dict") is False:
         return None
-    if pos is not None and tuple(pos.shape) != (1, 1):
+    if ids.shape[1] > 1 and not model.__dict__.get("_owned_chunks", False):
+        return None
+    if pos is not None and tuple(pos.shape) != tuple(ids.shape):
         return None
     return cache if _bounded(cache) else None
 
 
-def decode_step(model: nn.Module, input_ids: torch.Tensor, cache: Any,
-                position_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """One token ``[1, 1]`` through ``model`` on the bounded ``cache``: logits ``[1, 1, V]``.
+def _part(fn, mode: Optional[str], t: int, *args):
+    """``fn(*args)``: compiled for one-token steps (one static shape), eager for chunks."""
+    return call_compiled(fn, mode, *args) if t == 1 else fn(*args)
 
-    Same result as ``model(input_ids=..., position_ids=..., cache=cache).logits`` (within
-    the dtype's rounding: the compiled functions keep float32 between fused ops, the
-    Triton GEMV sums in another order), with the same calls to ``cache.update`` and the
-    same score hand-off.
+
+def _kept_rows(h: torch.Tensor, keep: Any) -> torch.Tensor:
+    """The rows of ``h`` ``[1, t, H]`` whose logits ``logits_to_keep`` asks for."""
+    if isinstance(keep, torch.Tensor):
+        return h[:, keep]
+    return h if not keep else h[:, -int(keep):]
+
+
+def decode_step(model: nn.Module, input_ids: torch.Tensor, cache: Any,
+                position_ids: Optional[torch.Tensor] = None,
+                logits_to_keep: Any = 1) -> torch.Tensor:
+    """``t`` tokens ``[1, t]`` through ``model`` on the bounded ``cache``: logits ``[1, k, V]``.
+
+    Same result as ``model(input_ids=..., position_ids=..., cache=cache,
+    logits_to_keep=...).logits`` (within the dtype's rounding: the compiled functions keep
+    float32 between fused ops, the Triton GEMV sums in another order), with the same calls
+    to ``cache.update`` and the same score hand-off. A chunk (``t > 1``) runs the same
+    functions eagerly (one compiled shape per function is all the step wants) and attends
+    with a bottom-right causal mask, as transformers' SDPA path masks a chunk that
+    follows cached tokens.
     """
     from ros2_infmllm.memory import scoring
     mode = model.__dict__.get("_owned_decode_mode")
     lin = functools.partial(linear, triton=model.__dict__.get("_owned_decode_triton", False))
     inner, cfg = model.model, model.config
+    t = input_ids.shape[1]
     if position_ids is None:
-        position_ids = torch.full((1, 1), cache.get_seq_length(), dtype=torch.long,
-                                  device=input_ids.device)
+        start = cache.get_seq_length()
+        position_ids = torch.arange(start, start + t, dtype=torch.long,
+                                    device=input_ids.device).unsqueeze(0)
     x = inner.embed_tokens(input_ids)
     rot = inner.rotary_emb
-    cos, sin = call_compiled(_cos_sin, mode, position_ids, rot.inv_freq,
-                             float(rot.attention_scaling), x.dtype)
+    cos, sin = _part(_cos_sin, mode, t, position_ids, rot.inv_freq,
+                     float(rot.attention_scaling), x.dtype)
     scores_here = getattr(cfg, "_attn_implementation", None) == scoring.ATTN_NAME
+    masks: dict[int, torch.Tensor] = {}     # keys attended -> the chunk's causal mask
     d = None
     for layer in inner.layers[:cfg.num_hidden_layers]:
         attn, mlp = layer.self_attn, layer.mlp
@@ -288,47 +321,64 @@ def decode_step(model: nn.Module, input_ids: torch.Tensor, cache: Any,
         dim = attn.head_dim
         n_q = attn.q_proj.out_features // dim
         n_kv = attn.k_proj.out_features // dim
-        x, h = call_compiled(_norm_in, mode, x, d, n1.weight, float(n1.variance_epsilon))
-        q, k, v = call_compiled(_rope_qkv, mode, tuple(lin(h, w) for w in ws), bs, cos, sin,
-                                (n_q, n_kv, dim))
+        x, h = _part(_norm_in, mode, t, x, d, n1.weight, float(n1.variance_epsilon))
+        q, k, v = _part(_rope_qkv, mode, t, tuple(lin(h, w) for w in ws), bs, cos, sin,
+                        (n_q, n_kv, dim))
         keys, values = cache.update(k, v, attn.layer_idx)
         if scores_here:
             scoring.give_scores(cache.layers[attn.layer_idx], q, keys, attn.scaling, None)
-        o = F.scaled_dot_product_attention(q, keys, values, scale=attn.scaling,
-                                           enable_gqa=n_kv != n_q)
-        o = lin(o.transpose(1, 2).reshape(1, 1, n_q * dim), attn.o_proj.weight)
-        x, h = call_compiled(_norm_post, mode, x, o, attn.o_proj.bias, n2.weight,
-                             float(n2.variance_epsilon))
+        mask = None
+        if t > 1:
+            n_keys = keys.shape[2]
+            mask = masks.get(n_keys)
+            if mask is None:
+                mask = torch.ones((t, n_keys), dtype=torch.bool,
+                                  device=keys.device).tril(n_keys - t)
+                masks[n_keys] = mask
+        o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask,
+                                           scale=attn.scaling, enable_gqa=n_kv != n_q)
+        o = lin(o.transpose(1, 2).reshape(1, t, n_q * dim), attn.o_proj.weight)
+        x, h = _part(_norm_post, mode, t, x, o, attn.o_proj.bias, n2.weight,
+                     float(n2.variance_epsilon))
         w_in, b_in, w_up, b_up, w_down, b_down = gated_mlp_weights(mlp)
         gu = (lin(h, w_in),) if w_up is None else (lin(h, w_in), lin(h, w_up))
-        a = call_compiled(_silu_mul, mode, gu, (b_in,) if w_up is None else (b_in, b_up))
+        a = _part(_silu_mul, mode, t, gu, (b_in,) if w_up is None else (b_in, b_up))
         d = lin(a, w_down)
         if b_down is not None:
             d = d + b_down
     norm, head = inner.norm, model.lm_head
-    _, h = call_compiled(_norm_in, mode, x, d, norm.weight, float(norm.variance_epsilon))
+    x, d = _kept_rows(x, logits_to_keep), _kept_rows(d, logits_to_keep)
+    if x.shape[1] == 0:                    # no logits wanted (a frame, a fed-back turn)
+        return x.new_zeros((1, 0, head.out_features))
+    # by the step's ``t``, not the kept rows: a chunk's last row is a strided view, and
+    # each chunk length would be a new compiled graph (a recompile, then a hard failure)
+    _, h = _part(_norm_in, mode, t, x, d, norm.weight, float(norm.variance_epsilon))
     logits = lin(h, head.weight)
     return logits if head.bias is None else logits + head.bias
 
 
 def install_owned_decode(model: nn.Module, mode: Optional[str] = None,
-                         triton_gemv: bool = True) -> bool:
-    """Give ``model`` (this instance only) the owned one-token decode step.
+                         triton_gemv: bool = True, chunks: bool = False) -> bool:
+    """Give ``model`` (this instance only) the owned decode step (and chunk forward).
 
     ``mode``: ``torch.compile`` mode of the compiled parts (None / ``"default"`` or a
     ``-no-cudagraphs`` mode). ``triton_gemv``: the projections run as the Triton GEMV
-    (:func:`linear`) on CUDA, else as ``F.linear`` (cuBLAS). Returns True if installed
-    (or already installed), False if
-    the model is not supported (:func:`unsupported` says why). The instance's
-    ``forward`` keeps the class's signature; calls that are not one-token steps on a
-    bounded cache with 1-D positions under ``torch.no_grad`` go to the class's
-    ``forward``. ``model.owned_decode_steps`` counts the calls served (a CUDA-graph
-    replay makes no call).
+    (:func:`linear`) on CUDA, else as ``F.linear`` (cuBLAS). ``chunks``: multi-token
+    chunks (frames, questions) take the owned forward too; it launches fewer kernels and
+    far less Python per layer than the class's forward, which is what a chunk costs on a
+    GPU that waits for the host (the question's time to first token). Returns True if
+    installed (or already installed; ``chunks=True`` then turns chunks on), False if the
+    model is not supported (:func:`unsupported` says why). The instance's ``forward``
+    keeps the class's signature; other calls (other caches, M-RoPE positions, masks,
+    embeddings, gradients) go to the class's ``forward``. ``model.owned_decode_steps``
+    counts the one-token calls served (a CUDA-graph replay makes no call),
+    ``model.owned_chunks`` the chunks.
     """
     if mode is not None and "cudagraphs" not in mode and mode != "default":
         raise ValueError(f"mode {mode!r} would capture CUDA graphs of its own; use the "
                          "default or a '-no-cudagraphs' mode")
     if "_owned_decode_mode" in model.__dict__:
+        model._owned_chunks = model._owned_chunks or bool(chunks)
         return True
     if unsupported(model) is not None:
         return False
@@ -336,16 +386,23 @@ def install_owned_decode(model: nn.Module, mode: Optional[str] = None,
 
     @functools.wraps(original)
     def forward(self, *args, **kwargs):
-        cache = _takes(args, kwargs)
+        cache = _takes(self, args, kwargs)
         if cache is None:
             return original(self, *args, **kwargs)
         from transformers.modeling_outputs import CausalLMOutputWithPast
-        logits = decode_step(self, kwargs["input_ids"], cache, kwargs.get("position_ids"))
-        self.owned_decode_steps += 1
+        ids = kwargs["input_ids"]
+        logits = decode_step(self, ids, cache, kwargs.get("position_ids"),
+                             kwargs.get("logits_to_keep", 0))
+        if ids.shape[1] == 1:
+            self.owned_decode_steps += 1
+        else:
+            self.owned_chunks += 1
         return CausalLMOutputWithPast(logits=logits)
 
     model._owned_decode_mode = None if mode == "default" else mode
     model._owned_decode_triton = bool(triton_gemv)
+    model._owned_chunks = bool(chunks)
     model.owned_decode_steps = 0
+    model.owned_chunks = 0
     model.forward = types.MethodType(forward, model)
     return True

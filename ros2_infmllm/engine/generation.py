@@ -2,9 +2,10 @@
 
 The session prefills the question and hands the first logits here; :func:`decode_greedy`
 feeds each chosen token back through the session's one-token step until an end token,
-``max_new_tokens`` or ``cancel``. On CUDA the step feeding token ``k`` is launched before
-token ``k`` is read on the host (:class:`TokenReader`), so the device never waits for the
-host's detokenisation and streaming; an end-of-text token fed that way is rolled back.
+``max_new_tokens`` or ``cancel``. On CUDA the step feeding token ``k`` (after the first) is
+launched before token ``k`` is read on the host (:class:`TokenReader`), so the device
+never waits for the host's detokenisation and streaming; an end-of-text token fed that
+way is rolled back.
 """
 
 from __future__ import annotations
@@ -96,17 +97,21 @@ def decode_greedy(logits: torch.Tensor, step: Callable[[torch.Tensor], torch.Ten
                 cancelled = True
                 break
             more = len(ids) + 1 < max_new_tokens
+            # the first token is read before its step is launched: the time to first
+            # token is the question's alone, not the launch of a step (or the
+            # compaction the question left pending) that the reader would wait behind
+            ahead = pipelined and t_first is not None
             read = reader.start(token)
-            if more and pipelined:
+            if more and ahead:
                 logits = step(token)            # feeds the token not yet read
             nxt = read()
             if t_first is None:
                 t_first = time.perf_counter()
             if nxt in eos_ids:
-                if more and pipelined:
+                if more and ahead:
                     rollback()                  # the end token does not stay
                 break
-            if more and not pipelined:
+            if more and not ahead:
                 logits = step(token)
             ids.append(nxt)
             fed = more

@@ -106,6 +106,9 @@ class StreamingSession:
 
     All model work runs under the adapter's lock (shared by sessions of one model), so
     frames and questions are serialised; ``cancel`` is checked before every decode step.
+    A frame or a closed turn that leaves the memory over its budget is compacted before
+    the lock is released (the same compaction the next chunk would start with: it uses
+    that chunk's own scores), so a question never waits for a frame's compaction.
     ``decode`` picks the one-token path (``accel/fast_decode.py``: ``auto`` takes the owned
     step + CUDA graphs where the model allows it); its warm-up runs here, before the first
     question.
@@ -204,6 +207,7 @@ class StreamingSession:
             self._thumbs[sid] = _thumbnail(image)
             self._frame_text[sid] = chunk.text
             self._run(chunk, logits=False)
+            self.cache.compact()
             self.frames_ingested += 1
             if len(self._frame_meta) >= self._prune_at:
                 self._prune_frames(self.cache.sources_in_memory())
@@ -297,6 +301,7 @@ class StreamingSession:
             if ids and not decoded.fed:
                 tail = torch.cat([torch.tensor([[ids[-1]]], device=tail.device), tail], dim=1)
             self._run(Chunk(tail, "assistant", ad.answer_suffix()), logits=False)
+            self.cache.compact()
         # after the turn is closed (its compaction may evict): only frames still in memory
         evidence = self._evidence(text)
         self.questions_answered += 1
