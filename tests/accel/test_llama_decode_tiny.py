@@ -83,6 +83,42 @@ def test_owned_decode_equals_transformers_forward_through_compactions_tiny(famil
     assert twin.forward.__self__ is twin                     # rebound to the copy
 
 
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_owned_chunks_equal_transformers_forward_through_compactions_tiny(family):
+    """With ``chunks=True`` frames and questions of varying lengths take the owned forward:
+    the same logits (all rows, the last row, none) and the same kept memory as the plain
+    model through compactions; the compiled graphs stay those of the one-token step (a
+    chunk's strided last row once recompiled the closing norm per chunk length)."""
+    from torch._dynamo.utils import counters
+    ref_model = use_scoring_attention(tiny_model(family, seed=17))
+    model = use_scoring_attention(copy.deepcopy(ref_model))
+    fuse_projections(model)
+    assert install_owned_decode(model) and install_owned_decode(model, chunks=True)
+    counters.clear()
+    names = ("inf_mllm", "h2o", "streaming_llm")
+    caches = {n: [BoundedCache(build_policy(n, 48), m.config, max_chunk=32, decode_slack=4)
+                  for m in (ref_model, model)] for n in names}
+    g = torch.Generator().manual_seed(5)
+    keeps = (0, 1, torch.arange(0), 1, 0, 1)
+    lengths = (30, 17, 9, 1, 23, 1, 5, 1, 12, 1, 1, 7)
+    for step, t in enumerate(lengths):
+        ids = torch.randint(0, 100, (1, t), generator=g)
+        keep = keeps[step % len(keeps)] if t > 1 else 1
+        for ref_cache, cache in caches.values():
+            ref = forward(ref_model, ids, ref_cache, logits_to_keep=keep).logits
+            got = forward(model, ids, cache, logits_to_keep=keep).logits
+            assert got.shape == ref.shape, f"step {step}"
+            torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5, msg=f"step {step}")
+        for ref_cache, cache in caches.values():
+            _same_memory(ref_cache, cache)
+    n_chunks = sum(t > 1 for t in lengths)
+    assert model.owned_chunks == n_chunks * len(names)
+    assert model.owned_decode_steps == (len(lengths) - n_chunks) * len(names)
+    assert all(c.describe()["compactions"] > 2 for pair in caches.values() for c in pair)
+    assert not counters["graph_break"] and not FAILED
+    assert counters["stats"]["unique_graphs"] <= 6
+
+
 def test_owned_decode_leaves_other_calls_and_models_alone_tiny():
     """Grad mode, masks, chunks and non-bounded caches go to the class forward; models
     outside the family are refused (install returns False, nothing changed)."""
