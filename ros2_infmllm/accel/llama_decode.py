@@ -279,7 +279,7 @@ def _part(fn, mode: Optional[str], t: int, *args):
 
 
 def _kept_rows(h: torch.Tensor, keep: Any) -> torch.Tensor:
-    """The rows of ``h`` ``[1, t, H]`` whose logits ``logits_to_keep`` asks for."""
+    """Select the rows of ``h`` ``[1, t, H]`` whose logits ``logits_to_keep`` asks for."""
     if isinstance(keep, torch.Tensor):
         return h[:, keep]
     return h if not keep else h[:, -int(keep):]
