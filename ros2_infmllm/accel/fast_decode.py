@@ -12,7 +12,9 @@ while the bench's fused + owned step + CUDA graphs reached 0.77 on the same H200
   :meth:`Decoder.warm_up` compiles and captures every length a full memory decodes at
   (``budget .. budget + decode_slack``) before the first question, then the runner stops
   capturing, so a length without a graph runs eagerly instead of stalling an answer.
-- ``eager``: the adapter's own forward, one token at a time.
+  A vision adapter whose tower ``vision_graph`` takes (Qwen2-VL) also gets its tower
+  captured for the fixed frame shape, whatever the decode path (M-RoPE decodes eagerly).
+- ``eager``: the adapter's own forward, one token at a time, and the model's own tower.
 - ``auto``: ``graph`` when :func:`graph_unavailable` finds nothing against it, else
   ``eager`` with that reason (:attr:`Decoder.reason`).
 
@@ -74,6 +76,9 @@ class Decoder:
             raise ValueError(f"decode 'graph' is not available: {self.reason} "
                              f"(use decode 'auto' or 'eager')")
         self.path = "eager" if self.reason is not None else "graph"
+        from .vision_graph import vision_graph_unavailable
+        self.vision_reason = "decode: eager asked for" if mode == "eager" else \
+            vision_graph_unavailable(adapter)
         if self.path == "graph":
             from .cuda_graph import GraphDecodeRunner
             from .fused_linear import fuse_projections
@@ -96,15 +101,25 @@ class Decoder:
     def warm_up(self, cache: Any, tally: bool) -> float:
         """Compile and capture before the first question; return the seconds it took.
 
-        Fills ``cache`` with random tokens past the budget (chunks of ``max_chunk``, as
-        frames arrive), decodes two compaction cycles with the evidence tally ``tally``
-        as answers run it (so each length ``budget .. budget + decode_slack`` is visited
-        twice: once eagerly, then captured), then resets ``cache`` (its buffers, which
-        the graphs use, stay) and stops further captures.
+        Captures the frame shape's vision tower (``vision_graph``) where it applies.
+        Then, on the graph path, fills ``cache`` with random tokens past the budget
+        (chunks of ``max_chunk``, as frames arrive), decodes two compaction cycles with
+        the evidence tally ``tally`` as answers run it (so each length ``budget ..
+        budget + decode_slack`` is visited twice: once eagerly, then captured), then
+        resets ``cache`` (its buffers, which the graphs use, stay) and stops further
+        captures.
         """
-        if self.runner is None:
-            return 0.0
         t0 = time.perf_counter()
+        if self.vision_reason is None:
+            from .vision_graph import install_vision_graph
+            install_vision_graph(self.adapter)
+        if self.runner is not None:
+            self._warm_decode(cache, tally)
+        self.warmup_s = time.perf_counter() - t0
+        return self.warmup_s
+
+    def _warm_decode(self, cache: Any, tally: bool) -> None:
+        """Visit every decode length twice (eagerly, then captured); reset ``cache``."""
         budget, slack = cache.policy.capacity, cache.decode_slack
         vocab = self.adapter.model.config.get_text_config().vocab_size
         gen = torch.Generator().manual_seed(0)
@@ -124,12 +139,12 @@ class Decoder:
         cache.decode_tally = False
         cache.reset()
         self.runner.capture = False
-        self.warmup_s = time.perf_counter() - t0
-        return self.warmup_s
 
     def describe(self) -> dict[str, Any]:
         """Path, why not the graph path, warm-up seconds and the runner's counts."""
         out: dict[str, Any] = {"mode": self.mode, "path": self.path, "reason": self.reason,
+                               "vision": "eager" if self.vision_reason else "graph",
+                               "vision_reason": self.vision_reason,
                                "warmup_s": round(self.warmup_s, 3)}
         if self.runner is not None:
             out.update(self.runner.stats())

@@ -290,15 +290,20 @@ class ModelAdapter:
         return self.run_model(chunk, cache, pos, logits)
 
     def run_model(self, chunk: Chunk, cache: Any, position_ids: torch.Tensor,
-                  logits: bool) -> torch.Tensor | None:
-        """One forward of ``chunk`` at ``position_ids``; the last logits, or None."""
+                  logits: bool, embeds: torch.Tensor | None = None) -> torch.Tensor | None:
+        """One forward of ``chunk`` at ``position_ids``; the last logits, or None.
+
+        ``embeds`` (``[1, q, hidden]``), when given, replace the chunk's ids and extras:
+        the adapter has already built the input embeddings (e.g. with its image encoder).
+        """
         # an empty index list of positions to keep: the LM head computes no row
         keep = 1 if logits else torch.empty(0, dtype=torch.long, device=self.device)
+        inputs = {"input_ids": chunk.input_ids, **chunk.extra} if embeds is None else \
+            {"inputs_embeds": embeds}
         with torch.no_grad(), attention_backends(self.device):
             # no_grad, not inference_mode: the cache's buffers are updated later
-            out = self.model(input_ids=chunk.input_ids, position_ids=position_ids,
-                             use_cache=True, logits_to_keep=keep,
-                             **{self.cache_kwarg: cache}, **chunk.extra)
+            out = self.model(position_ids=position_ids, use_cache=True, logits_to_keep=keep,
+                             **{self.cache_kwarg: cache}, **inputs)
         return out.logits[0, -1] if logits else None
 
     def decode_step(self, token_id: int, cache: Any) -> torch.Tensor:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -207,6 +207,15 @@ class Qwen2VLAdapter(VisionAdapter):
         self.image_tokens = self.llm_grid ** 2
         if hasattr(model, "model") and hasattr(model.model, "visual"):
             self.pixel_dtype = next(model.model.visual.parameters()).dtype
+        #: ``pixel_values`` of one frame -> its image features, set by an accelerator
+        #: (``accel/vision_graph.py``); None runs the model's own tower inside its forward
+        self.image_encoder: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    @property
+    def frame_grid(self) -> tuple[int, int, int]:
+        """Patch grid ``(t, h, w)`` of every frame (the fixed frame side)."""
+        grid = self.frame_side // self.preprocess.patch_size
+        return (1, grid, grid)
 
     def _special_id(self, token: str, config_key: str) -> int:
         """Id of a vision marker: the config's (what the model matches) or the tokenizer's."""
@@ -256,7 +265,15 @@ class Qwen2VLAdapter(VisionAdapter):
                              f"{tuple(rel.shape)}")
         pos = (rel.to(self.device) + cache.next_position()).unsqueeze(1)     # [3, 1, q]
         cache.set_next_positions(pos)
-        return self.run_model(chunk, cache, pos, logits)
+        pixels = chunk.extra.get("pixel_values")
+        if self.image_encoder is None or pixels is None:
+            return self.run_model(chunk, cache, pos, logits)
+        with torch.no_grad():
+            # the pads sit just before <|vision_end|> (see frame_chunk)
+            embeds = self.model.get_input_embeddings()(chunk.input_ids)
+            end = chunk.n_tokens - 1
+            embeds[0, end - self.image_tokens:end] = self.image_encoder(pixels).to(embeds.dtype)
+        return self.run_model(chunk, cache, pos, logits, embeds=embeds)
 
     def describe(self) -> dict[str, Any]:
         """Describe the model as the base does, plus the fixed frame geometry."""
