@@ -79,7 +79,9 @@ def cpu_has_bf16() -> bool:
 def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
     """Map ``auto``/names to a torch dtype.
 
-    auto: float16 on CUDA; on a CPU bfloat16 where it is native (:func:`cpu_has_bf16`),
+    auto: on CUDA bfloat16 where the GPU has it (Ampere and later, the Jetson Orin
+    included; what the GPU benchmarks measure, and Qwen2's activations can overflow
+    float16), else float16; on a CPU bfloat16 where it is native (:func:`cpu_has_bf16`),
     else float32. With bfloat16 keys re-rotated at every 32-token compaction the default
     model's streaming perplexity moved from 3.179 to 3.183 (docs/performance.md).
     """
@@ -87,7 +89,8 @@ def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
         return dtype
     if dtype == "auto":
         if str(device).startswith("cuda"):
-            return torch.float16
+            bf16 = not torch.cuda.is_available() or torch.cuda.is_bf16_supported()
+            return torch.bfloat16 if bf16 else torch.float16
         return torch.bfloat16 if cpu_has_bf16() else torch.float32
     table = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
     if dtype not in table:

@@ -11,7 +11,8 @@ from ros2_infmllm.models.registry import load_adapter
 def test_auto_on_cpu_is_bfloat16_exactly_where_it_is_native():
     want = torch.bfloat16 if cpu_has_bf16() else torch.float32
     assert resolve_dtype("auto", "cpu") == want
-    assert resolve_dtype("auto", "cuda") == torch.float16
+    gpu_bf16 = not torch.cuda.is_available() or torch.cuda.is_bf16_supported()
+    assert resolve_dtype("auto", "cuda") == (torch.bfloat16 if gpu_bf16 else torch.float16)
     assert resolve_dtype("float32", "cpu") == torch.float32
     with pytest.raises(ValueError, match="dtype must be one of"):
         resolve_dtype("float8", "cpu")
