@@ -258,11 +258,15 @@ def _engine(data: dict, png: Path) -> str:
     ing = data.get("ingest", {})
     out += [f"\ningest through `ingest_frame`: {ing.get('frame_px')} px frames, budget "
             f"{ing.get('budget')}, steady state (memory full), vision tower included\n",
-            "| shape | policy | tokens/frame | frames | p50 ms | p95 ms | max ms | decode path |",
-            "|" + "---|" * 8]
+            "| shape | policy | tokens/frame | frames | p50 ms | p95 ms | max ms | vision tower "
+            "| decode path |", "|" + "---|" * 9]
     for shape, rows in ing.get("shapes", {}).items():
         for name, r in rows.items():
+            d = r["decode"]
+            vision = d.get("vision", "eager")      # runs before the vision graph: eager
+            if d.get("vision_reason"):
+                vision += f" ({d['vision_reason']})"
             out.append(f"| {shape} | {name} | {r['tokens_per_frame']} | {r['n']} | "
                        f"{_f(r['p50_ms'], 1)} | {_f(r['p95_ms'], 1)} | {_f(r['max_ms'], 1)} | "
-                       f"{r['decode'].get('path')} ({r['decode'].get('reason') or 'graph'}) |")
+                       f"{vision} | {d.get('path')} ({d.get('reason') or 'graph'}) |")
     return "\n".join(out) + "\n"
