@@ -142,9 +142,12 @@ class Decoder:
 
     def describe(self) -> dict[str, Any]:
         """Path, why not the graph path, warm-up seconds and the runner's counts."""
+        # what the adapter (shared by the model's sessions) does, not what this one asked
+        captured = getattr(self.adapter, "image_encoder", None) is not None
         out: dict[str, Any] = {"mode": self.mode, "path": self.path, "reason": self.reason,
-                               "vision": "eager" if self.vision_reason else "graph",
-                               "vision_reason": self.vision_reason,
+                               "vision": "graph" if captured else "eager",
+                               "vision_reason": None if captured else
+                               self.vision_reason or "not captured yet (before warm_up)",
                                "warmup_s": round(self.warmup_s, 3)}
         if self.runner is not None:
             out.update(self.runner.stats())
