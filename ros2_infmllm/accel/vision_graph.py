@@ -98,11 +98,10 @@ class VisionGraph:
         if grid_thw[0] != 1:
             raise ValueError(f"one still frame has one temporal patch, got grid {grid_thw}")
         p = next(tower.parameters())
-        self.grid_thw = tuple(int(x) for x in grid_thw)
         self.shape = (grid_thw[1] * grid_thw[2], patch_dim)
         self.replays = 0
         with torch.no_grad():
-            self._cos, self._sin = rotary_tables(tower, self.grid_thw, p.device)
+            self._cos, self._sin = rotary_tables(tower, grid_thw, p.device)
             self._pixels = torch.zeros(self.shape, dtype=p.dtype, device=p.device)
             side = torch.cuda.Stream(p.device)
             side.wait_stream(torch.cuda.current_stream(p.device))

@@ -203,6 +203,8 @@ class Qwen2VLAdapter(VisionAdapter):
         self.vision_end_id = self._special_id(VISION_END, "vision_end_token_id")
         self.frame_side = self.preprocess.frame_side(image_max_side)
         grid = self.frame_side // self.preprocess.patch_size
+        #: patch grid ``(t, h, w)`` of every frame (the fixed frame side)
+        self.frame_grid = (1, grid, grid)
         self.llm_grid = grid // self.preprocess.merge_size
         self.image_tokens = self.llm_grid ** 2
         if hasattr(model, "model") and hasattr(model.model, "visual"):
@@ -210,12 +212,6 @@ class Qwen2VLAdapter(VisionAdapter):
         #: ``pixel_values`` of one frame -> its image features, set by an accelerator
         #: (``accel/vision_graph.py``); None runs the model's own tower inside its forward
         self.image_encoder: Callable[[torch.Tensor], torch.Tensor] | None = None
-
-    @property
-    def frame_grid(self) -> tuple[int, int, int]:
-        """Patch grid ``(t, h, w)`` of every frame (the fixed frame side)."""
-        grid = self.frame_side // self.preprocess.patch_size
-        return (1, grid, grid)
 
     def _special_id(self, token: str, config_key: str) -> int:
         """Id of a vision marker: the config's (what the model matches) or the tokenizer's."""
