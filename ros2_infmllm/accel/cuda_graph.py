@@ -43,13 +43,13 @@ def capture_failure() -> Optional[str]:
 def graph_signature(cache: Any) -> Optional[tuple]:
     """Key of ``cache``'s state if a graph may serve its next decode step, else None.
 
-    None when the step must run eagerly: no budget, M-RoPE rows, evidence scores or
-    explicit positions asked for, layers pending or out of step, the buffers would
+    None when the step must run eagerly: no budget, evidence scores or explicit
+    positions asked for, layers pending or out of step, the buffers would
     grow, or the step leaves a window-mode policy pending without scores that cover
     its older tokens (``update`` then scores the step's query).
     """
     policy = cache.policy
-    if policy.capacity is None or cache.pos_rows != 1:
+    if policy.capacity is None:
         return None
     if cache.scores_requested or cache.positions_given:
         return None

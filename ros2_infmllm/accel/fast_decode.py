@@ -6,14 +6,15 @@ while the bench's fused + owned step + CUDA graphs reached 0.77 on the same H200
 :class:`Decoder` gives one session's cache the bench's fast path:
 
 - ``graph``: q/k/v and gate/up fused (``fused_linear``), the owned one-token step
-  (``llama_decode``: Llama / Qwen2 layouts, which also runs the model's frame and question
-  chunks with less host work than the class's forward) and the CUDA-graph runner
-  (``cuda_graph``);
-  :meth:`Decoder.warm_up` compiles and captures every length a full memory decodes at
-  (``budget .. budget + decode_slack``) before the first question, then the runner stops
-  capturing, so a length without a graph runs eagerly instead of stalling an answer.
-  A vision adapter whose tower ``vision_graph`` takes (Qwen2-VL) also gets its tower
-  captured for the fixed frame shape, whatever the decode path (M-RoPE decodes eagerly).
+  (``llama_decode``: Llama / Qwen2 layouts and the language towers of LLaVA, SmolVLM and
+  Qwen2-VL, M-RoPE included), the CUDA-graph runner (``cuda_graph``) and the chunk
+  graphs (``chunk_graph``: frames and questions as captured pieces around eager
+  attention); :meth:`Decoder.warm_up` compiles and captures every length a full memory
+  decodes at (``budget .. budget + decode_slack``) and every chunk size before the first
+  question, then the runner stops capturing, so a length without a graph runs eagerly
+  instead of stalling an answer. A vision adapter whose tower ``vision_graph`` takes
+  (Qwen2-VL) also gets its tower captured for the fixed frame shape, whatever the
+  decode path.
 - ``eager``: the adapter's own forward, one token at a time, and the model's own tower.
 - ``auto``: ``graph`` when :func:`graph_unavailable` finds nothing against it, else
   ``eager`` with that reason (:attr:`Decoder.reason`).
@@ -35,17 +36,19 @@ DECODE_MODES = ("auto", "eager", "graph")
 
 def graph_unavailable(model: Any, cache: Any) -> Optional[str]:
     """Why the graph path cannot serve ``model`` on ``cache``, or None when it can."""
-    from .llama_decode import unsupported
+    from .llama_decode import mrope_rows, unsupported
     dev = next(model.parameters()).device
     if dev.type != "cuda":
         return f"the model is on {dev}: CUDA graphs need a CUDA device"
     if cache.policy.capacity is None:
         return f"policy {cache.policy.name!r} grows its cache (no fixed shapes to capture)"
-    if cache.pos_rows != 1:
-        return (f"{cache.model_type} uses {cache.pos_rows}-row (M-RoPE) positions, which the "
-                f"owned decode step does not take")
     why = unsupported(model)
-    return None if why is None else f"owned decode step: {why}"
+    if why is not None:
+        return f"owned decode step: {why}"
+    if cache.pos_rows != (3 if mrope_rows(model) is not None else 1):
+        return f"{cache.model_type} cache has {cache.pos_rows} position rows, the model's " \
+               f"rotary embedding another count"
+    return None
 
 
 class Decoder:
@@ -102,7 +105,8 @@ class Decoder:
         """Compile and capture before the first question; return the seconds it took.
 
         Captures the frame shape's vision tower (``vision_graph``) where it applies.
-        Then, on the graph path, fills ``cache`` with random tokens past the budget
+        Then, on the graph path, captures the model's chunk graphs (once per model:
+        ``chunk_graph``) and fills ``cache`` with random tokens past the budget
         (chunks of ``max_chunk``, as frames arrive), decodes two compaction cycles with
         the evidence tally ``tally`` as answers run it (so each length ``budget ..
         budget + decode_slack`` is visited twice: once eagerly, then captured), then
@@ -114,6 +118,8 @@ class Decoder:
             from .vision_graph import install_vision_graph
             install_vision_graph(self.adapter)
         if self.runner is not None:
+            from .chunk_graph import install_chunk_graphs
+            install_chunk_graphs(self.adapter.model)
             self._warm_decode(cache, tally)
         self.warmup_s = time.perf_counter() - t0
         return self.warmup_s
@@ -149,6 +155,10 @@ class Decoder:
                                "vision_reason": None if captured else
                                self.vision_reason or "not captured yet (before warm_up)",
                                "warmup_s": round(self.warmup_s, 3)}
+        graphs = self.adapter.model.__dict__.get("_chunk_graphs")
+        out["chunks"] = "graph" if graphs is not None and graphs.graphs else "eager"
         if self.runner is not None:
             out.update(self.runner.stats())
+        if graphs is not None:
+            out.update(graphs.stats())
         return out

@@ -53,12 +53,16 @@ from torch import nn
 from ros2_infmllm.accel.compiled_decode import call_compiled, gated_mlp_weights
 from ros2_infmllm.accel.fused_linear import FusedPart
 
-MODEL_TYPES = ("llama", "qwen2")
-_NORMS = ("LlamaRMSNorm", "Qwen2RMSNorm")
+#: text model types served: the model's own, or its language tower's (LLaVA's Llama,
+#: SmolVLM's Llama, Qwen2-VL's M-RoPE Qwen2)
+MODEL_TYPES = ("llama", "qwen2", "qwen2_vl_text")
+_MROPE_TYPES = ("qwen2_vl_text",)
+_NORMS = ("LlamaRMSNorm", "Qwen2RMSNorm", "Qwen2VLRMSNorm")
 _ROPE_TYPES = ("default", "linear", "llama3", "yarn")    # fixed inv_freq, plain cos/sin
-# ``logits_to_keep``: the engine's adapters pass 1, or no positions at all for frames
-_FORWARD_KW = {"input_ids", "position_ids", "use_cache", "cache", "past_key_values",
-               "attention_mask", "return_dict", "logits_to_keep"}
+# ``logits_to_keep``: the engine's adapters pass 1, or no positions at all for frames;
+# ``inputs_embeds``: a vision adapter's frame with its image features already in place
+_FORWARD_KW = {"input_ids", "inputs_embeds", "position_ids", "use_cache", "cache",
+               "past_key_values", "attention_mask", "return_dict", "logits_to_keep"}
 
 
 def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -78,6 +82,21 @@ def _cos_sin(position_ids: torch.Tensor, inv_freq: torch.Tensor, scaling: float,
              dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """Cos / sin ``[1, t, D]`` of the ``[1, t]`` positions, as the rotary module computes them."""
     freqs = position_ids[..., None].float() * inv_freq.float()
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return (emb.cos() * scaling).to(dtype), (emb.sin() * scaling).to(dtype)
+
+
+def _mrope_cos_sin(position_ids: torch.Tensor, rows: torch.Tensor, inv_freq: torch.Tensor,
+                   scaling: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cos / sin ``[1, t, D]`` of M-RoPE positions ``[3, 1, t]``.
+
+    Frequency ``j`` turns by the position of row ``rows[j]`` (temporal, height or width
+    section), which is what Qwen2-VL's rotary module does when it splits its per-row
+    tables by ``mrope_section``; picking the position before the product gives the same
+    numbers.
+    """
+    pos = position_ids[:, 0].index_select(0, rows).t().unsqueeze(0)       # [1, t, D/2]
+    freqs = pos.float() * inv_freq.float()
     emb = torch.cat((freqs, freqs), dim=-1)
     return (emb.cos() * scaling).to(dtype), (emb.sin() * scaling).to(dtype)
 
@@ -212,22 +231,59 @@ def _norm_ok(norm: Any) -> bool:
     return type(norm).__name__ in _NORMS and isinstance(weight, nn.Parameter)
 
 
+def text_config(model: nn.Module) -> Any:
+    """Return the config of ``model``'s text tower (a VLM's text config, else its own)."""
+    cfg = model.config
+    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+
+
+def text_tower(model: nn.Module) -> Optional[nn.Module]:
+    """Return the decoder stack (embeddings, layers, norm, rotary) of a causal LM or a VLM."""
+    inner = getattr(model, "model", None)
+    for name in ("language_model", "text_model"):
+        tower = getattr(inner, name, None)
+        if isinstance(tower, nn.Module) and hasattr(tower, "layers"):
+            return tower
+    return inner if isinstance(inner, nn.Module) and hasattr(inner, "layers") else None
+
+
+def mrope_rows(model: nn.Module) -> Optional[torch.Tensor]:
+    """Return, for an M-RoPE tower, the position row (0 t, 1 h, 2 w) of each frequency.
+
+    None for other towers.
+
+    Kept on the model's device, made once per model.
+    """
+    if text_config(model).model_type not in _MROPE_TYPES:
+        return None
+    rows = model.__dict__.get("_owned_mrope_rows")
+    if rows is None:
+        rot = text_tower(model).rotary_emb
+        rows = torch.cat([torch.full((int(n),), i % 3, dtype=torch.long)
+                          for i, n in enumerate(rot.mrope_section)]).to(rot.inv_freq.device)
+        model.__dict__["_owned_mrope_rows"] = rows
+    return rows
+
+
 def unsupported(model: nn.Module) -> Optional[str]:
     """Why ``model`` cannot take the owned decode step, or None if it can."""
-    cfg = getattr(model, "config", None)
+    cfg = text_config(model)
     mtype = getattr(cfg, "model_type", None)
     if mtype not in MODEL_TYPES:
         return f"model type {mtype!r} is not one of {MODEL_TYPES}"
     if getattr(cfg, "use_sliding_window", False) or any(
             t != "full_attention" for t in (getattr(cfg, "layer_types", None) or [])):
         return "sliding-window attention layers"
-    inner = getattr(model, "model", None)
+    inner = text_tower(model)
     head = getattr(model, "lm_head", None)
     if inner is None or type(head) is not nn.Linear:
-        return "no .model / plain nn.Linear lm_head"
+        return "no text tower with .layers / plain nn.Linear lm_head"
     rot = getattr(inner, "rotary_emb", None)
     if getattr(rot, "rope_type", None) not in _ROPE_TYPES or not hasattr(rot, "inv_freq"):
         return f"rotary embedding type {getattr(rot, 'rope_type', None)!r}"
+    if mtype in _MROPE_TYPES and sum(getattr(rot, "mrope_section", None) or [0]) \
+            != rot.inv_freq.numel():
+        return "M-RoPE sections do not cover the rotary frequencies"
     if not _norm_ok(getattr(inner, "norm", None)):
         return "final norm is not an RMSNorm of the family"
     for i, layer in enumerate(inner.layers):
@@ -246,31 +302,46 @@ def unsupported(model: nn.Module) -> Optional[str]:
     return None
 
 
-def _bounded(cache: Any) -> bool:
+def _bounded(model: nn.Module, cache: Any, pos: Optional[torch.Tensor]) -> bool:
+    """Whether ``cache`` is a bounded cache whose positions agree with this call's ``pos``.
+
+    A 1-row cache takes implicit or 1-D positions. An M-RoPE cache (3 rows) takes text
+    tokens at 1-D positions (the three rows equal: 1-D RoPE) and 3-row positions that the
+    adapter gave the cache too (``set_next_positions``: image tokens).
+    """
     from ros2_infmllm.memory.cache import BoundedCache
-    return isinstance(cache, BoundedCache) and cache.pos_rows == 1 \
-        and not cache.positions_given
+    if not isinstance(cache, BoundedCache):
+        return False
+    rows = 3 if mrope_rows(model) is not None else 1
+    if cache.pos_rows != rows:
+        return False
+    if pos is not None and pos.dim() == 3:
+        return rows == 3 and cache.positions_given
+    return not cache.positions_given
 
 
 def _takes(model: nn.Module, args: tuple, kwargs: dict) -> Optional[Any]:
     """Return the cache if the owned forward serves this call, else None.
 
     One-token steps always; chunks of several tokens when the model was installed with
-    ``chunks=True``.
+    ``chunks=True``; token ids or input embeddings, never both.
     """
     if args or torch.is_grad_enabled() or not set(kwargs) <= _FORWARD_KW:
         return None
-    ids, pos = kwargs.get("input_ids"), kwargs.get("position_ids")
+    ids, embeds = kwargs.get("input_ids"), kwargs.get("inputs_embeds")
+    pos = kwargs.get("position_ids")
     cache = kwargs.get("cache", kwargs.get("past_key_values"))
-    if ids is None or ids.dim() != 2 or ids.shape[0] != 1 or ids.shape[1] < 1 \
-            or kwargs.get("attention_mask") is not None \
+    if (ids is None) == (embeds is None) or kwargs.get("attention_mask") is not None \
             or kwargs.get("use_cache") is False or kwargs.get("return_dict") is False:
         return None
-    if ids.shape[1] > 1 and not model.__dict__.get("_owned_chunks", False):
+    if (ids if ids is not None else embeds).dim() != (2 if ids is not None else 3):
         return None
-    if pos is not None and tuple(pos.shape) != tuple(ids.shape):
+    batch, t = (ids if ids is not None else embeds).shape[:2]
+    if batch != 1 or t < 1 or (t > 1 and not model.__dict__.get("_owned_chunks", False)):
         return None
-    return cache if _bounded(cache) else None
+    if pos is not None and tuple(pos.shape) not in ((1, t), (3, 1, t)):
+        return None
+    return cache if _bounded(model, cache, pos) else None
 
 
 def _part(fn, mode: Optional[str], t: int, *args):
@@ -285,75 +356,145 @@ def _kept_rows(h: torch.Tensor, keep: Any) -> torch.Tensor:
     return h if not keep else h[:, -int(keep):]
 
 
-def decode_step(model: nn.Module, input_ids: torch.Tensor, cache: Any,
-                position_ids: Optional[torch.Tensor] = None,
-                logits_to_keep: Any = 1) -> torch.Tensor:
-    """``t`` tokens ``[1, t]`` through ``model`` on the bounded ``cache``: logits ``[1, k, V]``.
+def wants_logits(keep: Any) -> bool:
+    """Whether ``logits_to_keep`` asks for any row (an empty index list asks for none)."""
+    return not (isinstance(keep, torch.Tensor) and keep.numel() == 0)
 
-    Same result as ``model(input_ids=..., position_ids=..., cache=cache,
-    logits_to_keep=...).logits`` (within the dtype's rounding: the compiled functions keep
-    float32 between fused ops, the Triton GEMV sums in another order), with the same calls
-    to ``cache.update`` and the same score hand-off. A chunk (``t > 1``) runs the same
-    functions eagerly (one compiled shape per function is all the step wants) and attends
-    with a bottom-right causal mask, as transformers' SDPA path masks a chunk that
-    follows cached tokens.
+
+def start_layer(layer: nn.Module, x: torch.Tensor, d: Optional[torch.Tensor], cos, sin,
+                mode: Optional[str], lin) -> tuple:
+    """Add the previous layer's MLP output ``d`` to ``x``, norm, project and rotate q / k.
+
+    Returns ``(x, q, k, v)``: the residual stream and the layer's rotated queries and
+    keys and its values, ``[1, heads, t, D]``.
+    """
+    attn, norm = layer.self_attn, layer.input_layernorm
+    ws, bs = _qkv(attn)
+    dim = attn.head_dim
+    n_q = attn.q_proj.out_features // dim
+    n_kv = attn.k_proj.out_features // dim
+    t = x.shape[1]
+    x, h = _part(_norm_in, mode, t, x, d, norm.weight, float(norm.variance_epsilon))
+    q, k, v = _part(_rope_qkv, mode, t, tuple(lin(h, w) for w in ws), bs, cos, sin,
+                    (n_q, n_kv, dim))
+    return x, q, k, v
+
+
+def attend(cache: Any, attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+           scores_here: bool, masks: dict) -> torch.Tensor:
+    """Update the cache, give the scores its layer asked for, attend: ``[1, t, heads * D]``.
+
+    A chunk (``t > 1``) attends with a bottom-right causal mask, as transformers' SDPA path
+    masks a chunk that follows cached tokens; ``masks`` keeps the masks made, by
+    ``(t, keys)``.
+    """
+    from ros2_infmllm.memory import scoring
+    keys, values = cache.update(k, v, attn.layer_idx)
+    if scores_here:
+        scoring.give_scores(cache.layers[attn.layer_idx], q, keys, attn.scaling, None)
+    n_q, t = q.shape[1], q.shape[2]
+    mask = None
+    if t > 1:
+        shape = (t, keys.shape[2])
+        mask = masks.get(shape)
+        if mask is None:
+            mask = torch.ones(shape, dtype=torch.bool, device=keys.device).tril(shape[1] - t)
+            masks[shape] = mask
+    o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=attn.scaling,
+                                       enable_gqa=keys.shape[1] != n_q)
+    return o.transpose(1, 2).reshape(1, t, n_q * q.shape[-1])
+
+
+def finish_layer(layer: nn.Module, x: torch.Tensor, o: torch.Tensor, mode: Optional[str],
+                 lin) -> tuple[torch.Tensor, torch.Tensor]:
+    """Project the attention output ``o``, add it, norm, run the MLP: ``(x, d)``.
+
+    ``d`` (the MLP output) is added by the next :func:`start_layer` or the final norm.
+    """
+    attn, mlp, norm = layer.self_attn, layer.mlp, layer.post_attention_layernorm
+    t = x.shape[1]
+    x, h = _part(_norm_post, mode, t, x, lin(o, attn.o_proj.weight), attn.o_proj.bias,
+                 norm.weight, float(norm.variance_epsilon))
+    w_in, b_in, w_up, b_up, w_down, b_down = gated_mlp_weights(mlp)
+    gu = (lin(h, w_in),) if w_up is None else (lin(h, w_in), lin(h, w_up))
+    a = _part(_silu_mul, mode, t, gu, (b_in,) if w_up is None else (b_in, b_up))
+    d = lin(a, w_down)
+    return x, d if b_down is None else d + b_down
+
+
+def final_norm(model: nn.Module, x: torch.Tensor, d: torch.Tensor, mode: Optional[str],
+               t: int) -> torch.Tensor:
+    """Add the last residual and apply the tower's closing norm to the kept rows ``x``, ``d``.
+
+    ``t`` is the step's own row count, not the kept rows': a chunk's last row is a view
+    whose strides change with the chunk's length, and compiling each would recompile,
+    then fail hard; so chunks run it eagerly.
+    """
+    norm = text_tower(model).norm
+    return _part(_norm_in, mode, t, x, d, norm.weight, float(norm.variance_epsilon))[1]
+
+
+def rope_tables(model: nn.Module, position_ids: torch.Tensor, dtype: torch.dtype,
+                mode: Optional[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cos / sin ``[1, t, D]`` of 1-D positions ``[1, t]`` or M-RoPE positions ``[3, 1, t]``."""
+    rot = text_tower(model).rotary_emb
+    scaling = float(rot.attention_scaling)
+    if position_ids.dim() == 3:
+        return _mrope_cos_sin(position_ids, mrope_rows(model), rot.inv_freq, scaling, dtype)
+    return _part(_cos_sin, mode, position_ids.shape[1], position_ids, rot.inv_freq, scaling,
+                 dtype)
+
+
+def decode_step(model: nn.Module, input_ids: Optional[torch.Tensor], cache: Any,
+                position_ids: Optional[torch.Tensor] = None,
+                logits_to_keep: Any = 1,
+                inputs_embeds: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``t`` tokens through ``model`` on the bounded ``cache``: logits ``[1, k, V]``.
+
+    The tokens are ``input_ids`` ``[1, t]`` or their embeddings ``inputs_embeds``
+    ``[1, t, H]``; positions ``[1, t]``, M-RoPE ``[3, 1, t]`` or None (the cache's next).
+    Same result as ``model(..., cache=cache, logits_to_keep=...).logits`` (within the
+    dtype's rounding: the compiled functions keep float32 between fused ops, the Triton
+    GEMV sums in another order), with the same calls to ``cache.update`` and the same
+    score hand-off. A chunk (``t > 1``) runs the same functions eagerly (one compiled
+    shape per function is all the step wants), through the model's chunk graphs
+    (``chunk_graph.py``) when it has some for that many rows. A chunk that wants no logits
+    stops after the last layer's keys and values: the rest would only feed the LM head.
     """
     from ros2_infmllm.memory import scoring
     mode = model.__dict__.get("_owned_decode_mode")
     lin = functools.partial(linear, triton=model.__dict__.get("_owned_decode_triton", False))
-    inner, cfg = model.model, model.config
-    t = input_ids.shape[1]
+    tower, cfg = text_tower(model), text_config(model)
+    x = tower.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+    t = x.shape[1]
     if position_ids is None:
         start = cache.get_seq_length()
         position_ids = torch.arange(start, start + t, dtype=torch.long,
-                                    device=input_ids.device).unsqueeze(0)
-    x = inner.embed_tokens(input_ids)
-    rot = inner.rotary_emb
-    cos, sin = _part(_cos_sin, mode, t, position_ids, rot.inv_freq,
-                     float(rot.attention_scaling), x.dtype)
+                                    device=x.device).unsqueeze(0)
+    cos, sin = rope_tables(model, position_ids, x.dtype, mode)
     scores_here = getattr(cfg, "_attn_implementation", None) == scoring.ATTN_NAME
-    masks: dict[int, torch.Tensor] = {}     # keys attended -> the chunk's causal mask
-    d = None
-    for layer in inner.layers[:cfg.num_hidden_layers]:
-        attn, mlp = layer.self_attn, layer.mlp
-        n1, n2 = layer.input_layernorm, layer.post_attention_layernorm
-        ws, bs = _qkv(attn)
-        dim = attn.head_dim
-        n_q = attn.q_proj.out_features // dim
-        n_kv = attn.k_proj.out_features // dim
-        x, h = _part(_norm_in, mode, t, x, d, n1.weight, float(n1.variance_epsilon))
-        q, k, v = _part(_rope_qkv, mode, t, tuple(lin(h, w) for w in ws), bs, cos, sin,
-                        (n_q, n_kv, dim))
-        keys, values = cache.update(k, v, attn.layer_idx)
-        if scores_here:
-            scoring.give_scores(cache.layers[attn.layer_idx], q, keys, attn.scaling, None)
-        mask = None
-        if t > 1:
-            n_keys = keys.shape[2]
-            mask = masks.get(n_keys)
-            if mask is None:
-                mask = torch.ones((t, n_keys), dtype=torch.bool,
-                                  device=keys.device).tril(n_keys - t)
-                masks[n_keys] = mask
-        o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask,
-                                           scale=attn.scaling, enable_gqa=n_kv != n_q)
-        o = lin(o.transpose(1, 2).reshape(1, t, n_q * dim), attn.o_proj.weight)
-        x, h = _part(_norm_post, mode, t, x, o, attn.o_proj.bias, n2.weight,
-                     float(n2.variance_epsilon))
-        w_in, b_in, w_up, b_up, w_down, b_down = gated_mlp_weights(mlp)
-        gu = (lin(h, w_in),) if w_up is None else (lin(h, w_in), lin(h, w_up))
-        a = _part(_silu_mul, mode, t, gu, (b_in,) if w_up is None else (b_in, b_up))
-        d = lin(a, w_down)
-        if b_down is not None:
-            d = d + b_down
-    norm, head = inner.norm, model.lm_head
-    x, d = _kept_rows(x, logits_to_keep), _kept_rows(d, logits_to_keep)
-    if x.shape[1] == 0:                    # no logits wanted (a frame, a fed-back turn)
+    head = model.lm_head
+    want = wants_logits(logits_to_keep)
+    graphs = model.__dict__.get("_chunk_graphs")
+    if t > 1 and graphs is not None and graphs.size_for(t) is not None:
+        h = graphs.run(x, cos, sin, cache, scores_here, want)
+    else:
+        layers = tower.layers[:cfg.num_hidden_layers]
+        masks: dict = {}
+        d = None
+        for i, layer in enumerate(layers):
+            x, q, k, v = start_layer(layer, x, d, cos, sin, mode, lin)
+            o = attend(cache, layer.self_attn, q, k, v, scores_here, masks)
+            if not want and i == len(layers) - 1:
+                break
+            x, d = finish_layer(layer, x, o, mode, lin)
+        h = None if not want else \
+            final_norm(model, _kept_rows(x, logits_to_keep), _kept_rows(d, logits_to_keep),
+                       mode, t)
+        logits_to_keep = 0 if h is not None else logits_to_keep
+    if h is None:                          # no logits wanted (a frame, a fed-back turn)
         return x.new_zeros((1, 0, head.out_features))
-    # by the step's ``t``, not the kept rows: a chunk's last row is a strided view, and
-    # each chunk length would be a new compiled graph (a recompile, then a hard failure)
-    _, h = _part(_norm_in, mode, t, x, d, norm.weight, float(norm.variance_epsilon))
-    logits = lin(h, head.weight)
+    logits = lin(_kept_rows(h, logits_to_keep), head.weight)
     return logits if head.bias is None else logits + head.bias
 
 
@@ -390,10 +531,10 @@ def install_owned_decode(model: nn.Module, mode: Optional[str] = None,
         if cache is None:
             return original(self, *args, **kwargs)
         from transformers.modeling_outputs import CausalLMOutputWithPast
-        ids = kwargs["input_ids"]
+        ids, embeds = kwargs.get("input_ids"), kwargs.get("inputs_embeds")
         logits = decode_step(self, ids, cache, kwargs.get("position_ids"),
-                             kwargs.get("logits_to_keep", 0))
-        if ids.shape[1] == 1:
+                             kwargs.get("logits_to_keep", 0), embeds)
+        if (ids if ids is not None else embeds).shape[1] == 1:
             self.owned_decode_steps += 1
         else:
             self.owned_chunks += 1

@@ -958,6 +958,8 @@ class InfMllmNode(LifecycleNode):
                 'decode_warmup_s': session.decode.warmup_s if session is not None else 0.0,
                 'vision_path': session.decode.counts.get('vision', '') if session is not None
                 else '',
+                'chunk_path': session.decode.counts.get('chunks', '') if session is not None
+                else '',
                 'snapshot_path': self._values['memory.snapshot_path'],
                 'snapshot_saves': self._snap['saves'],
                 'snapshot_save_failures': self._snap['save_failures'],

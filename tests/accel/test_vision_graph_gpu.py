@@ -50,13 +50,17 @@ def test_gpu_vision_graph_equals_the_towers_forward(shape, dtype, side, tol):
 
 
 def test_gpu_tiny_vl_session_frames_through_the_graph_equal_eager():
-    """Same memory, answers, streamed pieces and evidence with the captured tower as without."""
+    """Same memory, answers, streamed pieces and evidence with the whole graph path (captured
+    tower, M-RoPE frames through the chunk graphs, decode replayed) as with the plain model."""
     runs = []
     for mode in ("eager", "auto"):
         ad = _adapter("tiny", torch.float32, 56)
         ad.eos_token_ids = set()
         s = StreamingSession(ad, _policy("inf_mllm", 96), decode=mode)
-        assert s.decoder.describe()["vision"] == ("graph" if mode == "auto" else "eager")
+        d = s.decoder.describe()
+        fast = mode == "auto"
+        assert (d["vision"], d["path"], d["chunks"]) == (("graph",) * 3 if fast else
+                                                         ("eager",) * 3), d
         out = []
         for j in range(3):
             for i in range(4):
@@ -66,8 +70,10 @@ def test_gpu_tiny_vl_session_frames_through_the_graph_equal_eager():
             out.append((ans.text, pieces, ans.evidence_stamps))
         mem = s.status().memory
         replays = getattr(ad.image_encoder, "replays", 0)
+        fast_stats = s.decoder.describe()
         runs.append((out, mem.tokens_per_layer, mem.compactions, mem.sources, replays))
     (ref, *mem_ref, r0), (fast, *mem_fast, r1) = runs
     assert r0 == 0 and r1 == 12
+    assert fast_stats["replays"] > 0 and fast_stats["chunk_runs"] >= 12, fast_stats
     assert mem_ref == mem_fast and mem_ref[1] > 0
     assert fast == ref

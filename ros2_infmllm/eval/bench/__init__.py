@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--question-tokens", type=int, default=64)
     p.add_argument("--bench-steps", type=int, default=256,
                    help="timed steps of the bench fast path per policy")
-    p.add_argument("--ingest-frames", type=int, default=40)
+    p.add_argument("--ingest-frames", type=int, default=70,
+                   help="frames per policy and shape; odd ones with chunk graphs off")
     p.add_argument("--frame-px", type=int, default=392, help="frame side (392: 196 tokens)")
     p.add_argument("--shapes", type=csv_list(str), default=["2b", "7b"],
                    help="Qwen2-VL shapes of the ingest part")

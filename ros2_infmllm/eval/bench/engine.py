@@ -14,6 +14,10 @@ values):
 - frame ingest per frame (p50 / p95, vision tower included) at the Qwen2-VL-2B and -7B
   shapes through ``ingest_frame``,
 
+and, interleaved in the same sessions (asks and frames alternating), the same questions
+and frames with the chunk graphs off (``chunk_graph.chunk_graphs_off``: the eager owned
+chunk forward), so the chunk graphs' gain is measured side by side on one machine,
+
 each for inf_mllm, streaming_llm and h2o as every eval task builds them
 (``eval.common.build_policy``: the policy's defaults, ``n_recent`` at most budget / 4).
 """
@@ -27,6 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ros2_infmllm.accel.chunk_graph import chunk_graphs_off
 from ros2_infmllm.eval.bench.common import (QWEN2_VL_2B_TEXT, QWEN2_VL_2B_VISION, VL_TOKENS,
                                             copy_bandwidth, llama_model, percentile, sync,
                                             weight_bytes_read)
@@ -60,6 +65,10 @@ def _question(adapter, tokens: int) -> str:
     if adapter.text_chunk(text, "user").n_tokens + prefix != tokens:
         raise RuntimeError("the bench's tokenizer must be byte-level (one token a character)")
     return text
+
+
+def _ms(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def _kv_bytes_per_token(session) -> int:
@@ -102,9 +111,10 @@ def bench_decode_engine(device: str, budget: int, questions: int, max_new_tokens
                      "question_tokens": question_tokens, "rows": []}
     streamed = []
 
-    def ask(session) -> dict:
+    def ask(session, graphs_off: bool = False) -> dict:
         pieces = []
-        ans = session.ask(question, max_new_tokens=max_new_tokens, on_token=pieces.append)
+        with chunk_graphs_off(session.adapter.model, graphs_off):
+            ans = session.ask(question, max_new_tokens=max_new_tokens, on_token=pieces.append)
         streamed.append(len(pieces))
         return ans.timings
 
@@ -122,7 +132,10 @@ def bench_decode_engine(device: str, budget: int, questions: int, max_new_tokens
         s = StreamingSession(adapter, _policy(name, budget, overrides))
         build_s = time.perf_counter() - t0
         n_frames = _fill(s, frames, budget)
-        timings = [ask(s) for _ in range(questions)]
+        timings, eager_chunks = [], []
+        for _ in range(questions):             # A/B: chunk graphs on, then off
+            timings.append(ask(s))
+            eager_chunks.append(ask(s, graphs_off=True))
         tps = [t["decode_tokens_per_s"] for t in timings]
         ttft = [t["first_token_s"] for t in timings]
         # the no-trace cost: what the engine did per question before, and what it does now
@@ -144,6 +157,10 @@ def bench_decode_engine(device: str, budget: int, questions: int, max_new_tokens
                "first_token_ms": 1e3 * percentile(ttft, 50),
                "first_token_ms_all": [1e3 * x for x in ttft],
                "prefill_ms": 1e3 * percentile([t["prefill_s"] for t in timings], 50),
+               "first_token_ms_eager_chunks":
+                   1e3 * percentile([t["first_token_s"] for t in eager_chunks], 50),
+               "first_token_ms_eager_chunks_all": [1e3 * t["first_token_s"]
+                                                   for t in eager_chunks],
                "deepcopy_ms": 1e3 * deep_s, "hold_rewind_ms": 1e3 * hold_s,
                "bytes_per_token": per_tok}
         del s
@@ -166,7 +183,8 @@ def bench_decode_engine(device: str, budget: int, questions: int, max_new_tokens
         row["engine_over_bench"] = row["engine_tokens_per_s"] / row["bench_tokens_per_s"]
         res["decode"]["rows"].append(row)
         tqdm.write(f"decode {name}: engine {row['engine_tokens_per_s']:.1f} tok/s, bench "
-                   f"{row['bench_tokens_per_s']:.1f}, ttft {row['first_token_ms']:.1f} ms, "
+                   f"{row['bench_tokens_per_s']:.1f}, ttft {row['first_token_ms']:.1f} ms "
+                   f"(chunk graphs off: {row['first_token_ms_eager_chunks']:.1f}), "
                    f"deepcopy {row['deepcopy_ms']:.1f} ms vs hold {row['hold_rewind_ms']:.2f}")
         save(res)
     res["decode"]["streamed_pieces"] = streamed
@@ -210,19 +228,27 @@ def bench_ingest_engine(device: str, budget: int, frames: int, side: int, res: d
         for name in POLICIES:
             s = StreamingSession(adapter, _policy(name, budget, overrides))
             per = []
-            for i, img in enumerate(images):
-                t0 = time.perf_counter()
-                r = s.ingest_frame(img, 10.0 + i, "front")
-                sync(device)
+            for i, img in enumerate(images):       # A/B: odd frames with chunk graphs off
+                with chunk_graphs_off(model, bool(i % 2)):
+                    t0 = time.perf_counter()
+                    r = s.ingest_frame(img, 10.0 + i, "front")
+                    sync(device)
                 per.append(time.perf_counter() - t0)
                 tokens = r.tokens
-            steady = [1e3 * x for x in per[min(len(per) - 1, 2 * budget // tokens + 2):]]
-            rows[name] = {"tokens_per_frame": tokens, "n": len(steady),
-                          "p50_ms": percentile(steady, 50), "p95_ms": percentile(steady, 95),
-                          "max_ms": max(steady) if steady else None,
+            first = min(len(per) - 1, 2 * budget // tokens + 2)
+            steady = [1e3 * x for x in per[first:]]
+            on = [x for i, x in enumerate(steady, first) if i % 2 == 0]
+            off = [x for i, x in enumerate(steady, first) if i % 2]
+            rows[name] = {"tokens_per_frame": tokens, "n": len(on),
+                          "p50_ms": percentile(on, 50), "p95_ms": percentile(on, 95),
+                          "max_ms": max(on) if on else None, "steady_ms": on,
+                          "eager_chunks": {"n": len(off), "p50_ms": percentile(off, 50),
+                                           "p95_ms": percentile(off, 95), "steady_ms": off},
                           "decode": s.decoder.describe()}
-            tqdm.write(f"ingest {shape} {name}: p50 {rows[name]['p50_ms']:.1f} ms, p95 "
-                       f"{rows[name]['p95_ms']:.1f} ms ({tokens} tokens/frame)")
+            tqdm.write(f"ingest {shape} {name}: p50 / p95 ms {_ms(rows[name]['p50_ms'])} / "
+                       f"{_ms(rows[name]['p95_ms'])}, chunk graphs off "
+                       f"{_ms(percentile(off, 50))} / {_ms(percentile(off, 95))} "
+                       f"({tokens} tokens/frame)")
             del s
         res["ingest"]["shapes"][shape] = rows
         save(res)

@@ -245,28 +245,35 @@ def _engine(data: dict, png: Path) -> str:
                    f"{_f(before['tokens_per_s'], 1)} tok/s, first token "
                    f"{_f(1e3 * before['first_token_s'], 1)} ms\n")
     out += ["| policy | engine tok/s | engine / roofline | bench owned+graph tok/s | "
-            "bench / roofline | engine / bench | TTFT ms | prefill ms | decode path | "
-            "warm-up s | deep copy ms -> hold+rewind ms |", "|" + "---|" * 11]
+            "bench / roofline | engine / bench | TTFT ms | TTFT ms, chunk graphs off | "
+            "prefill ms | decode path | chunks | warm-up s | "
+            "deep copy ms -> hold+rewind ms |", "|" + "---|" * 13]
     for r in dec.get("rows", []):
         d = r.get("decode", {})
         out.append(f"| {r['policy']} | {_f(r['engine_tokens_per_s'], 1)} | "
                    f"{_f(r.get('engine_roofline'), 3)} | {_f(r['bench_tokens_per_s'], 1)} | "
                    f"{_f(r.get('bench_roofline'), 3)} | {_f(r['engine_over_bench'], 3)} | "
-                   f"{_f(r['first_token_ms'], 1)} | {_f(r['prefill_ms'], 1)} | "
-                   f"{d.get('path')} | {_f(d.get('warmup_s'), 1)} | "
+                   f"{_f(r['first_token_ms'], 1)} | "
+                   f"{_f(r.get('first_token_ms_eager_chunks'), 1)} | "
+                   f"{_f(r['prefill_ms'], 1)} | {d.get('path')} | {d.get('chunks', 'eager')} | "
+                   f"{_f(d.get('warmup_s'), 1)} | "
                    f"{_f(r['deepcopy_ms'], 1)} -> {_f(r['hold_rewind_ms'], 2)} |")
     ing = data.get("ingest", {})
     out += [f"\ningest through `ingest_frame`: {ing.get('frame_px')} px frames, budget "
             f"{ing.get('budget')}, steady state (memory full), vision tower included\n",
-            "| shape | policy | tokens/frame | frames | p50 ms | p95 ms | max ms | vision tower "
-            "| decode path |", "|" + "---|" * 9]
+            "| shape | policy | tokens/frame | frames | p50 ms | p95 ms | max ms | "
+            "chunk graphs off: p50 / p95 ms | vision tower | decode path | chunks |",
+            "|" + "---|" * 11]
     for shape, rows in ing.get("shapes", {}).items():
         for name, r in rows.items():
             d = r["decode"]
             vision = d.get("vision", "eager")      # runs before the vision graph: eager
             if d.get("vision_reason"):
                 vision += f" ({d['vision_reason']})"
+            off = r.get("eager_chunks") or {}
             out.append(f"| {shape} | {name} | {r['tokens_per_frame']} | {r['n']} | "
                        f"{_f(r['p50_ms'], 1)} | {_f(r['p95_ms'], 1)} | {_f(r['max_ms'], 1)} | "
-                       f"{vision} | {d.get('path')} ({d.get('reason') or 'graph'}) |")
+                       f"{_f(off.get('p50_ms'), 1)} / {_f(off.get('p95_ms'), 1)} | "
+                       f"{vision} | {d.get('path')} ({d.get('reason') or 'graph'}) | "
+                       f"{d.get('chunks', 'eager')} |")
     return "\n".join(out) + "\n"

@@ -65,8 +65,8 @@ def test_caller_over_its_burst_is_refused_others_are_not(client, node):
     assert int(diag['questions_refused_rate_limited']) == 1
     assert int(diag['questions_refused_too_long']) == 1
     assert int(diag['callers_tracked']) >= 3
-    # a CPU node: eager decode, and a text model has no vision tower to capture
-    assert (diag['decode_path'], diag['vision_path']) == ('eager', 'eager')
+    # a CPU node: eager decode and chunks, and a text model has no vision tower to capture
+    assert (diag['decode_path'], diag['vision_path'], diag['chunk_path']) == ('eager',) * 3
     assert node.alive()
 
 
