@@ -44,6 +44,7 @@ BOXES = {
     "chunk": (0.45, 0.38, "models/", "Chunk: token ids + source (stamp, camera, kind)"),
     "forward": (0.45, 0.245, "memory/",
                 "adapter.forward(chunk, cache): prefill against the cache\n"
+                "(CUDA: accel/chunk_graph.py, captured pieces per layer)\n"
                 "scoring.py: last `window` queries -> score per cached token"),
     "cache": (0.30, 0.08, "memory/",
               "BoundedCache + policy: over budget keep\n"

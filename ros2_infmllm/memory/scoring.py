@@ -42,6 +42,27 @@ class ScoreRequest:
     query_only: bool = False
 
 
+_FUTURE: dict[tuple, torch.Tensor] = {}     # (w, length, device) -> causal mask, see _future
+_FUTURE_KEPT = 64
+
+
+def _future(w: int, length: int, device: torch.device) -> torch.Tensor:
+    """``[w, length]`` True where key ``j`` follows query ``i`` (the last ``w`` of ``length``).
+
+    Kept per shape: a question scores every layer at the same shape, and on a GPU the five
+    small kernels that build the mask cost more host time than the masking itself.
+    """
+    key = (w, length, str(device))
+    mask = _FUTURE.get(key)
+    if mask is None:
+        if len(_FUTURE) >= _FUTURE_KEPT:
+            _FUTURE.clear()
+        rows = torch.arange(w, device=device).unsqueeze(1) + (length - w)
+        cols = torch.arange(length, device=device).unsqueeze(0)
+        mask = _FUTURE[key] = cols > rows
+    return mask
+
+
 def window_scores(query: torch.Tensor, key: torch.Tensor, n_queries: int | None,
                   scaling: float | None, attention_mask: torch.Tensor | None) -> torch.Tensor:
     """Attention of the last ``n_queries`` queries, summed over them: ``[H_kv, T]`` float32.
@@ -70,9 +91,7 @@ def window_scores(query: torch.Tensor, key: torch.Tensor, n_queries: int | None,
         else:
             logits = logits + m.float()
     elif w > 1:
-        rows = torch.arange(w, device=key.device).unsqueeze(1) + (length - w)
-        cols = torch.arange(length, device=key.device).unsqueeze(0)
-        logits = logits.masked_fill(cols > rows, float("-inf"))
+        logits = logits.masked_fill(_future(w, length, key.device), float("-inf"))
     probs = torch.softmax(logits, dim=-1)
     return probs.sum(dim=2).mean(dim=1)
 
