@@ -38,7 +38,14 @@ With ``chunks=True`` (the engine's graph path) multi-token chunks (frames, quest
 the same functions eagerly: a 64-token question on a 7B model is ~12 ms of GPU work but
 ~24 ms of host time through the class's forward (modules, masks, keyword plumbing), so
 the time to first token is the host's; the owned forward launches the same GEMMs with
-less Python between them.
+less Python between them. A layer is three pieces, :func:`start_layer` (residual, norm,
+q/k/v, RoPE), :func:`attend` (the cache, scores, SDPA) and :func:`finish_layer`
+(o_proj, residual, norm, MLP); the row-wise ones are what ``chunk_graph.py`` captures.
+
+Besides Llama / Qwen2 causal LMs, the language tower of a VLM is served where it has
+that layout (LLaVA's and SmolVLM's Llama, Qwen2-VL's Qwen2): text tokens as ids, frames
+as input embeddings with the image features in place, and Qwen2-VL's M-RoPE positions
+``[3, 1, t]`` (image tokens; text tokens sit at equal rows, which is 1-D RoPE).
 """
 from __future__ import annotations
 
@@ -248,11 +255,9 @@ def text_tower(model: nn.Module) -> Optional[nn.Module]:
 
 
 def mrope_rows(model: nn.Module) -> Optional[torch.Tensor]:
-    """Return, for an M-RoPE tower, the position row (0 t, 1 h, 2 w) of each frequency.
+    """Return the position row (0 t, 1 h, 2 w) of each rotary frequency of an M-RoPE tower.
 
-    None for other towers.
-
-    Kept on the model's device, made once per model.
+    None for a 1-D RoPE tower. Kept on the model's device, made once per model.
     """
     if text_config(model).model_type not in _MROPE_TYPES:
         return None
