@@ -195,19 +195,36 @@ class ChunkGraphs:
 
 
 def install_chunk_graphs(model: nn.Module, sizes: tuple = DEFAULT_SIZES,
-                         capture: Optional[bool] = None) -> ChunkGraphs:
+                         capture: Optional[bool] = None) -> Optional[ChunkGraphs]:
     """Give ``model`` (with the owned forward and chunks on) its chunk graphs, once.
 
     Later calls return the graphs already there; the owned forward uses them for every
-    chunk that fits a size.
+    chunk that fits a size. A capture that fails (a CUDA error, no memory left) leaves the
+    model's chunks on the eager owned forward for good and returns None;
+    :func:`chunk_graphs_failure` says why.
     """
     graphs = model.__dict__.get("_chunk_graphs")
-    if graphs is None:
-        if "_owned_decode_mode" not in model.__dict__ or not model.__dict__["_owned_chunks"]:
-            raise ValueError("install the owned decode step with chunks=True first")
+    if graphs is not None or "_chunk_graphs_failed" in model.__dict__:
+        return graphs
+    if "_owned_decode_mode" not in model.__dict__ or not model.__dict__["_owned_chunks"]:
+        raise ValueError("install the owned decode step with chunks=True first")
+    try:
         graphs = ChunkGraphs(model, sizes, capture)
-        model.__dict__["_chunk_graphs"] = graphs
+    except RuntimeError as exc:
+        model.__dict__["_chunk_graphs_failed"] = f"{type(exc).__name__}: {exc}"[:300]
+        return None
+    model.__dict__["_chunk_graphs"] = graphs
     return graphs
+
+
+def chunk_graphs(model: nn.Module) -> Optional[ChunkGraphs]:
+    """Return the chunk graphs installed on ``model``, or None."""
+    return model.__dict__.get("_chunk_graphs")
+
+
+def chunk_graphs_failure(model: nn.Module) -> Optional[str]:
+    """Why capturing ``model``'s chunk graphs failed (its chunks then run eagerly), or None."""
+    return model.__dict__.get("_chunk_graphs_failed")
 
 
 @contextlib.contextmanager

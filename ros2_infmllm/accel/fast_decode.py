@@ -155,8 +155,12 @@ class Decoder:
                                "vision_reason": None if captured else
                                self.vision_reason or "not captured yet (before warm_up)",
                                "warmup_s": round(self.warmup_s, 3)}
-        graphs = self.adapter.model.__dict__.get("_chunk_graphs")
+        from .chunk_graph import chunk_graphs, chunk_graphs_failure
+        model = self.adapter.model
+        graphs = chunk_graphs(model)
         out["chunks"] = "graph" if graphs is not None and graphs.graphs else "eager"
+        out["chunks_reason"] = None if out["chunks"] == "graph" else \
+            chunk_graphs_failure(model) or self.reason or "not captured yet (before warm_up)"
         if self.runner is not None:
             out.update(self.runner.stats())
         if graphs is not None:

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ros2_infmllm.accel.chunk_graph import ChunkGraphs, install_chunk_graphs
+from ros2_infmllm.accel.chunk_graph import (ChunkGraphs, chunk_graphs, chunk_graphs_failure,
+                                            install_chunk_graphs)
 from ros2_infmllm.accel.fused_linear import fuse_projections
 from ros2_infmllm.accel.llama_decode import install_owned_decode
 from ros2_infmllm.eval.common import build_policy
@@ -90,3 +91,24 @@ def test_chunk_graphs_refuse_bad_setups_tiny():
     assert (graphs.size_for(2), graphs.size_for(8), graphs.size_for(9),
             graphs.size_for(33)) == (8, 8, 16, None)
     assert graphs.stats()["chunk_graphs"] == 0
+
+
+def test_failed_capture_leaves_chunks_eager_and_says_why_tiny(monkeypatch):
+    """A capture that raises (a CUDA error, memory) is not fatal: install returns None once
+    and for good, the reason is kept, and chunks still take the eager owned forward."""
+    ref_model, model = _pair("llama", seed=3)
+    calls = []
+
+    def broken(self, *args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("CUDA error: out of memory (simulated)")
+    monkeypatch.setattr(ChunkGraphs, "__init__", broken)
+    assert install_chunk_graphs(model, SIZES, capture=False) is None
+    assert install_chunk_graphs(model, SIZES, capture=False) is None and len(calls) == 1
+    assert "out of memory" in chunk_graphs_failure(model) and chunk_graphs(model) is None
+    caches = [BoundedCache(build_policy("inf_mllm", 48), m.config, max_chunk=32)
+              for m in (ref_model, model)]
+    ids = torch.randint(0, 100, (1, 20))
+    torch.testing.assert_close(forward(model, ids, caches[1]).logits,
+                               forward(ref_model, ids, caches[0]).logits, rtol=1e-5, atol=1e-5)
+    assert model.owned_chunks == 1
