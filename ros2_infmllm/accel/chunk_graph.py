@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cuda_graph import no_collection
 from .llama_decode import attend, finish_layer, final_norm, start_layer, text_config, \
     text_tower
 
@@ -95,8 +96,12 @@ class ChunkGraphs:
         self.capture = self.device.type == "cuda" if capture is None else bool(capture)
         if self.capture and self.device.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA model, got device {self.device}")
-        self.model = model
-        self.layers = list(text_tower(model).layers[:text_config(model).num_hidden_layers])
+        # the tower's modules, not the model: the model holds these graphs, and a cycle
+        # would leave a dropped model to the cyclic collector, which may then free its
+        # graphs while another graph is being captured (that invalidates the capture)
+        tower = text_tower(model)
+        self.layers = list(tower.layers[:text_config(model).num_hidden_layers])
+        self.norm = tower.norm
         self.sizes = tuple(sorted(set(sizes)))
         self.rows = {n: _Rows.empty(n, model, weight.dtype, self.device) for n in self.sizes}
         self.graphs: dict[int, list] = {}
@@ -124,7 +129,7 @@ class ChunkGraphs:
         if i > 0:
             x, d = finish_layer(self.layers[i - 1], x, rows.o, None, F.linear)
         if i == len(self.layers):
-            rows.h.copy_(final_norm(self.model, x, d, None, rows.size))
+            rows.h.copy_(final_norm(self.norm, x, d, None, rows.size))
             return
         x, q, k, v = start_layer(self.layers[i], x, d, rows.cos, rows.sin, None, F.linear)
         if x is not rows.x:
@@ -144,7 +149,8 @@ class ChunkGraphs:
         graphs = []
         for i in range(len(self.layers) + 1):
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._pool, stream=self._stream):
+            with no_collection(), torch.cuda.graph(graph, pool=self._pool,
+                                                   stream=self._stream):
                 self._piece(rows, i)
             if self._pool is None:
                 self._pool = graph.pool()

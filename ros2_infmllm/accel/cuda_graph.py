@@ -26,13 +26,32 @@ capture error switches every runner of the process to eager for good
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+import contextlib
+import gc
+from typing import Any, Iterator, Optional
 
 import torch
 
 from ..models.base import cache_kwarg
 
 _BROKEN: list[str] = []          # a capture failed in this process: later runners stay eager
+
+
+@contextlib.contextmanager
+def no_collection() -> Iterator[None]:
+    """Keep Python's cyclic garbage collector off while a CUDA graph is captured.
+
+    A collection inside a capture may free an unreachable object that owns another CUDA
+    graph; destroying a graph is not permitted while a stream captures, and invalidates
+    the capture (seen on the H100: "operation not permitted when stream is capturing").
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def capture_failure() -> Optional[str]:
@@ -155,7 +174,8 @@ class GraphDecodeRunner:
                 and len(self.graphs) < self.max_graphs:
             try:
                 graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
+                with no_collection(), torch.cuda.graph(graph, pool=self.pool,
+                                                       stream=self.stream):
                     logits = self._forward()       # host bookkeeping runs once, here
                 if self.pool is None:
                     self.pool = graph.pool()

@@ -427,15 +427,14 @@ def finish_layer(layer: nn.Module, x: torch.Tensor, o: torch.Tensor, mode: Optio
     return x, d if b_down is None else d + b_down
 
 
-def final_norm(model: nn.Module, x: torch.Tensor, d: torch.Tensor, mode: Optional[str],
+def final_norm(norm: nn.Module, x: torch.Tensor, d: torch.Tensor, mode: Optional[str],
                t: int) -> torch.Tensor:
-    """Add the last residual and apply the tower's closing norm to the kept rows ``x``, ``d``.
+    """Add the last residual and apply the tower's closing ``norm`` to the kept rows ``x``, ``d``.
 
     ``t`` is the step's own row count, not the kept rows': a chunk's last row is a view
     whose strides change with the chunk's length, and compiling each would recompile,
     then fail hard; so chunks run it eagerly.
     """
-    norm = text_tower(model).norm
     return _part(_norm_in, mode, t, x, d, norm.weight, float(norm.variance_epsilon))[1]
 
 
@@ -494,7 +493,7 @@ def decode_step(model: nn.Module, input_ids: Optional[torch.Tensor], cache: Any,
                 break
             x, d = finish_layer(layer, x, o, mode, lin)
         h = None if not want else \
-            final_norm(model, _kept_rows(x, logits_to_keep), _kept_rows(d, logits_to_keep),
+            final_norm(tower.norm, _kept_rows(x, logits_to_keep), _kept_rows(d, logits_to_keep),
                        mode, t)
         logits_to_keep = 0 if h is not None else logits_to_keep
     if h is None:                          # no logits wanted (a frame, a fed-back turn)

@@ -19,6 +19,8 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
+from .cuda_graph import no_collection
+
 #: the tower class whose block layout :func:`tower_forward` reproduces
 SUPPORTED_TOWER = "Qwen2VisionTransformerPretrainedModel"
 
@@ -110,7 +112,7 @@ class VisionGraph:
                     tower_forward(tower, self._pixels, self._cos, self._sin)
             torch.cuda.current_stream(p.device).wait_stream(side)
             self._graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self._graph):
+            with no_collection(), torch.cuda.graph(self._graph):
                 self._out = tower_forward(tower, self._pixels, self._cos, self._sin)
         torch.cuda.synchronize(p.device)
 
