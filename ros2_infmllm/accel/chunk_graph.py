@@ -96,9 +96,7 @@ class ChunkGraphs:
         self.capture = self.device.type == "cuda" if capture is None else bool(capture)
         if self.capture and self.device.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA model, got device {self.device}")
-        # the tower's modules, not the model: the model holds these graphs, and a cycle
-        # would leave a dropped model to the cyclic collector, which may then free its
-        # graphs while another graph is being captured (that invalidates the capture)
+        # the tower's modules the pieces use, not the model (which holds these graphs)
         tower = text_tower(model)
         self.layers = list(tower.layers[:text_config(model).num_hidden_layers])
         self.norm = tower.norm

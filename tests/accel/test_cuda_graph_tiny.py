@@ -53,3 +53,26 @@ def test_tiny_graph_runner_bookkeeping_equals_cache_update(name):
             b.value_buf.copy_(a.value_buf)
     assert compactions == 2
     assert sum(layer.pending for layer in cache.layers) == 0
+
+
+def test_no_collection_keeps_the_collector_off_and_restores_it():
+    """Captures run with the cyclic collector off (a collection inside a capture that frees
+    another CUDA graph invalidates the capture, seen on the H100); it comes back after,
+    also when the capture raises, and stays off if it was off."""
+    import gc
+    from ros2_infmllm.accel.cuda_graph import no_collection
+    assert gc.isenabled()
+    with no_collection():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError):
+        with no_collection():
+            raise RuntimeError("capture failed")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with no_collection():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
