@@ -91,13 +91,13 @@ class ChunkGraphs:
         if not sizes or any(isinstance(n, bool) or not isinstance(n, int) or n < 2
                             for n in sizes):
             raise ValueError(f"sizes must be ints >= 2, got {sizes!r}")
-        weight = text_tower(model).embed_tokens.weight
+        tower = text_tower(model)
+        weight = tower.embed_tokens.weight
         self.device = weight.device
         self.capture = self.device.type == "cuda" if capture is None else bool(capture)
         if self.capture and self.device.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA model, got device {self.device}")
         # the tower's modules the pieces use, not the model (which holds these graphs)
-        tower = text_tower(model)
         self.layers = list(tower.layers[:text_config(model).num_hidden_layers])
         self.norm = tower.norm
         self.sizes = tuple(sorted(set(sizes)))

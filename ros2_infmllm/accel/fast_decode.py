@@ -36,7 +36,7 @@ DECODE_MODES = ("auto", "eager", "graph")
 
 def graph_unavailable(model: Any, cache: Any) -> Optional[str]:
     """Why the graph path cannot serve ``model`` on ``cache``, or None when it can."""
-    from .llama_decode import mrope_rows, unsupported
+    from .llama_decode import position_rows, unsupported
     dev = next(model.parameters()).device
     if dev.type != "cuda":
         return f"the model is on {dev}: CUDA graphs need a CUDA device"
@@ -45,7 +45,7 @@ def graph_unavailable(model: Any, cache: Any) -> Optional[str]:
     why = unsupported(model)
     if why is not None:
         return f"owned decode step: {why}"
-    if cache.pos_rows != (3 if mrope_rows(model) is not None else 1):
+    if cache.pos_rows != position_rows(model):
         return f"{cache.model_type} cache has {cache.pos_rows} position rows, the model's " \
                f"rotary embedding another count"
     return None

@@ -270,6 +270,11 @@ def mrope_rows(model: nn.Module) -> Optional[torch.Tensor]:
     return rows
 
 
+def position_rows(model: nn.Module) -> int:
+    """Position rows a bounded cache for ``model`` keeps: 3 for M-RoPE, else 1."""
+    return 3 if mrope_rows(model) is not None else 1
+
+
 def unsupported(model: nn.Module) -> Optional[str]:
     """Why ``model`` cannot take the owned decode step, or None if it can."""
     cfg = text_config(model)
@@ -317,7 +322,7 @@ def _bounded(model: nn.Module, cache: Any, pos: Optional[torch.Tensor]) -> bool:
     from ros2_infmllm.memory.cache import BoundedCache
     if not isinstance(cache, BoundedCache):
         return False
-    rows = 3 if mrope_rows(model) is not None else 1
+    rows = position_rows(model)
     if cache.pos_rows != rows:
         return False
     if pos is not None and pos.dim() == 3:
@@ -482,6 +487,7 @@ def decode_step(model: nn.Module, input_ids: Optional[torch.Tensor], cache: Any,
     graphs = model.__dict__.get("_chunk_graphs")
     if t > 1 and graphs is not None and graphs.size_for(t) is not None:
         h = graphs.run(x, cos, sin, cache, scores_here, want)
+        h = None if h is None else _kept_rows(h, logits_to_keep)
     else:
         layers = tower.layers[:cfg.num_hidden_layers]
         masks: dict = {}
@@ -495,10 +501,9 @@ def decode_step(model: nn.Module, input_ids: Optional[torch.Tensor], cache: Any,
         h = None if not want else \
             final_norm(tower.norm, _kept_rows(x, logits_to_keep), _kept_rows(d, logits_to_keep),
                        mode, t)
-        logits_to_keep = 0 if h is not None else logits_to_keep
     if h is None:                          # no logits wanted (a frame, a fed-back turn)
         return x.new_zeros((1, 0, head.out_features))
-    logits = lin(_kept_rows(h, logits_to_keep), head.weight)
+    logits = lin(h, head.weight)
     return logits if head.bias is None else logits + head.bias
 
 
