@@ -20,7 +20,8 @@ from ros2_infmllm.eval.common import build_policy
 from ros2_infmllm.memory import BoundedCache, use_scoring_attention
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "memory"))
-from memory_tiny_models import ROTATION, forward, tiny_model  # noqa: E402
+from memory_tiny_models import (ROTATION, assert_same_memory, forward,  # noqa: E402
+                                tiny_model)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -55,10 +56,7 @@ def test_gpu_captured_chunks_equal_class_forward_tiny(family):
             assert got.shape == ref.shape, f"step {step}"
             torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4, msg=f"step {step}")
         for ref_cache, cache in caches.values():
-            for la, lb in zip(ref_cache.layers, cache.layers):
-                assert (la.length, la.arrived, la.scored_len) == \
-                    (lb.length, lb.arrived, lb.scored_len)
-                torch.testing.assert_close(la.keys, lb.keys, rtol=1e-4, atol=1e-4)
+            assert_same_memory(ref_cache, cache, tol=1e-4)
     assert graphs.runs == 3 * sum(1 < t <= SIZES[-1] for t in lengths)
 
 

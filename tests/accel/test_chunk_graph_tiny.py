@@ -21,7 +21,8 @@ from ros2_infmllm.eval.common import build_policy
 from ros2_infmllm.memory import BoundedCache, use_scoring_attention
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "memory"))
-from memory_tiny_models import ROTATION, forward, tiny_model  # noqa: E402
+from memory_tiny_models import (ROTATION, assert_same_memory, forward,  # noqa: E402
+                                tiny_model)
 
 SIZES = (8, 16, 32)
 
@@ -62,12 +63,7 @@ def test_chunk_pieces_on_padded_buffers_equal_class_forward_tiny(family):
             torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5, msg=f"step {step}")
             assert cache.layers[0].arrived - before == t
         for ref_cache, cache in caches.values():
-            for la, lb in zip(ref_cache.layers, cache.layers):
-                assert (la.length, la.arrived, la.scored_len, la.pending) == \
-                    (lb.length, lb.arrived, lb.scored_len, lb.pending)
-                torch.testing.assert_close(la.keys, lb.keys, rtol=1e-5, atol=1e-5)
-                torch.testing.assert_close(la.scores[:, :la.length], lb.scores[:, :lb.length],
-                                           rtol=1e-5, atol=1e-5)
+            assert_same_memory(ref_cache, cache)
     in_sizes = [t for t in lengths if 1 < t <= SIZES[-1]]
     assert graphs.runs == 3 * len(in_sizes)
     assert graphs.padded_rows == 3 * sum(graphs.size_for(t) - t for t in in_sizes) > 0

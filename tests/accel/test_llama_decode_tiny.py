@@ -16,20 +16,8 @@ from ros2_infmllm.accel.fused_linear import fuse_projections
 from ros2_infmllm.accel.llama_decode import install_owned_decode, unsupported
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "memory"))
-from memory_tiny_models import ROTATION, forward, tiny_model  # noqa: E402
-
-
-def _same_memory(a: BoundedCache, b: BoundedCache) -> None:
-    for la, lb in zip(a.layers, b.layers):
-        assert (la.length, la.arrived, la.scored_len, la.unscored, la.pending) == \
-            (lb.length, lb.arrived, lb.scored_len, lb.unscored, lb.pending)
-        la.flush()
-        lb.flush()
-        assert torch.equal(la.meta[..., :la.length], lb.meta[..., :lb.length])
-        torch.testing.assert_close(la.keys, lb.keys, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(la.values, lb.values, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(la.scores[:, :la.length], lb.scores[:, :lb.length],
-                                   rtol=1e-5, atol=1e-5)
+from memory_tiny_models import (ROTATION, assert_same_memory, forward,  # noqa: E402
+                                tiny_model)
 
 
 @pytest.mark.parametrize("family,fused", [("llama", True), ("llama", False), ("qwen2", True)])
@@ -73,7 +61,7 @@ def test_owned_decode_equals_transformers_forward_through_compactions_tiny(famil
             torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5, msg=f"step {step}")
             decode_steps += ids.shape[1] == 1
         for ref_cache, cache in caches.values():
-            _same_memory(ref_cache, cache)
+            assert_same_memory(ref_cache, cache)
     assert model.owned_decode_steps == decode_steps == 17 * len(names)   # chunks: class fwd
     assert all(c.describe()["compactions"] > 2 for pair in caches.values() for c in pair)
     assert not counters["graph_break"] and not FAILED
@@ -110,7 +98,7 @@ def test_owned_chunks_equal_transformers_forward_through_compactions_tiny(family
             assert got.shape == ref.shape, f"step {step}"
             torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5, msg=f"step {step}")
         for ref_cache, cache in caches.values():
-            _same_memory(ref_cache, cache)
+            assert_same_memory(ref_cache, cache)
     n_chunks = sum(t > 1 for t in lengths)
     assert model.owned_chunks == n_chunks * len(names)
     assert model.owned_decode_steps == (len(lengths) - n_chunks) * len(names)
@@ -185,7 +173,7 @@ def test_owned_forward_serves_vlm_language_towers_tiny(family):
         ref = forward(ref_model, ids, caches[0], logits_to_keep=1).logits
         got = forward(model, ids, caches[1], logits_to_keep=1).logits
         torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5, msg=f"step {step}")
-        _same_memory(*caches)
+        assert_same_memory(*caches)
     assert model.owned_chunks == sum(t > 1 for t in lengths)
     assert model.owned_decode_steps == sum(t == 1 for t in lengths)
     assert caches[1].describe()["compactions"] > 2
@@ -224,6 +212,6 @@ def test_owned_forward_takes_qwen2_vl_frames_with_mrope_positions_tiny():
                                       use_cache=True, logits_to_keep=1, **{kw: c}).logits)
                 ref, got = outs
             torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5, msg=f"step {step}")
-            _same_memory(ref_cache, cache)
+            assert_same_memory(ref_cache, cache)
     assert model.owned_chunks == 2 * 9
     assert all(c.describe()["compactions"] > 2 for c in caches)

@@ -52,3 +52,20 @@ def forward(model, ids: torch.Tensor, cache, **kwargs):
     """``model(ids, <cache kwarg>=cache)`` for every supported transformers version."""
     with torch.no_grad():
         return model(input_ids=ids, use_cache=True, **{cache_kwarg(model): cache}, **kwargs)
+
+
+def assert_same_memory(a, b, tol: float = 1e-5) -> None:
+    """Assert two bounded caches hold the same memory.
+
+    Counters and metadata exactly; keys, values and policy scores within ``tol``.
+    """
+    for la, lb in zip(a.layers, b.layers):
+        assert (la.length, la.arrived, la.scored_len, la.unscored, la.pending) == \
+            (lb.length, lb.arrived, lb.scored_len, lb.unscored, lb.pending)
+        la.flush()
+        lb.flush()
+        assert torch.equal(la.meta[..., :la.length], lb.meta[..., :lb.length])
+        torch.testing.assert_close(la.keys, lb.keys, rtol=tol, atol=tol)
+        torch.testing.assert_close(la.values, lb.values, rtol=tol, atol=tol)
+        torch.testing.assert_close(la.scores[:, :la.length], lb.scores[:, :lb.length],
+                                   rtol=tol, atol=tol)
