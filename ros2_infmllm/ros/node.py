@@ -79,6 +79,12 @@ GIL_SWITCH_S = 0.0005
 # the default services QoS (keep last 10) would drop the oldest of a larger burst unanswered
 SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=4 * MAX_QUEUE,
                          reliability=ReliabilityPolicy.RELIABLE)
+# ~/answers keeps its last answers for subscribers that join late (transient local): after a
+# respawn, the questions replayed from the journal are answered within a second or two, before
+# a subscriber has matched the new process's publisher; volatile, those answers reached no one
+ANSWERS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                         reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
 STAMP_FUTURE_S = 60.0                  # frames stamped further ahead of the clock are dropped
 LOOP_JUMP_S = 1.0                      # a backwards jump larger than this is a replay loop
 LOG_EVERY_S = 5.0                      # rate limit of drop/error logs, per reason
@@ -349,7 +355,7 @@ class InfMllmNode(LifecycleNode):
         self.runner.set_cameras(list(self._cameras))
         self._configure_runner()
 
-        self._answers_pub = self.create_publisher(AnswerMsg, '~/answers', 10)
+        self._answers_pub = self.create_publisher(AnswerMsg, '~/answers', ANSWERS_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._view_pub = self.create_publisher(Image, '~/memory_view', 1)
         self._next_view = 0.0

@@ -320,11 +320,18 @@ class Client:
 
     # ------------------------------------------------------------------ topics
     def subscribe_answers(self) -> None:
-        """Collect ~/answers into self.answers."""
+        """Collect ~/answers into self.answers, with the ones published before the match.
+
+        Transient local: a respawned node answers its replayed questions before this
+        subscription has matched the new publisher.
+        """
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from ros2_infmllm_msgs.msg import Answer
 
+        qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._subs.append(self.node.create_subscription(
-            Answer, f"{self.ns}/answers", self.answers.append, 50))
+            Answer, f"{self.ns}/answers", self.answers.append, qos))
 
     def subscribe_diagnostics(self) -> None:
         """Collect /diagnostics into self.diagnostics."""

@@ -93,6 +93,25 @@ def test_answers_topic_receives_every_answer_tiny(client, fed):
         client.node.destroy_subscription(sub)
 
 
+def test_answers_topic_keeps_recent_answers_for_late_subscribers_tiny(client, fed):
+    """A subscriber that joins after an answer (transient local) still receives it."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from ros2_infmllm_msgs.msg import Answer
+    question = 'asked before anyone listened?'
+    res = client.query(question, max_new_tokens=4)
+    assert res.success, res.message
+    got: List[Any] = []
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    sub = client.node.create_subscription(Answer, '/infmllm/answers', got.append, qos)
+    try:
+        late = _wait(lambda: [m for m in got if m.question == question], 10,
+                     'the earlier answer on a late subscription')
+        assert [m.answer for m in late] == [res.answer]
+    finally:
+        client.node.destroy_subscription(sub)
+
+
 def test_describe_memory_fields_tiny(client, fed):
     d = client.describe()
     assert d.success, d.message
