@@ -12,7 +12,7 @@ import os
 import string
 from collections import Counter
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 
 SCALE = float(os.environ.get("INFMLLM_FUZZ_SCALE", "1"))
@@ -23,10 +23,15 @@ TEXT = st.text(max_size=300) | st.sampled_from(
 JUNK_STRING = st.text(string.printable, max_size=40) | st.sampled_from(["", "\x00", "é"])
 
 
-def examples(n: int) -> settings:
-    """Return hypothesis settings: n examples times SCALE, no deadline, no health checks."""
+def examples(n: int, shrink: bool = True) -> settings:
+    """Return hypothesis settings: n examples times SCALE, no deadline, no health checks.
+
+    ``shrink=False`` for a test against a long-lived process, whose failure depends on what
+    came before: replaying smaller cases against it only repeats the timeouts.
+    """
+    phases = [p for p in Phase if shrink or p is not Phase.shrink]
     return settings(max_examples=max(1, int(n * SCALE)), deadline=None, derandomize=False,
-                    suppress_health_check=list(HealthCheck), database=None)
+                    suppress_health_check=list(HealthCheck), database=None, phases=phases)
 
 
 def count(name: str) -> None:

@@ -112,6 +112,7 @@ class NodeProcess:
         """
         self.log_path = log
         self.domain_id = domain_id
+        self.instrumented = command is None
         if command is None:
             command = [sys.executable, str(INSTRUMENTED)]
             if control is not None:
@@ -144,6 +145,17 @@ class NodeProcess:
         if self.log_path and Path(self.log_path).exists():
             return Path(self.log_path).read_text(errors="replace")[-6000:]
         return ""
+
+    def thread_stacks(self) -> str:
+        """Ask the instrumented node for every thread's stack (SIGUSR1); return the log tail.
+
+        For a node that is alive but answers nothing: the stacks say where it waits.
+        """
+        if not (self.instrumented and self.alive() and self.log_path):
+            return self.log_text()
+        os.kill(self.proc.pid, signal.SIGUSR1)
+        time.sleep(1.0)
+        return Path(self.log_path).read_text(errors="replace")[-20000:]
 
     def rss_bytes(self) -> int:
         """Resident memory of the node process (sum over its process group)."""

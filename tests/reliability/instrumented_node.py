@@ -22,13 +22,17 @@ session_factory that builds the real session (engine.build_session) and wraps it
   frame's stamp go to FILE.callbacks.jsonl (the node's _on_frame, timed from outside).
 * records: one JSON line per ingest_frame/ask call (wall time, duration, ok, error) and,
   every 10th call, the session's cache length and the process RSS.
+* stacks: SIGUSR1 prints every thread's Python stack to the log (faulthandler), so a test
+  that finds the node alive but silent can say where it waits.
 """
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -171,6 +175,7 @@ class InstrumentedSession:
 
 def main(argv: Optional[list] = None) -> Any:
     """Parse our options, then run ros2_infmllm.ros.node.main with the wrapped session."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
