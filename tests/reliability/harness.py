@@ -140,10 +140,10 @@ class NodeProcess:
         """Tell whether the process is still running."""
         return self.proc.poll() is None
 
-    def log_text(self) -> str:
-        """Return the tail of what the process printed (for assertion messages)."""
+    def log_text(self, chars: int = 6000) -> str:
+        """Return the last ``chars`` of what the process printed (for assertion messages)."""
         if self.log_path and Path(self.log_path).exists():
-            return Path(self.log_path).read_text(errors="replace")[-6000:]
+            return Path(self.log_path).read_text(errors="replace")[-chars:]
         return ""
 
     def thread_stacks(self) -> str:
@@ -151,11 +151,10 @@ class NodeProcess:
 
         For a node that is alive but answers nothing: the stacks say where it waits.
         """
-        if not (self.instrumented and self.alive() and self.log_path):
-            return self.log_text()
-        os.kill(self.proc.pid, signal.SIGUSR1)
-        time.sleep(1.0)
-        return Path(self.log_path).read_text(errors="replace")[-20000:]
+        if self.instrumented and self.alive() and self.log_path:
+            os.kill(self.proc.pid, signal.SIGUSR1)
+            time.sleep(1.0)
+        return self.log_text(20000)
 
     def rss_bytes(self) -> int:
         """Resident memory of the node process (sum over its process group)."""
