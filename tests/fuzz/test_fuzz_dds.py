@@ -76,12 +76,9 @@ CASES = st.one_of(
 )
 
 
-@examples(40, shrink=False)
-@given(case=CASES)
-def test_node_survives_any_input(dds, case):
-    proc, client, raw, comp, ask = dds
-    kind, args = case
-    count(f"dds_{kind}")
+def _send(dds, kind: str, args) -> None:
+    """Deliver one fuzz case to the node over DDS (topics, query, action, parameters)."""
+    _, client, raw, comp, ask = dds
     if kind == "raw":
         raw.publish(_raw(args))
     elif kind == "compressed":
@@ -117,10 +114,20 @@ def test_node_survives_any_input(dds, case):
         from rcl_interfaces.srv import SetParameters
         client.call(SetParameters, "/infmllm/set_parameters",
                     SetParameters.Request(parameters=params), 20)
-    assert proc.alive(), proc.log_text()[-3000:]
+
+
+@examples(40, shrink=False)
+@given(case=CASES)
+def test_node_survives_any_input(dds, case):
+    proc, client = dds[0], dds[1]
+    kind, args = case
+    count(f"dds_{kind}")
     try:
+        _send(dds, kind, args)
+        assert proc.alive(), proc.log_text()[-3000:]
         assert client.describe(timeout=30)["success"] in (True, False)
-    except TimeoutError as exc:
+    except TimeoutError as exc:     # any service call of the case: where do its threads wait?
+        assert proc.alive(), f"node died ({exc}):\n{proc.log_text()[-3000:]}"
         raise AssertionError(f"node alive but silent ({exc}); its threads:\n"
                              f"{proc.thread_stacks()}") from exc
 
