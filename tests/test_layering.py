@@ -23,16 +23,17 @@ ARCHITECTURE = REPO / "docs" / "architecture.md"
 #: top-level module of ros2_infmllm -> its group (a new module must be given one here)
 GROUP_OF = {
     "ros": "ros", "engine": "engine", "accel": "accel", "models": "models",
-    "memory": "memory", "eval": "eval",
+    "perception": "perception", "memory": "memory", "eval": "eval",
 }
-GROUPS = ("ros", "engine", "accel", "models", "memory", "eval")
+GROUPS = ("ros", "engine", "accel", "models", "perception", "memory", "eval")
 
 #: group -> (groups of the package it may import, whether it may import ROS)
 RULES = {
     "ros": ({"ros", "engine"}, True),
-    "engine": ({"engine", "accel", "models", "memory"}, False),
-    "accel": ({"accel", "models", "memory"}, False),
-    "models": ({"models", "memory"}, False),
+    "engine": ({"engine", "accel", "models", "perception", "memory"}, False),
+    "accel": ({"accel", "models", "perception", "memory"}, False),
+    "models": ({"models", "perception", "memory"}, False),
+    "perception": ({"perception"}, False),
     "memory": ({"memory"}, False),
     "eval": (set(GROUPS), True),
 }
