@@ -56,8 +56,18 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def _copy(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous CPU copy that shares no memory with ``t``.
+
+    Why: ``.cpu()`` of a CPU tensor, and ``.contiguous()`` of a contiguous slice, return
+    the live buffer itself; the checksum and the file are written after the model lock is
+    released, while the worker goes on changing it.
+    """
+    return t.detach().to("cpu", copy=True).contiguous()
+
+
 def cache_state(cache: BoundedCache) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Tensors (on the CPU) and JSON state of ``cache`` after its pending compactions.
+    """Tensors (CPU copies) and JSON state of ``cache`` after its pending compactions.
 
     Source ids must be JSON values (the engine uses ints). The evidence tally is saved as
     folded so far; per-slot decode attention not yet folded is not (every question starts
@@ -72,17 +82,17 @@ def cache_state(cache: BoundedCache) -> tuple[dict[str, torch.Tensor], dict[str,
             continue
         layer.flush()
         n = layer.length
-        tensors[f"k.{i}"] = layer.key_buf[0, :, :n].detach().cpu().contiguous()
-        tensors[f"v.{i}"] = layer.value_buf[0, :, :n].detach().cpu().contiguous()
-        tensors[f"meta.{i}"] = layer.meta[..., :n].cpu().contiguous()
-        tensors[f"scores.{i}"] = layer.scores[:, :n].cpu().contiguous()
+        tensors[f"k.{i}"] = _copy(layer.key_buf[0, :, :n])
+        tensors[f"v.{i}"] = _copy(layer.value_buf[0, :, :n])
+        tensors[f"meta.{i}"] = _copy(layer.meta[..., :n])
+        tensors[f"scores.{i}"] = _copy(layer.scores[:, :n])
         state = {k: int(getattr(layer, k)) for k in _LAYER_COUNTERS}
         state.update(length=n, next_pos=int(layer.next_pos), dtype=str(layer.dtype),
                      heads=layer.n_heads, k_dim=layer.k_dim, v_dim=layer.v_dim)
         layers.append(state)
     sources, tally = cache.source_state()
     if tally is not None:
-        tensors["tally"] = tally.cpu().contiguous()
+        tensors["tally"] = _copy(tally)
     state = {
         "policy": cache.policy.name, "params": cache.policy.params(),
         "budget": cache.policy.capacity, "pos_rows": cache.pos_rows,
