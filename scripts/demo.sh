@@ -11,7 +11,7 @@
 #   scripts/demo.sh --offline                # no ROS: feed the engine directly at bag time
 #   scripts/demo.sh --smoke                  # CI: tiny-test model, short bag, 2 questions
 # Options: --policy P --budget N --rate R (replay speed) --frame-rate HZ --device D
-#          --model M --bag sample|heldout --offline --no-oracle --smoke.
+#          --model M --bag sample|heldout|yard --offline --no-oracle --smoke.
 # Results: results/demo_<bag>_<policy>.{json,md,png}, results/demo_<bag>_side_by_side.*
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,8 +43,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$BAGNAME" in
-  sample|heldout) ;;
-  *) echo "demo.sh: --bag must be sample or heldout, got $BAGNAME" >&2; exit 2 ;;
+  sample|heldout|yard) ;;
+  *) echo "demo.sh: --bag must be sample, heldout or yard, got $BAGNAME" >&2; exit 2 ;;
 esac
 
 if [ -f .venv/bin/activate ]; then

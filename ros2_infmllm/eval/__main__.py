@@ -104,12 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help='seconds of bag time (default: the whole scene)')
     p.add_argument('--rate', type=float, default=10.0)
     p.add_argument('--seed', type=int, default=None, help="default: the scene's")
-    p.add_argument('--scene', choices=['sample', 'heldout'], default='sample',
+    p.add_argument('--scene', choices=['sample', 'heldout', 'yard'], default='sample',
                    help='bundled scene (eval/scenario.py SCENES)')
     p.add_argument('--no-second-camera', action='store_true')
     p.add_argument('--overwrite', action='store_true')
     p.add_argument('--if-missing', action='store_true',
-                   help='do nothing when the bag already exists')
+                   help='do nothing when the bag already exists and spans the scene')
 
     p = sub.add_parser('corpus', help='write the perplexity corpus (CPython Lib/*.py)')
     p.add_argument('--out', default='data/corpus_stdlib.txt.xz')
@@ -229,15 +229,33 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _bag_seconds(path: Path):
+    """Return the seconds a bag spans (None when it cannot be read)."""
+    from rosbags.rosbag2 import Reader
+    try:
+        with Reader(path) as reader:
+            return reader.duration / 1e9
+    except Exception:       # noqa: BLE001 - an unreadable bag is written again
+        return None
+
+
 def cmd_make_bag(args) -> int:
     """Write the sample bag (skipped with --if-missing when it exists)."""
     from ros2_infmllm.eval.make_sample_bag import write_sample_bag
+    from ros2_infmllm.eval.scenario import SCENES
     out = Path(args.out)
+    overwrite = args.overwrite
     if out.exists() and args.if_missing:
-        print(f'{out} exists; nothing to do')
-        return 0
+        # a bag written before its scene grew (questions asked after its end) is rewritten
+        want = args.duration if args.duration is not None else SCENES[args.scene].duration
+        have = _bag_seconds(out)
+        if have is not None and have >= want - 1.0:
+            print(f'{out} exists; nothing to do')
+            return 0
+        print(f'{out} spans {have} s of the {want} s scene; writing it again')
+        overwrite = True
     info = write_sample_bag(out, duration=args.duration, rate=args.rate, seed=args.seed,
-                            storage=args.storage, overwrite=args.overwrite, progress=True,
+                            storage=args.storage, overwrite=overwrite, progress=True,
                             scene=args.scene, second_camera=not args.no_second_camera)
     print(f"wrote {info['path']} ({info['storage']}): {info['counts']}")
     return 0

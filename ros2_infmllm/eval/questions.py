@@ -14,7 +14,8 @@ from ros2_infmllm.eval.scoring import MATCH_KINDS, match_answer, normalise
 #: The question file of the bundled sample bag.
 SAMPLE_QUESTIONS = 'sample_questions.yaml'
 #: Question files of the bundled scenes, by scene name (``scenario.SCENES``).
-SCENE_QUESTIONS = {'sample': SAMPLE_QUESTIONS, 'heldout': 'heldout_questions.yaml'}
+SCENE_QUESTIONS = {'sample': SAMPLE_QUESTIONS, 'heldout': 'heldout_questions.yaml',
+                   'yard': 'yard_questions.yaml'}
 
 
 @dataclass

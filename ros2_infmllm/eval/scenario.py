@@ -24,6 +24,8 @@ COLOURS = {
     'yellow': (225, 205, 30),
     'orange': (240, 140, 20),
     'purple': (130, 50, 170),
+    'cyan': (40, 200, 210),
+    'pink': (240, 130, 180),
 }
 
 
@@ -60,7 +62,7 @@ class Event:
 class Scenario:
     """A timeline of events over a gray, slowly changing distractor background."""
 
-    duration: float = 260.0
+    duration: float = 335.0
     events: tuple = field(default_factory=lambda: DEFAULT_EVENTS)
     seed: int = 0
     background: float = 100.0
@@ -87,6 +89,10 @@ DEFAULT_EVENTS = (
     Event(170.0, 176.0, qr='DOCK B'),
     Event(220.0, 226.0, colour='green', aruco=7),
     Event(233.0, 238.0, dim=True),
+    # after the what-was questions (asked by 256 s), for the questions over time (issue 40):
+    # a second blue box (a count of 2, the first box after the dark), one that stays
+    Event(270.0, 276.0, colour='blue'),
+    Event(290.0, 335.0, colour='yellow'),
 )
 
 
@@ -102,6 +108,27 @@ HELDOUT_EVENTS = (
     Event(205.0, 211.0, qr='EXIT NORTH'),
     Event(250.0, 256.0, colour='yellow', aruco=23, mirror=True),
     Event(266.0, 272.0, dim=True),
+    # after the what-was questions, for the questions over time (issue 40)
+    Event(305.0, 311.0, colour='purple', mirror=True),
+    Event(320.0, 370.0, colour='green', mirror=True),
+)
+
+#: A third scene, made for the questions over time (issue 40) and held out from every
+#: choice made for them: boxes that come back (green three times), two dark spells,
+#: three QR codes about a truck and a forklift, other colours, seed and background.
+YARD_EVENTS = (
+    Event(60.0, 66.0, colour='green', aruco=5),
+    Event(75.0, 80.0, qr='TRUCK 12 ARRIVED'),
+    Event(95.0, 101.0, colour='pink', aruco=3),
+    Event(120.0, 125.0, dim=True),
+    Event(140.0, 146.0, qr='FORKLIFT 4'),
+    Event(160.0, 166.0, colour='green'),
+    Event(185.0, 190.0, qr='TRUCK 12 LEFT'),
+    Event(210.0, 216.0, colour='cyan', aruco=8, mirror=True),
+    Event(240.0, 246.0, colour='green', mirror=True),
+    Event(265.0, 270.0, dim=True),
+    Event(285.0, 291.0, colour='orange'),
+    Event(330.0, 400.0, colour='cyan'),
 )
 
 #: The order a stranger's QR code gives in the injection check (issue 22, part 5).
@@ -122,7 +149,8 @@ def with_injection(scene: Scenario, at: float, text: str = INJECTION_ORDER,
 
 #: Bundled scenes by name (``make-bag --scene``, ``demo.sh --bag``).
 SCENES = {'sample': Scenario(),
-          'heldout': Scenario(duration=300.0, events=HELDOUT_EVENTS, seed=7, background=80.0)}
+          'heldout': Scenario(duration=370.0, events=HELDOUT_EVENTS, seed=7, background=80.0),
+          'yard': Scenario(duration=400.0, events=YARD_EVENTS, seed=11, background=90.0)}
 
 
 def _paste(canvas: np.ndarray, patch: np.ndarray, x: int, y: int) -> None:

@@ -4,7 +4,9 @@ Why lenient matching kinds: small models answer in sentences; a question names h
 answer is checked (exact / contains / regex / numeric / list) so that scoring is explicit.
 Why candidates: leniency alone rewards luck ("a red van with a blue box" contains "blue"),
 so a question may declare the other answers of its kind (colours, ids, names); an answer
-that also names one of them is wrong.
+that also names one of them is wrong. A ``time`` answer (when did it happen) is a time of
+day, right within ``tolerance`` seconds; every time it names must be, so listing several
+times is wrong too.
 """
 from __future__ import annotations
 
@@ -12,8 +14,10 @@ import math
 import re
 from typing import Iterable, Optional, Sequence
 
-MATCH_KINDS = ('exact', 'contains', 'regex', 'numeric', 'list')
+MATCH_KINDS = ('exact', 'contains', 'regex', 'numeric', 'list', 'time')
 _NUM_RE = re.compile(r'[-+]?\d+(?:\.\d+)?')
+_TIME_RE = re.compile(r'(?<![\d:])(\d{1,2}):(\d{2})(?::(\d{2}(?:\.\d+)?))?(?![\d:])')
+_DAY = 86400.0
 _WORDS = {'zero': 0, 'one': 1, 'two': 2, 'three': 3, 'four': 4, 'five': 5, 'six': 6,
           'seven': 7, 'eight': 8, 'nine': 9, 'ten': 10, 'eleven': 11, 'twelve': 12}
 
@@ -29,6 +33,12 @@ def numbers_in(text: str) -> list:
     vals = [float(m) for m in _NUM_RE.findall(str(text))]
     vals += [float(_WORDS[w]) for w in normalise(text).split() if w in _WORDS]
     return vals
+
+
+def times_in(text: str) -> list:
+    """Return the times of day written in ``text`` (``HH:MM`` or ``HH:MM:SS[.s]``) in seconds."""
+    return [int(h) * 3600.0 + int(m) * 60.0 + float(sec or 0.0)
+            for h, m, sec in _TIME_RE.findall(str(text))]
 
 
 def names_other(answer: str, expected, others: Sequence) -> bool:
@@ -60,7 +70,9 @@ def match_answer(answer: str, expected, kind: str = 'contains',
     exact: equal after normalisation. contains: the normalised expected text occurs in the
     normalised answer as whole words. regex: ``re.search`` (case-insensitive) on the raw
     answer. numeric: some number in the answer is within ``tolerance`` of expected.
-    list: every item of ``expected`` (a list) is contained in the answer. Whatever the
+    list: every item of ``expected`` (a list) is contained in the answer. time: the answer
+    names at least one time of day and every one is within ``tolerance`` seconds of the
+    ``HH:MM:SS`` expected (across midnight too). Whatever the
     kind, an answer that also names a candidate in ``others`` (:func:`names_other`) is wrong.
     """
     if others and answer and names_other(str(answer), expected, others):
@@ -84,6 +96,14 @@ def match_answer(answer: str, expected, kind: str = 'contains',
             raise ValueError(f'numeric: expected must be a number, got {expected!r}') from exc
         return any(math.isclose(v, target, abs_tol=float(tolerance)) or v == target
                    for v in numbers_in(answer))
+    if kind == 'time':
+        target = times_in(str(expected))
+        if len(target) != 1:
+            raise ValueError(f'time: expected must be one HH:MM:SS time, got {expected!r}')
+        said = times_in(answer)
+        return bool(said) and all(
+            min(abs(t - target[0]), _DAY - abs(t - target[0])) <= float(tolerance)
+            for t in said)
     if isinstance(expected, (str, bytes)) or not isinstance(expected, Iterable):
         raise ValueError(f'list: expected must be a list, got {expected!r}')
     items = list(expected)

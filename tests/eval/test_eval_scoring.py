@@ -89,3 +89,15 @@ def test_candidates_by_kind_in_a_question_file(tmp_path):
     path.write_text('questions:\n  - {t: 1, question: "C?", expected: blue, candidates: [red]}\n')
     with pytest.raises(ValueError, match='not among its candidates'):
         load_questions(path)
+
+
+def test_time_answer_within_tolerance_and_no_other_time():
+    """A "when" answer: one time of day within the tolerance; several times are wrong."""
+    assert match_answer('At 22:14:45.', '22:14:40', 'time', 10.0)
+    assert match_answer('22:14:40.5', '22:14:40', 'time', 10.0)
+    assert not match_answer('22:14:55', '22:14:40', 'time', 10.0)
+    assert not match_answer('22:14:40 or 22:17:13', '22:14:40', 'time', 10.0)
+    assert not match_answer('about 80 seconds in', '22:14:40', 'time', 10.0)
+    assert match_answer('23:59:58', '00:00:03', 'time', 10.0)      # across midnight
+    with pytest.raises(ValueError):
+        match_answer('', 'soon', 'time', 10.0)
