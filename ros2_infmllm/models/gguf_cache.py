@@ -2,30 +2,28 @@
 
 Why: transformers reads a GGUF by dequantising every tensor and rebuilding the tokenizer
 from the file's vocabulary, every time (about 45 s for the 0.5B model and 15 s for the
-135M default on two CPU cores, most of a node's configure). ``python -m
-ros2_infmllm.models.gguf_cache convert smollm2-135m qwen2.5-0.5b`` (run by ``setup.sh``) does
-that once and saves the result as an ordinary transformers checkpoint (float32
-safetensors, the tokenizer with its chat template) in ``$ROS2_INFMLLM_CACHE/models/
-converted/``, after checking that the saved copy reloads to the same tensors and token
-ids. :func:`load_gguf` then reads that folder when it was made from a GGUF of the same
-name and size (its sha256 is recorded beside it too), and the GGUF itself otherwise, so a
-missing or stale copy only costs time. The tensors are the GGUF loader's own float32
-values, so a model loaded either way is the same to the bit, in any dtype.
+135M model on two CPU cores, most of a node's configure). ``python -m ros2_infmllm.models
+convert smollm2-135m qwen2.5-0.5b`` (run by ``setup.sh``) does that once and saves the
+result as an ordinary transformers checkpoint (float32 safetensors, the tokenizer with its
+chat template) in ``$ROS2_INFMLLM_CACHE/models/converted/``, after checking that the saved
+copy reloads to the same tensors and token ids. :func:`load_gguf` then reads that folder
+when it was made from a GGUF of the same name and size (its sha256 is recorded beside it
+too), and the GGUF itself otherwise, so a missing or stale copy only costs time. The
+tensors are the GGUF loader's own float32 values, so a model loaded either way is the same
+to the bit, in any dtype.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
 from .base import ModelError
 from .loading import load_checkpoint
+from .packaged import cache_dir, sha256_of
 
 #: written beside the checkpoint; bump when the folder's layout changes
 FORMAT = 1
@@ -33,14 +31,9 @@ SOURCE_FILE = "gguf_source.json"
 PROBE_TEXT = "[cam front 12:03:04.5] red box on the left, ArUco marker 17; dim light."
 
 
-def _cache_root() -> Path:
-    from .packaged import cache_dir
-    return cache_dir() / "converted"
-
-
 def converted_dir(gguf: Path) -> Path:
     """Folder of ``gguf``'s dequantised copy (it may not exist)."""
-    return _cache_root() / Path(gguf).stem
+    return cache_dir() / "converted" / Path(gguf).stem
 
 
 def _source_record(gguf: Path, sha256: str) -> dict:
@@ -102,7 +95,6 @@ def convert(gguf: Path) -> Path:
     folder = converted_dir(gguf)
     if usable_copy(gguf):
         return folder
-    from .packaged import sha256_of
     sha = sha256_of(gguf)
     model, tok = _read_gguf(gguf, torch.float32)
     tmp = folder.with_name(folder.name + ".part")
@@ -126,36 +118,3 @@ def convert(gguf: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
-
-
-def gguf_of(name: str) -> Path:
-    """Return the GGUF file behind a ``model:`` name (default, smollm2-135m, a packaged name)."""
-    from .registry import SMOLLM2, canonical_name
-    name = canonical_name(name)
-    if name == SMOLLM2:
-        from .default import find_default_gguf
-        return find_default_gguf()
-    from .packaged import find_assembled
-    return find_assembled(name)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``convert NAME...`` (for setup.sh) / ``status NAME...``."""
-    from .packaged import PACKAGED, print_each
-    from .registry import SMOLLM2
-    ap = argparse.ArgumentParser(prog="python -m ros2_infmllm.models.gguf_cache",
-                                 description=__doc__.splitlines()[0])
-    ap.add_argument("action", choices=("convert", "status"))
-    ap.add_argument("names", nargs="+", choices=["default", SMOLLM2, *sorted(PACKAGED)])
-    args = ap.parse_args(argv)
-
-    def show(name: str) -> str:
-        src = gguf_of(name)
-        if args.action == "convert":
-            return f"{name}: {convert(src)}"
-        return f"{name}: {usable_copy(src) or 'no converted copy (loads read the GGUF)'}"
-    return print_each(args.names, show)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

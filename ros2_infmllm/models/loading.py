@@ -4,7 +4,8 @@
 tokenizer) or the GGUF file, reads the tokenizer and the model in ``dtype`` without remote
 code, puts the model on ``device`` in eval mode and turns every read failure into a
 :class:`~ros2_infmllm.models.base.ModelError` naming the path. :func:`load_text_lm` wraps
-the result for text-only families whose chat turns are ChatML. Nothing is ever downloaded.
+the result for text-only families whose chat turns are ChatML, :func:`text_adapter` the
+weights of a named text model (models/registry.py). Nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any, Mapping, NamedTuple
 
 import torch
 
-from .base import ModelAdapter, ModelError
+from .base import ModelAdapter, ModelError, chat_markers
+from .spec import ModelSpec
 
 #: files that hold a checkpoint's weights / its tokenizer (one of each must exist)
 WEIGHT_GLOBS = ("*.safetensors", "*.bin")
@@ -155,3 +157,16 @@ def load_text_lm(path: Path | str, device: str, dtype: torch.dtype, image_max_si
     model, tok, _ = load_checkpoint(p, device, dtype, family)
     return ModelAdapter(model, tok, f"{family} ({p.name})", image_max_side=image_max_side,
                         family=family)
+
+
+def text_adapter(weights: Checkpoint, name: str, spec: ModelSpec, device: str,
+                 dtype: torch.dtype, image_max_side: int = 384) -> ModelAdapter:
+    """Wrap a named text LM's weights (the registry's default adapter).
+
+    Frames reach it as describer lines; its turns are the tokenizer's own template's where
+    the spec says so. ``device`` and ``dtype`` are already the weights'.
+    """
+    markers = chat_markers(weights.tokenizer) if spec.template_turns else None
+    return ModelAdapter(weights.model, weights.tokenizer,
+                        f"{name} ({spec.summary} + OpenCV describer)",
+                        image_max_side=image_max_side, markers=markers, family=spec.family)

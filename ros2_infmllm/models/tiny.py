@@ -14,6 +14,8 @@ from typing import Any
 import torch
 
 from .base import ModelAdapter
+from .loading import Checkpoint
+from .spec import ModelSpec
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<pad>"]
 
@@ -79,3 +81,9 @@ def load_tiny(device: str, dtype: torch.dtype, image_max_side: int = 384) -> Mod
     adapter = ModelAdapter(model, tok, "tiny-test", image_max_side=image_max_side)
     adapter.eos_token_ids = set()
     return adapter
+
+
+def adapter(weights: Checkpoint | None, name: str, spec: ModelSpec, device: str,
+            dtype: torch.dtype, image_max_side: int = 384) -> ModelAdapter:
+    """Registry entry point of ``tiny-test``: no weights to read, the model is built here."""
+    return load_tiny(device, dtype, image_max_side)

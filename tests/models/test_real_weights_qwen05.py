@@ -7,10 +7,10 @@ is dequantised at load) where it has, as in CI.
 import pytest
 
 from ros2_infmllm.models.base import ModelError
-from ros2_infmllm.models.packaged import find_assembled
+from ros2_infmllm.models.registry import weights_path
 
 try:
-    find_assembled('qwen2.5-0.5b')
+    weights_path('qwen2.5-0.5b')
     MISSING = ''
 except ModelError as exc:
     MISSING = str(exc)

@@ -136,10 +136,10 @@ def default_adapter():
     from transformers import AutoTokenizer
 
     from ros2_infmllm.models.base import ModelAdapter
-    from ros2_infmllm.models.default import find_default_gguf
+    from ros2_infmllm.models.registry import weights_path
     from ros2_infmllm.models.tiny import tiny_llama
 
-    gguf = find_default_gguf()
+    gguf = weights_path('smollm2-135m')
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     return ModelAdapter(tiny_llama(len(tok)), tok, "tiny body + SmolLM2 tokenizer")
 
