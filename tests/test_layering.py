@@ -8,6 +8,11 @@ docs/architecture.md (a test checks the two agree). Every ``import`` and ``from 
 import`` of every file under ros2_infmllm/ is read from its AST (inside functions and
 ``TYPE_CHECKING`` blocks too), plus ``importlib.import_module`` calls with a constant
 name; relative imports are resolved against the file's package.
+
+Inside a layer the modules must not import each other in a circle either (models/ once had
+registry -> default -> gguf_cache -> registry): a circle works only by the order in which
+the modules happen to load (imports moved into functions), and none of its files can be
+read, tested or changed without the others.
 """
 
 from __future__ import annotations
@@ -56,11 +61,13 @@ def group_of(module: str) -> str | None:
     return GROUP_OF.get(parts[1]) if len(parts) > 1 else None
 
 
-def imported(module: str, source: str, is_package: bool = False) -> list[tuple[int, str]]:
+def imported(module: str, source: str, is_package: bool = False,
+             submodules: bool = False) -> list[tuple[int, str]]:
     """``(line, absolute module name)`` of every import in ``source`` of ``module``.
 
     ``from X import a, b`` yields ``X.a`` and ``X.b`` when X is this package (they may be
-    submodules: ``from . import engine``), else ``X``.
+    submodules: ``from . import engine``), else ``X``; with ``submodules`` it yields them
+    for any X of the package (the caller keeps those that are modules).
     """
     package = module if is_package else module.rpartition(".")[0]
     found = []
@@ -72,7 +79,8 @@ def imported(module: str, source: str, is_package: bool = False) -> list[tuple[i
             if node.level:
                 anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([node.module] if node.module else []))
-            if base == "ros2_infmllm" or base.startswith("ros2_infmllm.") and not node.module:
+            if base == "ros2_infmllm" or base.startswith("ros2_infmllm.") and (
+                    submodules or not node.module):
                 found += [(node.lineno, f"{base}.{alias.name}") for alias in node.names]
             else:
                 found.append((node.lineno, base))
@@ -105,18 +113,62 @@ def violations(module: str, source: str, path: str = "", is_package: bool = Fals
     return out
 
 
-def package_violations(root: Path = PACKAGE) -> list[str]:
-    """Violations of every ``*.py`` under ``root`` (the ros2_infmllm package directory)."""
-    out = []
+def package_modules(root: Path = PACKAGE) -> dict[str, tuple[Path, bool]]:
+    """Module name -> (file, is a package) for every ``*.py`` under ``root``."""
+    out = {}
     for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(root.parent)
-        parts = list(rel.with_suffix("").parts)
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
         is_package = parts[-1] == "__init__"
         if is_package:
             parts.pop()
-        if len(parts) == 1:                  # ros2_infmllm/__init__.py: imports nothing
+        out[".".join(parts)] = (path, is_package)
+    return out
+
+
+def package_violations(root: Path = PACKAGE) -> list[str]:
+    """Violations of every ``*.py`` under ``root`` (the ros2_infmllm package directory)."""
+    out = []
+    for module, (path, is_package) in package_modules(root).items():
+        if "." not in module:                # ros2_infmllm/__init__.py: imports nothing
             continue
-        out += violations(".".join(parts), path.read_text(), str(rel), is_package)
+        rel = str(path.relative_to(root.parent))
+        out += violations(module, path.read_text(), rel, is_package)
+    return out
+
+
+def import_edges(root: Path = PACKAGE) -> dict[str, set[str]]:
+    """Module -> the modules of the package it imports (``from pkg import sub``: ``pkg.sub``)."""
+    modules = package_modules(root)
+    edges: dict[str, set[str]] = {}
+    for module, (path, is_package) in modules.items():
+        targets = set()
+        for _, name in imported(module, path.read_text(), is_package, submodules=True):
+            while name and name not in modules:
+                name = name.rpartition(".")[0]
+            if name and name != module:
+                targets.add(name)
+        edges[module] = targets
+    return edges
+
+
+def import_circles(edges: dict[str, set[str]]) -> list[str]:
+    """Every import circle, one line each: ``a -> b -> ... -> a`` (shortest from ``a``)."""
+    out, seen = [], set()
+    for start in sorted(edges):
+        paths, queue = {start: [start]}, [start]
+        while queue:                        # breadth first: the shortest way back
+            node = queue.pop(0)
+            for nxt in sorted(edges.get(node, ())):
+                if nxt == start:
+                    circle = paths[node]
+                    if frozenset(circle) not in seen:
+                        seen.add(frozenset(circle))
+                        out.append(" -> ".join(circle + [start]))
+                    queue = []
+                    break
+                if nxt not in paths:
+                    paths[nxt] = paths[node] + [nxt]
+                    queue.append(nxt)
     return out
 
 
@@ -124,6 +176,57 @@ def test_every_module_imports_only_what_its_layer_may():
     """The whole package keeps the layering; the message lists every violation."""
     found = package_violations()
     assert not found, "layering violations:\n" + "\n".join(found)
+
+
+def test_no_modules_import_each_other_in_a_circle():
+    """Within each folder too, imports point one way; the message lists every circle."""
+    found = import_circles(import_edges())
+    assert not found, "import circles:\n" + "\n".join(found)
+
+
+def _synthetic_package(root: Path, files: dict[str, str]) -> Path:
+    """Write ``ros2_infmllm/<path>`` files under ``root``; return the package folder."""
+    for rel, source in {"__init__.py": "", **files}.items():
+        path = root / "ros2_infmllm" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(source)
+    return root / "ros2_infmllm"
+
+
+def test_the_check_reports_a_synthetic_circle_inside_a_folder(tmp_path):
+    """models/ as it was: registry -> default -> cache -> registry, two imports in functions.
+
+    The circle is reported once, from its first module; the layering alone finds nothing.
+    """
+    package = _synthetic_package(tmp_path, {
+        "models/__init__.py": "from .registry import load\n",
+        "models/base.py": "import torch\n",
+        "models/registry.py": "from .base import E\ndef load():\n    from .default import f\n",
+        "models/default.py": "from . import base\nfrom .cache import g\n",
+        "models/cache.py": "def g():\n    from ros2_infmllm.models import registry\n",
+        "memory/__init__.py": "",
+    })
+    assert not package_violations(package)
+    assert import_circles(import_edges(package)) == [
+        "ros2_infmllm.models.cache -> ros2_infmllm.models.registry -> "
+        "ros2_infmllm.models.default -> ros2_infmllm.models.cache"]
+
+
+def test_the_check_passes_imports_that_point_one_way(tmp_path):
+    """The same modules with the name lookup moved below: no circle."""
+    package = _synthetic_package(tmp_path, {
+        "models/__init__.py": "from .registry import load\n",
+        "models/base.py": "import torch\n",
+        "models/names.py": "from .base import E\n",
+        "models/registry.py": "from .base import E\nfrom .default import f\n",
+        "models/default.py": "from . import base\nfrom .cache import g\n",
+        "models/cache.py": "from ros2_infmllm.models import names\n",
+    })
+    edges = import_edges(package)
+    assert edges["ros2_infmllm.models.cache"] == {"ros2_infmllm.models.names"}
+    assert edges["ros2_infmllm.models.default"] == {"ros2_infmllm.models.base",
+                                                    "ros2_infmllm.models.cache"}
+    assert import_circles(edges) == []
 
 
 def test_the_check_reports_every_violation_of_a_synthetic_module():
