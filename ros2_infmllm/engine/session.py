@@ -23,10 +23,12 @@ import torch
 from ..accel.fast_decode import Decoder
 from ..memory import BoundedCache, snapshot
 from ..memory.kept import kept_tokens
+from ..memory.snapshot_check import InvalidState, stamp
 from ..models.base import Chunk, ModelAdapter
 from .evidence import rank_evidence
 from .generation import TokenReader, answer_timings, decode_greedy
 from .status import DecodeStatus, FrameInMemory, MemoryStatus, SessionStatus
+from .timeline import MemoryLog, frame_things, log_for
 
 _LOG = logging.getLogger(__name__)
 _LOGGED: set = set()    # (model, reason) pairs already logged: the eager fallback says why once
@@ -43,6 +45,51 @@ def _thumbnail(image: np.ndarray, width: int = 64) -> np.ndarray | None:
     import cv2
     h = max(1, round(image.shape[0] * width / image.shape[1]))
     return cv2.resize(image, (width, h), interpolation=cv2.INTER_AREA)
+
+
+def check_stream_state(state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    """Check the session's part of a snapshot (frames, counters, describer) before use.
+
+    Raises InvalidState naming the field; the cache's part is checked by memory.snapshot.
+    """
+    sess = state.get("session")
+    if not isinstance(sess, dict):
+        raise InvalidState("session state missing")
+    ints = {k: sess.get(k) for k in ("next_id", "frames_ingested", "questions_answered",
+                                     "errors")}
+    for name, value in ints.items():
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2 ** 40:
+            raise InvalidState(f"session {name} must be an integer >= 0, got {value!r:.40}")
+    if not isinstance(sess.get("started"), bool):
+        raise InvalidState("session started must be true or false")
+    frames, texts = sess.get("frames"), sess.get("frame_text", [])
+    if not isinstance(frames, list) or not isinstance(texts, list) \
+            or len(frames) > ints["frames_ingested"] or len(texts) > len(frames):
+        raise InvalidState("session frames must be a list of at most frames_ingested frames")
+    seen = set()
+    for row in frames + texts:
+        if not isinstance(row, list) or len(row) not in (2, 3) \
+                or isinstance(row[0], bool) or not isinstance(row[0], int) \
+                or not 0 <= row[0] < ints["next_id"] \
+                or not all(isinstance(x, str) and len(x) < 100000 for x in row[2:]):
+            raise InvalidState(f"session frame entry {row!r:.80} is malformed")
+        if len(row) == 3:
+            if row[0] in seen:
+                raise InvalidState(f"session frame {row[0]} listed twice")
+            seen.add(row[0])
+            stamp(row[1], f"frame {row[0]} stamp")
+        elif not isinstance(row[1], str) or row[0] not in seen:
+            raise InvalidState(f"frame text of an unknown frame {row[0]!r:.20}")
+    described = state.get("describer")
+    if not isinstance(described, list):
+        raise InvalidState("describer state missing")
+    for i, row in enumerate(described):
+        if not isinstance(row, list) or len(row) != 3 or not isinstance(row[0], str) \
+                or not isinstance(row[1], bool) or not isinstance(row[2], (str, type(None))):
+            raise InvalidState(f"describer entry {i} is malformed")
+        prev = tensors.get(f"describer.{i}")
+        if row[1] and (prev is None or prev.dtype != torch.uint8 or prev.dim() != 2):
+            raise InvalidState(f"describer.{i} must be a 2-D uint8 tensor")
 
 
 class EngineError(RuntimeError):
@@ -116,14 +163,24 @@ class StreamingSession:
 
     def __init__(self, adapter: ModelAdapter, policy: Any, max_chunk: int = 512,
                  evidence_k: int = 3, multi_round: bool = True, decode_slack: int = 64,
-                 decode: str = "auto"):
-        """Build the bounded cache for ``adapter.model`` with ``policy``; warm up decode."""
+                 decode: str = "auto", memory_log: bool = True):
+        """Build the bounded cache for ``adapter.model`` with ``policy``; warm up decode.
+
+        ``memory_log``: show each question the log of the frames in memory
+        (:mod:`.timeline`); it leaves no trace in the stream.
+        """
         if isinstance(evidence_k, bool) or not isinstance(evidence_k, int) or evidence_k < 0:
             raise ValueError(f"evidence_k must be an int >= 0, got {evidence_k!r}")
         self.adapter = adapter
         self.policy = policy
         self.evidence_k = evidence_k
         self.multi_round = bool(multi_round)
+        self.memory_log = bool(memory_log)
+        cfg = adapter.model.config
+        cfg = getattr(cfg, "text_config", None) or cfg
+        #: cached entries a whole token has (layers x KV heads), as sources_in_memory counts
+        self._rows = int(cfg.num_hidden_layers) * int(
+            getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads)
         self.cache = BoundedCache(policy, adapter.model.config, max_chunk=max_chunk,
                                   decode_slack=decode_slack, rotation=adapter.rotation)
         self._lock = adapter.lock
@@ -147,6 +204,9 @@ class StreamingSession:
         self._prune_at = _PRUNE_FRAMES
         self._thumbs: dict[int, np.ndarray] = {}    # frame source id -> small RGB copy
         self._frame_text: dict[int, str] = {}      # frame source id -> its describer line
+        # frame source id -> (things it shows, "no change." read as the frame before; tokens)
+        self._frame_seen: dict[int, tuple[frozenset | None, int]] = {}
+        self._last_seen: dict[str, frozenset | None] = {}   # camera -> its latest things
         self._started = False
         self.frames_ingested = 0
         self.questions_answered = 0
@@ -206,6 +266,10 @@ class StreamingSession:
             self._frame_meta[sid] = (float(stamp), camera)
             self._thumbs[sid] = _thumbnail(image)
             self._frame_text[sid] = chunk.text
+            things = frame_things(chunk.text)
+            things = self._last_seen.get(camera) if things is None else things
+            self._last_seen[camera] = things
+            self._frame_seen[sid] = (things, chunk.n_tokens)
             self._run(chunk, logits=False)
             self.cache.compact()
             self.frames_ingested += 1
@@ -242,14 +306,49 @@ class StreamingSession:
                     on_token: Callable[[str], Any] | None, cancel: threading.Event | None,
                     wait: float, t0: float) -> Answer:
         self._ensure_started()
-        if self.multi_round:
-            return self._exchange(question, camera, max_new_tokens, on_token, cancel, wait, t0)
+        log = self._memory_log() if self.memory_log else None
+        if self.multi_round and log is None:
+            return self._exchange(question, camera, max_new_tokens, on_token, cancel, wait,
+                                  t0)[0]
         # leave no trace: nothing is compacted meanwhile, and the cache is truncated back
         self.cache.hold()
         try:
-            return self._exchange(question, camera, max_new_tokens, on_token, cancel, wait, t0)
+            answer, ids = self._exchange(question, camera, max_new_tokens, on_token, cancel,
+                                         wait, t0, log)
         finally:
             self.cache.rewind()
+        if self.multi_round:
+            # the turn stays as asked: the question and its answer, without the log
+            self._keep_turn(self._question_text(question, camera), ids)
+        return answer
+
+    def _memory_log(self) -> MemoryLog | None:
+        """Build the log of the frames in memory (None when no frame line has words to read)."""
+        live = self.cache.sources_in_memory()
+        seen = {sid: t for sid, (t, _) in self._frame_seen.items()}
+        tokens = {sid: n for sid, (_, n) in self._frame_seen.items()}
+        log = log_for(self._frame_meta, seen, live, tokens, self._rows)
+        return log if log.frames else None
+
+    def _question_text(self, question: str, camera: str | None) -> str:
+        q_text = question if not camera else f"(camera {camera}) {question}"
+        instruction = self.adapter.answer_instruction
+        return f"{q_text} {instruction}" if instruction else q_text
+
+    def _keep_turn(self, q_text: str, ids: list[int]) -> None:
+        """Append a question turn and its answer to the stream (the log shown is not kept)."""
+        ad = self.adapter
+        q_chunk = ad.text_chunk(q_text, "user")
+        prefix = ad.answer_prefix()
+        self._new_source("question")
+        self._run(Chunk(torch.cat([q_chunk.input_ids, prefix.input_ids], dim=1), "user",
+                        q_chunk.text + prefix.text), logits=False)
+        self._new_source("answer")
+        tail = ad.encode(ad.answer_suffix())
+        if ids:
+            tail = torch.cat([torch.tensor([ids], device=tail.device), tail], dim=1)
+        self._run(Chunk(tail, "assistant", ad.answer_suffix()), logits=False)
+        self.cache.compact()
 
     def _step(self, token: torch.Tensor) -> torch.Tensor:
         """One decode step (``token`` on the device) with rollback on failure."""
@@ -264,12 +363,17 @@ class StreamingSession:
 
     def _exchange(self, question: str, camera: str | None, max_new_tokens: int,
                   on_token: Callable[[str], Any] | None, cancel: threading.Event | None,
-                  wait: float, t0: float) -> Answer:
-        """Question prefill, greedy decode (:mod:`.generation`), closing turn, evidence."""
+                  wait: float, t0: float, log: MemoryLog | None = None
+                  ) -> tuple[Answer, list[int]]:
+        """Question prefill, greedy decode (:mod:`.generation`), closing turn, evidence.
+
+        With ``log`` the question is shown after the memory log (the caller holds the
+        cache and keeps the turn without it).
+        """
         ad = self.adapter
-        q_text = question if not camera else f"(camera {camera}) {question}"
-        if ad.answer_instruction:
-            q_text = f"{q_text} {ad.answer_instruction}"
+        q_text = self._question_text(question, camera)
+        if log is not None:
+            q_text = f"{log.render()}\nQuestion: {q_text}"
         q_chunk = ad.text_chunk(q_text, "user")
         prefix = ad.answer_prefix()
         chunk = Chunk(torch.cat([q_chunk.input_ids, prefix.input_ids], dim=1), "user",
@@ -295,7 +399,7 @@ class StreamingSession:
         t_dec = time.perf_counter()
         ids = decoded.ids
         text = ad.decode(ids)
-        if self.multi_round:
+        if self.multi_round and log is None:
             # close the turn: the last token (if not fed) and the end-of-turn marker
             tail = ad.encode(ad.answer_suffix())
             if ids and not decoded.fed:
@@ -303,17 +407,18 @@ class StreamingSession:
             self._run(Chunk(tail, "assistant", ad.answer_suffix()), logits=False)
             self.cache.compact()
         # after the turn is closed (its compaction may evict): only frames still in memory
-        evidence = self._evidence(text)
+        evidence = self._evidence(text, log)
         self.questions_answered += 1
         timings = answer_timings(wait, t0, t_prefill, decoded, t_dec, time.perf_counter(),
                                  chunk.n_tokens)
-        return Answer(text.strip(), evidence, timings, decoded.cancelled)
+        return Answer(text.strip(), evidence, timings, decoded.cancelled), ids
 
-    def _evidence(self, answer: str) -> list[float]:
+    def _evidence(self, answer: str, log: MemoryLog | None = None) -> list[float]:
         """Stamps of the frames still in memory that support ``answer``, at most ``evidence_k``.
 
-        The answer's attention per frame, checked against the frames' describer text
-        (:mod:`.evidence`).
+        Frames whose time the answer names in the log's clock first ("when" answers rest
+        on them), then the answer's attention per frame, checked against the frames'
+        describer text (:mod:`.evidence`).
         """
         if self.evidence_k == 0:
             return []
@@ -324,7 +429,12 @@ class StreamingSession:
         # equal attention: the newer frame first
         frames = dict(sorted(frames.items(), key=lambda x: -self._frame_meta[x[0]][0]))
         texts = {sid: self._frame_text.get(sid, "") for sid in frames}
-        chosen = rank_evidence(answer, frames, texts, self.evidence_k)
+        named = set(log.stamps(answer)) if log is not None else set()
+        timed = sorted((sid for sid in frames if self._frame_meta[sid][0] in named),
+                       key=lambda sid: self._frame_meta[sid][0])
+        chosen = timed + [sid for sid in rank_evidence(answer, frames, texts, self.evidence_k)
+                          if sid not in timed]
+        chosen = chosen[:self.evidence_k]
         self._prune_frames(live)
         return [self._frame_meta[sid][0] for sid in chosen]
 
@@ -334,6 +444,7 @@ class StreamingSession:
             del self._frame_meta[sid]
             self._thumbs.pop(sid, None)
             self._frame_text.pop(sid, None)
+            self._frame_seen.pop(sid, None)
 
     def reset(self) -> None:
         """Forget every frame and turn (buffers kept)."""
@@ -426,6 +537,11 @@ class StreamingSession:
         t0 = time.perf_counter()
         try:
             tensors, state = snapshot.read_snapshot(path, self.identity())
+            check_stream_state(state, tensors)
+        except InvalidState as exc:
+            self.reset()
+            raise snapshot.SnapshotError("invalid", f"snapshot state out of range: {exc}") \
+                from exc
         except snapshot.SnapshotError:
             self.reset()
             raise

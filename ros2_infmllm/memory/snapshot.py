@@ -8,11 +8,13 @@ cache of the same policy, budget and shapes, the next forward sees exactly what 
 have seen without the restart.
 
 The file is a safetensors file whose metadata holds one JSON header (format, version,
-the caller's identity, the cache state and a SHA-256 over the tensor bytes). It is
-written atomically: a temporary file in the same folder, fsync, rename, fsync of the
-folder, so a crash leaves the old snapshot or the new one, never half of one. Reading
-refuses, with :class:`SnapshotError`, another identity, a truncated or corrupted file and
-an unknown version. No ROS and no model family here: the identity is the caller's dict.
+the caller's identity, the cache state and a SHA-256 over the rest of the header and the
+tensor bytes). It is written atomically: a temporary file (mode 0600) in the same folder,
+fsync, rename, fsync of the folder, so a crash leaves the old snapshot or the new one,
+never half of one; it never replaces a file that is not a snapshot. Reading refuses, with
+:class:`SnapshotError`, another identity, a truncated or corrupted file, an unknown
+version and a state out of range (:mod:`.snapshot_check`), before anything of it is used.
+No ROS and no model family here: the identity is the caller's dict.
 """
 
 from __future__ import annotations
@@ -29,15 +31,25 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from .cache import BoundedCache
+from .snapshot_check import InvalidState, check_cache_state
 
 FORMAT = "ros2_infmllm.memory-snapshot"
-VERSION = 1
+#: 2: the checksum covers the header (version 1 files are refused as another version)
+VERSION = 2
+#: the first bytes a snapshot's safetensors header holds (how a file is recognised)
+MAGIC = b'{"__metadata__":{"header":"{\\"format\\": \\"' + FORMAT.encode()
+#: a header larger than this is not ours (ours are a few hundred kB at most)
+MAX_HEADER = 64 << 20
 _LAYER_COUNTERS = ("arrived", "evicted", "compactions", "scored_len", "unscored",
                    "scored_arrival")
 
 
 class SnapshotError(ValueError):
-    """A snapshot that cannot be used; ``kind`` is mismatch, truncated, corrupt or version."""
+    """A snapshot that cannot be used.
+
+    ``kind`` is mismatch, truncated, corrupt, version, invalid (a field out of range) or
+    foreign (the path holds a file that is not a snapshot, which is never overwritten).
+    """
 
     def __init__(self, kind: str, message: str):
         """Keep the failure class for counting; the message says what is wrong."""
@@ -45,9 +57,16 @@ class SnapshotError(ValueError):
         self.kind = kind
 
 
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over names, dtypes, shapes and bytes, in name order (what safetensors lacks)."""
+def _digest(tensors: dict[str, torch.Tensor], header: dict[str, Any] | None = None) -> str:
+    """SHA-256 over the header (but its digest) and the tensors' names, dtypes, shapes, bytes.
+
+    The header is hashed as canonical JSON (sorted keys) of its JSON form, so what is read
+    back hashes as what was written.
+    """
     h = hashlib.sha256()
+    if header is not None:
+        rest = {k: v for k, v in header.items() if k != "digest"}
+        h.update(json.dumps(json.loads(json.dumps(rest, default=str)), sort_keys=True).encode())
     for name in sorted(tensors):
         t = tensors[name].contiguous()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
@@ -57,7 +76,7 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
 
 
 def _copy(t: torch.Tensor) -> torch.Tensor:
-    """A contiguous CPU copy that shares no memory with ``t``.
+    """Return a contiguous CPU copy that shares no memory with ``t``.
 
     Why: ``.cpu()`` of a CPU tensor, and ``.contiguous()`` of a contiguous slice, return
     the live buffer itself; the checksum and the file are written after the model lock is
@@ -122,6 +141,13 @@ def restore_cache(cache: BoundedCache, tensors: dict[str, torch.Tensor],
     existing buffers are written in place, so anything holding views of them stays valid.
     """
     _check(state, cache)
+    bounded = cache.policy.capacity is not None
+    most = cache.policy.capacity + cache.slack if bounded else None
+    try:
+        check_cache_state(state, tensors, len(cache.layers), cache.pos_rows,
+                          (most, most if cache.policy.repositions else None))
+    except InvalidState as exc:
+        raise SnapshotError("invalid", f"snapshot state out of range: {exc}") from exc
     cache.reset()
     for i, (layer, ls) in enumerate(zip(cache.layers, state["layers"])):
         if ls is None:
@@ -157,10 +183,17 @@ def restore_cache(cache: BoundedCache, tensors: dict[str, torch.Tensor],
 
 def write_snapshot(path: str, tensors: dict[str, torch.Tensor], identity: dict[str, Any],
                    state: dict[str, Any]) -> int:
-    """Write atomically to ``path`` (temp file, fsync, rename, fsync folder); return bytes."""
-    header = {"format": FORMAT, "version": VERSION, "identity": identity, "state": state,
-              "digest": _digest(tensors)}
+    """Write atomically to ``path`` (temp file, fsync, rename, fsync folder); return bytes.
+
+    Raises SnapshotError (kind ``foreign``) when ``path`` holds a file that is not a
+    snapshot: a mistyped path must not destroy someone's file.
+    """
+    refuse_foreign(path)
+    header = {"format": FORMAT, "version": VERSION, "identity": identity, "state": state}
+    header["digest"] = _digest(tensors, header)
     data = st_save(tensors, metadata={"header": json.dumps(header, default=str)})
+    if not data[8:8 + len(MAGIC)] == MAGIC:
+        raise SnapshotError("corrupt", "safetensors did not put the header first")
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".snapshot-", suffix=".tmp", dir=folder)
     try:
@@ -181,11 +214,32 @@ def write_snapshot(path: str, tensors: dict[str, torch.Tensor], identity: dict[s
     return len(data)
 
 
+def is_snapshot(path: str) -> bool:
+    """Whether ``path`` starts with a snapshot's magic bytes (False if it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8 + len(MAGIC))
+    except OSError:
+        return False
+    return head[8:] == MAGIC
+
+
+def refuse_foreign(path: str) -> None:
+    """Raise SnapshotError (``foreign``) if ``path`` exists and is not a snapshot file."""
+    if os.path.lexists(path) and not (os.path.isfile(path) and not os.path.islink(path)
+                                      and is_snapshot(path)):
+        raise SnapshotError("foreign", f"{path} exists and is not a memory snapshot (no "
+                            "snapshot magic bytes, or not a plain file): refusing to "
+                            "overwrite it; choose another memory.snapshot_path or remove it")
+
+
 def _header_of(data: bytes) -> dict[str, Any]:
     """Return the JSON header from a safetensors file's metadata (truncated/corrupt: error)."""
     if len(data) < 8:
         raise SnapshotError("truncated", f"file has {len(data)} bytes, not even a header size")
     size = int.from_bytes(data[:8], "little")
+    if size > MAX_HEADER:
+        raise SnapshotError("corrupt", f"header of {size} bytes: not a snapshot")
     if 8 + size > len(data):
         raise SnapshotError("truncated", f"header of {size} bytes but the file has "
                             f"{len(data)} bytes")
@@ -193,7 +247,10 @@ def _header_of(data: bytes) -> dict[str, Any]:
         table = json.loads(data[8:8 + size])
         header = json.loads(table.pop("__metadata__")["header"])
         end = max((int(t["data_offsets"][1]) for t in table.values()), default=0)
-    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        if not isinstance(header, dict):
+            raise TypeError("the header is not an object")
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError,
+            RecursionError) as exc:
         raise SnapshotError("corrupt", f"unreadable header: {exc}") from exc
     if 8 + size + end > len(data):
         raise SnapshotError("truncated", f"file has {len(data)} bytes, its header describes "
@@ -228,8 +285,11 @@ def read_snapshot(path: str, identity: dict[str, Any]
         tensors = st_load(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise SnapshotError("corrupt", f"tensor data unreadable: {exc}") from exc
-    if _digest(tensors) != header.get("digest"):
-        raise SnapshotError("corrupt", "tensor bytes do not match the snapshot's checksum")
+    if _digest(tensors, header) != header.get("digest"):
+        raise SnapshotError("corrupt", "header or tensor bytes do not match the snapshot's "
+                            "checksum")
+    if not isinstance(header.get("state"), dict):
+        raise SnapshotError("invalid", "snapshot has no state object")
     return tensors, header["state"]
 
 

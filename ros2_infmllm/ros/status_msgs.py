@@ -22,8 +22,18 @@ from ..engine.status import CameraStats, RunnerStatus
 from .arrival import ArrivalMonitor, Problem
 
 
+#: builtin_interfaces/Time holds int32 seconds
+MAX_SEC = 2 ** 31 - 1
+
+
 def to_time(stamp: float) -> Time:
-    """Seconds (float) -> builtin_interfaces/Time."""
+    """Seconds (float) -> builtin_interfaces/Time; a stamp it cannot hold becomes 0.
+
+    Why: a message field that raises kills the service thread's reply; the engine keeps
+    stamps finite, this is the last guard.
+    """
+    if not math.isfinite(stamp) or not 0 <= stamp <= MAX_SEC:
+        return Time(sec=0, nanosec=0)
     sec = math.floor(stamp)
     return Time(sec=int(sec), nanosec=min(int(round((stamp - sec) * 1e9)), 999_999_999))
 
