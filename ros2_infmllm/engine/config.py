@@ -66,6 +66,10 @@ class SessionConfig:
         Evidence stamps per answer (at most).
     multi_round : bool
         Questions and answers enter the stream (True) or leave no trace (False).
+    memory_log : bool
+        Show each question the log of what the frames still in memory show over time
+        (engine/timeline.py: spells with times, counts, what is in view now); the log
+        itself never enters the stream.
     decode : str
         One-token decode path: ``auto`` (owned step + CUDA graphs where the model and
         device allow, else eager with the reason logged), ``eager``, or ``graph`` (an
@@ -80,6 +84,7 @@ class SessionConfig:
     max_chunk: int = 512
     evidence_k: int = 3
     multi_round: bool = True
+    memory_log: bool = True
     decode: str = "auto"
 
 
@@ -133,4 +138,4 @@ def build_session(config: SessionConfig) -> StreamingSession:
             _ADAPTERS[key] = adapter
     return StreamingSession(adapter, policy, max_chunk=config.max_chunk,
                             evidence_k=config.evidence_k, multi_round=config.multi_round,
-                            decode=config.decode)
+                            decode=config.decode, memory_log=config.memory_log)
