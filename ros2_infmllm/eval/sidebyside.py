@@ -31,11 +31,17 @@ def how_far_back(rec: dict) -> Optional[float]:
     return round(rec['t'] - max(e[1] for e in ev), 1) if ev else None
 
 
+#: the families of the questions over time (tag ``temporal``), scored apart (issue 40)
+FAMILIES = ('first', 'last', 'count', 'order', 'when', 'still')
+
+
 def combine(runs: Sequence[dict], oracle: Optional[dict] = None) -> dict:
     """Merge replays of the same questions into rows and per-policy scores.
 
     Scores split the questions the oracle answered (what the memory is measured on) from
-    those it missed (the model and prompt fail even with every frame in memory).
+    those it missed (the model and prompt fail even with every frame in memory). ``far``
+    and ``recent`` count the what-was questions; the questions over time (tag
+    ``temporal``) are scored apart: all, far, and per family (:data:`FAMILIES`).
     """
     columns = [_label(r) for r in runs] + (['full (oracle)'] if oracle else [])
     sources = list(runs) + ([oracle] if oracle else [])
@@ -59,14 +65,23 @@ def combine(runs: Sequence[dict], oracle: Optional[dict] = None) -> dict:
     scores = {}
     for col in columns:
         sc: dict = {}
+        answered = [r for r in rows if r['answers'][col] is not None]
+        what_was = [r for r in answered if 'temporal' not in r['tags']]
         for tag in ('far', 'recent'):
-            mine = [r for r in rows if tag in r['tags'] and r['answers'][col] is not None]
+            mine = [r for r in what_was if tag in r['tags']]
             ok = [r for r in mine if r['answers'][col]['correct']]
             sc[tag] = [len(ok), len(mine)]
             if oracle:
                 kept = [r for r in mine if r['oracle_correct']]
                 sc[f'{tag}_oracle_answered'] = [sum(r['answers'][col]['correct']
                                                     for r in kept), len(kept)]
+        over_time = [r for r in answered if 'temporal' in r['tags']]
+        if over_time:
+            groups = {'temporal': over_time,
+                      'temporal_far': [r for r in over_time if 'far' in r['tags']]}
+            groups.update({f: [r for r in over_time if f in r['tags']] for f in FAMILIES})
+            for key, mine in groups.items():
+                sc[key] = [sum(r['answers'][col]['correct'] for r in mine), len(mine)]
         scores[col] = sc
     src = [{'policy': _label(r), 'mode': r.get('mode'), 'bag': r.get('bag'),
             'summary': r.get('summary'), 'stats': {k: v for k, v in r.get('stats', {}).items()
@@ -100,6 +115,10 @@ def _score_text(sc: dict) -> str:
     if 'far_oracle_answered' in sc:
         fo, ro = sc['far_oracle_answered'], sc['recent_oracle_answered']
         text += f" (on the oracle's answered: far {fo[0]}/{fo[1]}, recent {ro[0]}/{ro[1]})"
+    if 'temporal' in sc:
+        t, tf = sc['temporal'], sc['temporal_far']
+        fams = ', '.join(f"{f} {sc[f][0]}/{sc[f][1]}" for f in FAMILIES if sc[f][1])
+        text += f"; over time {t[0]}/{t[1]} (far {tf[0]}/{tf[1]}): {fams}"
     return text
 
 
