@@ -60,3 +60,12 @@ def trim_heap() -> bool:
     """
     libc = _glibc()
     return bool(libc.malloc_trim(0)) if libc is not None else False
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process in bytes (0 where /proc is missing)."""
+    try:
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+    except (OSError, ValueError, IndexError):
+        return 0

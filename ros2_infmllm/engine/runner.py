@@ -13,21 +13,25 @@ worker survives any exception; an accepted question is always finished, answered
 with the reason.
 
 The session may be any object with the :class:`StreamingSession` methods ``ingest_frame``,
-``ask``, ``reset`` and ``status``.
+``ask``, ``reset`` and ``status``. A ``store`` (:class:`~.persistence.Persistence`) makes
+the memory survive restarts: :meth:`Runner.start` restores the snapshot and replays the
+journal under the runner's :class:`~.questions.QuestionLimits`, the worker saves
+periodically, :meth:`Runner.save_soon` and :meth:`Runner.stop` save on request.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Protocol
 
 import numpy as np
 
 from . import heap
+from .questions import Question, QuestionLimits
 from .status import CameraStats, RunnerStatus, SessionStatus
 
 #: questions waiting at most (the node's query_queue_size is 1..this)
@@ -38,6 +42,12 @@ MIN_FRAME_SIDE = 2
 TRIM_EVERY_S = 5.0
 #: longest sleep of an idle worker (it then looks for due work again)
 IDLE_WAIT_S = 0.5
+#: cameras no longer fed whose counters are kept (for a topic listed again)
+MAX_RETIRED = 64
+#: the message and answer of a question asked while the memory holds no frame
+NO_FRAMES = 'no frames in memory yet'
+NO_FRAMES_ANSWER = ('No frames in memory yet: nothing has been seen, so there is nothing to '
+                    'answer from.')
 
 
 class Session(Protocol):
@@ -59,6 +69,28 @@ class Session(Protocol):
         """Typed snapshot of the session."""
 
 
+class MemoryStore(Protocol):
+    """What the runner needs of its persistence (:class:`~.persistence.Persistence`)."""
+
+    path: str
+    period: float
+
+    def restore(self, session: Any) -> bool:
+        """Restore the snapshot into ``session``."""
+
+    def read_journal(self, limits: QuestionLimits) -> list[Question]:
+        """Questions accepted before a restart, within ``limits``."""
+
+    def write_journal(self, pending: list[Question]) -> None:
+        """Record the questions not yet answered."""
+
+    def due(self, session: Any) -> bool:
+        """Whether the memory changed since the last save."""
+
+    def save(self, session: Any, why: str) -> tuple[bool, str]:
+        """Save ``session``'s memory; ``(ok, message)``."""
+
+
 class DroppedFrame(Exception):
     """A frame that the ``decode`` callback cannot turn into RGB.
 
@@ -70,33 +102,6 @@ class DroppedFrame(Exception):
         """Drop reason and a readable detail."""
         super().__init__(detail)
         self.reason = reason
-
-
-@dataclass
-class Question:
-    """One question for the worker; whoever asked waits on ``done``."""
-
-    question: str
-    camera: str
-    max_new_tokens: int
-    enqueued: float = field(default_factory=time.perf_counter)
-    on_token: Optional[Callable[[str], None]] = None
-    cancel: threading.Event = field(default_factory=threading.Event)
-    done: threading.Event = field(default_factory=threading.Event)
-    success: bool = False
-    answer: str = ''
-    message: str = ''
-    evidence: list[float] = field(default_factory=list)
-    latency_s: float = 0.0
-    cancelled: bool = False
-
-    def finish(self, success: bool, message: str = '', answer: str = '') -> None:
-        """Complete the question (once) and wake whoever waits on it."""
-        if self.done.is_set():
-            return
-        self.success, self.message, self.answer = success, message, answer
-        self.latency_s = time.perf_counter() - self.enqueued
-        self.done.set()
 
 
 class CameraFeed:
@@ -129,7 +134,10 @@ class Runner:
     ``on_drop(camera, reason, count, detail)`` for every dropped frame (also from the
     thread of :meth:`count_drop`); ``on_error(key, text)`` for a model or worker failure;
     ``on_pending(questions)`` whenever the questions not yet answered change (accepted,
-    taken, finished), with the runner's lock held, so a journal it writes is in order.
+    taken, finished), with the runner's lock held, so a journal it writes is in order
+    (``store``'s journal is written the same way). With ``require_frames`` a question
+    asked while the memory holds no frame is not put to the model: its answer says so
+    (:data:`NO_FRAMES_ANSWER`, message :data:`NO_FRAMES`, no evidence).
     """
 
     def __init__(self, decode: Callable[[Any, int], np.ndarray], *,
@@ -137,18 +145,22 @@ class Runner:
                  on_answer: Callable[[Question], None] = _ignore,
                  on_drop: Callable[[str, str, int, str], None] = _ignore,
                  on_error: Callable[[str, str], None] = _ignore,
-                 on_pending: Callable[[list[Question]], None] = _ignore) -> None:
+                 on_pending: Callable[[list[Question]], None] = _ignore,
+                 store: Optional[MemoryStore] = None, require_frames: bool = False) -> None:
         """Idle, without a session: :meth:`start` gives it one and starts the worker."""
         self.decode = decode
         self.frame_rate = frame_rate
         self.image_max_side = image_max_side
-        self.queue_size = queue_size
-        self.on_answer, self.on_drop, self.on_error, self.on_pending = \
-            on_answer, on_drop, on_error, on_pending
+        self.limits = QuestionLimits(queue_size=queue_size)
+        self.store = store
+        self.require_frames = require_frames
+        self.on_answer, self.on_drop, self.on_error = on_answer, on_drop, on_error
+        self._on_pending = on_pending
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._queue: collections.deque[Question] = collections.deque()
         self._feeds: dict[str, CameraFeed] = {}
+        self._retired: dict[str, CameraFeed] = {}    # cameras no longer fed, counters kept
         self._feeding = False
         self._session: Optional[Session] = None
         self._session_status: Optional[SessionStatus] = None
@@ -161,9 +173,26 @@ class Runner:
         self._worker: Optional[threading.Thread] = None
         self._current: Optional[Question] = None
         self._next_trim = 0.0
+        # saves asked for by save_soon, run by the worker: (why, set when done)
+        self._saves: list[tuple[str, threading.Event]] = []
         self.model_error = ''
-        self.answered = self.failed = 0
+        self.answered = self.failed = self.no_frames = 0
         self.last_latency_s = 0.0
+
+    @property
+    def queue_size(self) -> int:
+        """Questions waiting at most (``limits.queue_size``)."""
+        return self.limits.queue_size
+
+    @queue_size.setter
+    def queue_size(self, size: int) -> None:
+        self.limits = dataclasses.replace(self.limits, queue_size=size)
+
+    def on_pending(self, pending: list[Question]) -> None:
+        """Report the questions not yet answered to the journal and the caller (lock held)."""
+        if self.store is not None:
+            self.store.write_journal(pending)
+        self._on_pending(pending)
 
     # ---- what callers hand over ----------------------------------------------------------
     @property
@@ -172,9 +201,20 @@ class Runner:
         return self._session
 
     def set_cameras(self, cameras: list[str]) -> None:
-        """Feed exactly these cameras; a camera kept keeps its counters."""
+        """Feed exactly these cameras; a camera kept, or listed again later, keeps its counters.
+
+        Why: re-subscribing a topic (a QoS or topic-list change) must not reset what
+        /diagnostics and describe_memory count for it.
+        """
         with self._lock:
-            self._feeds = {c: self._feeds.get(c) or CameraFeed(c) for c in cameras}
+            known = {**self._retired, **self._feeds}
+            self._feeds = {c: known.get(c) or CameraFeed(c) for c in cameras}
+            for c, feed in known.items():
+                if c not in self._feeds:
+                    feed.frame = None
+                    self._retired[c] = feed
+            self._retired = {c: f for c, f in list(self._retired.items())[-MAX_RETIRED:]
+                             if c not in self._feeds}
 
     def set_feeding(self, feeding: bool) -> None:
         """Feed frames (True) or hold them back (False; questions are still answered)."""
@@ -240,17 +280,33 @@ class Runner:
             self._wake.notify_all()
 
     def reset(self) -> None:
-        """Empty the session's memory and the frames not yet fed (waits for the step)."""
+        """Empty the session's memory and the frames not yet fed.
+
+        An answer in progress is cancelled first (it ends within one decode step with its
+        partial text), so a reset never waits for a long answer.
+        """
         session = self._session
         if session is None:
             return
+        with self._lock:
+            if self._current is not None:
+                self._current.cancel.set()
         session.reset()
         self.clear_frames()
         self._refresh(session)
 
     # ---- lifecycle -----------------------------------------------------------------------
     def start(self, session: Session) -> None:
-        """Feed ``session`` from a new worker thread."""
+        """Feed ``session`` from a new worker thread.
+
+        With a store: its snapshot is restored first (a refused one leaves the memory
+        empty), the journal's questions are queued ahead of new ones within ``limits``, and
+        periodic saves are scheduled.
+        """
+        if self.store is not None:
+            self.store.restore(session)
+            self.requeue(self.store.read_journal(self.limits))
+            self.schedule_saves()
         status, error = self._describe(session)
         with self._lock:
             self._session, self._session_status, self._session_error = session, status, error
@@ -260,8 +316,41 @@ class Runner:
                                             daemon=True)
             self._worker.start()
 
-    def stop(self, reason: str) -> None:
-        """Stop the worker (an answer in progress is cancelled) and fail queued questions."""
+    def schedule_saves(self) -> None:
+        """Save through the store every ``store.period`` s while the memory changes."""
+        store = self.store
+        period = store.period if store is not None and store.path else math.inf
+        self.every(period, self._periodic_save)
+
+    def _periodic_save(self) -> None:
+        session = self._session
+        if session is not None and self.store is not None and self.store.due(session):
+            self.store.save(session, 'periodic')
+
+    def save_memory(self, why: str) -> tuple[bool, str]:
+        """Save the memory now from this thread (waits for the model's current step)."""
+        if self.store is None:
+            return False, 'no snapshot store'
+        return self.store.save(self._session, why)
+
+    def save_soon(self, why: str) -> threading.Event:
+        """Have the worker save the memory after its current step; returns at once.
+
+        Why: deactivate must answer within seconds even during a long answer; the save
+        follows that answer. The event is set once the save ran (or was dropped by stop).
+        """
+        done = threading.Event()
+        with self._lock:
+            self._saves.append((why, done))
+            self._wake.notify_all()
+        return done
+
+    def stop(self, reason: str, save_as: str = '') -> None:
+        """Stop the worker (an answer in progress is cancelled) and fail queued questions.
+
+        ``save_as`` (e.g. ``exit``): save the memory through the store once the worker has
+        stopped, so an exit never waits for a long answer and never races a step.
+        """
         with self._lock:
             self._stopping.set()
             self._wake.notify_all()
@@ -270,7 +359,12 @@ class Runner:
                 self._current.cancel.set()
         if worker is not None and worker is not threading.current_thread():
             worker.join()
+        if save_as and self.store is not None and self._session is not None:
+            self.store.save(self._session, save_as)
         with self._lock:
+            for _, done in self._saves:
+                done.set()
+            self._saves.clear()
             while self._queue:
                 self._queue.popleft().finish(False, reason)
             self.on_pending(self._pending())
@@ -285,7 +379,7 @@ class Runner:
                 cameras={c: f.stats() for c, f in self._feeds.items()},
                 queue_depth=len(self._queue), questions_answered=self.answered,
                 questions_failed=self.failed, last_latency_s=self.last_latency_s,
-                model_error=self.model_error)
+                model_error=self.model_error, questions_without_frames=self.no_frames)
 
     # ---- the worker ----------------------------------------------------------------------
     def _pending(self) -> list[Question]:
@@ -298,6 +392,8 @@ class Runner:
         if self._rebuild is not None:
             job, self._rebuild = ('rebuild', self._rebuild), None
             return job, 0.0
+        if self._saves:
+            return ('save', self._saves.pop(0)), 0.0
         if self._queue:
             self._current = self._queue.popleft()
             return ('ask', self._current), 0.0
@@ -339,6 +435,11 @@ class Runner:
                     with self._lock:
                         self._session = session
                     self._refresh(session)
+                elif kind == 'save':
+                    try:
+                        self.save_memory(arg[0])
+                    finally:
+                        arg[1].set()
                 elif kind == 'chore':
                     self._chore()
                     with self._lock:
@@ -419,6 +520,14 @@ class Runner:
         session = self._session
         if session is None:
             question.finish(False, 'model not loaded')
+            return
+        status = self._session_status
+        if self.require_frames and status is not None and status.frames_in_memory == 0:
+            # the model would invent an answer from no frame ("The box is blue."): say so
+            with self._lock:
+                self.no_frames += 1
+            question.finish(True, NO_FRAMES, NO_FRAMES_ANSWER)
+            self.on_answer(question)
             return
         try:
             ans = session.ask(question.question, camera=question.camera or None,

@@ -136,7 +136,8 @@ class RunnerStatus:
     """The runner: its session's status (None without a session), queue and counters.
 
     ``session_error`` says why the session could not describe itself (empty when it could);
-    ``model_error`` is the last model failure, cleared by the next success.
+    ``model_error`` is the last model failure, cleared by the next success;
+    ``questions_without_frames`` counts questions refused because memory held no frame.
     """
 
     session: SessionStatus | None
@@ -147,6 +148,7 @@ class RunnerStatus:
     questions_failed: int
     last_latency_s: float
     model_error: str
+    questions_without_frames: int = 0
 
     @property
     def frames_ingested(self) -> int:

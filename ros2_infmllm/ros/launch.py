@@ -42,6 +42,8 @@ PACKAGE = 'ros2_infmllm'
 EXECUTABLE = 'infmllm_node'
 NODE_NAME = 'infmllm'
 PARAMS_FILE_NAME = 'params.yaml'
+DISCOVERY_S = 1.0           # graph discovery time before the duplicate-name check
+DUPLICATE_EXIT = 3          # exit status when a node of the same name already runs
 # Fast DDS profile for raw camera frames on one host (shared memory with room for them)
 DDS_PROFILE_NAME = 'fastdds_large_frames.xml'
 DDS_PROFILE_ENV = 'FASTDDS_DEFAULT_PROFILES_FILE'
@@ -268,6 +270,17 @@ class LifecycleDriver:
         self.node.destroy_node()
         self._rclpy.shutdown(context=self.context)
 
+    def name_taken(self, discovery_s: float = DISCOVERY_S) -> bool:
+        """Whether a node of the spec's name and namespace is already on the graph.
+
+        Spins ``discovery_s`` first: nodes of this host are discovered well within it.
+        """
+        deadline = time.monotonic() + discovery_s
+        while time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.1)
+        ns = self.spec.namespace or '/'
+        return (self.spec.name, ns) in self.node.get_node_names_and_namespaces()
+
     def _wait(self, future: Any, proc: subprocess.Popen, timeout: float,
               stop: Dict[str, bool]) -> Any:
         """Spin until `future` is done; None when the process died or time ran out."""
@@ -391,6 +404,11 @@ def run(spec: NodeSpec, extra_ros_args: Sequence[str] = (), transition_timeout: 
     try:
         if spec.autostart:
             driver = LifecycleDriver(spec)
+            if driver.name_taken():
+                _log(f'not starting: a node named {spec.fully_qualified_name} is already running '
+                     'on this ROS graph (same ROS_DOMAIN_ID); a second one would take part of '
+                     'its queries. Stop it, or pass --namespace / another node name')
+                return DUPLICATE_EXIT
         while True:
             starts += 1
             _log(('starting' if starts == 1 else f'respawning ({starts - 1})') + ': '

@@ -20,7 +20,6 @@ with ``INFMLLM_PLAIN_NODE=1``) a plain node configures and activates itself at s
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -50,8 +49,11 @@ from ros2_infmllm_msgs.srv import DescribeMemory, Query
 
 from .. import engine
 from ..engine import heap
+from ..engine.admission import Admission
 from ..engine.memory_view import render as render_memory_view
-from ..engine.runner import MAX_QUEUE, DroppedFrame, Question, Runner
+from ..engine.persistence import Persistence, check_path
+from ..engine.questions import Question, QuestionLimits
+from ..engine.runner import MAX_QUEUE, DroppedFrame, Runner
 from ..engine.status import RunnerStatus
 from . import arrival, imaging
 from .imaging import FrameError, compressed_to_rgb, image_to_rgb
@@ -85,6 +87,7 @@ SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=4 * MAX_QUEUE,
 ANSWERS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                          reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
+DEACTIVATE_SAVE_WAIT_S = 1.5           # deactivate waits this long for its snapshot
 STAMP_FUTURE_S = 60.0                  # frames stamped further ahead of the clock are dropped
 LOOP_JUMP_S = 1.0                      # a backwards jump larger than this is a replay loop
 LOG_EVERY_S = 5.0                      # rate limit of drop/error logs, per reason
@@ -95,10 +98,6 @@ DTYPES = ('auto', 'float32', 'float16', 'bfloat16')
 # parameters that shape the session; a change while configured rebuilds the memory
 MEMORY_PARAMS = (('memory.policy',) + tuple(f'memory.{k}' for k in engine.POLICY_KNOBS)
                  + ('image_max_side',))
-# why a question is refused at once (counted per reason in /diagnostics)
-REFUSALS = ('empty', 'too_long', 'unknown_camera', 'not_loaded', 'rate_limited',
-            'queue_full')
-MAX_CALLERS = 4096                     # rate buckets kept; full (idle) ones are forgotten
 MODEL_PARAMS = ('model', 'device', 'dtype', 'decode')
 CAMERA_QOS_PARAMS = ('camera_qos.reliability', 'camera_qos.depth')
 RELIABILITY = {'best_effort': ReliabilityPolicy.BEST_EFFORT,
@@ -239,13 +238,9 @@ def validate_parameters(values: Dict[str, Any]) -> Optional[str]:
     for name in FLOAT_PARAMS:
         if not math.isfinite(values[name]):
             return f"{name} must be finite, got {values[name]}"
-    snap = values['memory.snapshot_path']
-    if snap:
-        folder = os.path.dirname(os.path.abspath(snap))
-        if os.path.isdir(snap) or snap.endswith('/'):
-            return f'memory.snapshot_path must name a file, {snap!r} is a folder'
-        if not os.path.isdir(folder):
-            return f'memory.snapshot_path: folder {folder!r} does not exist'
+    snap_problem = check_path(values['memory.snapshot_path'])
+    if snap_problem:
+        return snap_problem
     if values['memory.snapshot_period'] < 0:
         return f"memory.snapshot_period must be >= 0 s, got {values['memory.snapshot_period']}"
     policy = values['memory.policy']
@@ -280,30 +275,6 @@ def camera_qos(values: Dict[str, Any]) -> QoSProfile:
                       durability=DurabilityPolicy.VOLATILE)
 
 
-def _rss_bytes() -> int:
-    try:
-        with open('/proc/self/statm') as f:
-            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def _move_aside(path: str) -> str:
-    """Rename a refused snapshot to ``PATH.bad-<time>[-N]``, never over an existing file."""
-    base = f"{path}.bad-{time.strftime('%Y%m%dT%H%M%S')}"
-    for n in range(1000):
-        target = base if n == 0 else f'{base}-{n}'
-        try:
-            os.link(path, target)       # fails if target exists: nothing is overwritten
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            return f'(nowhere: {type(exc).__name__}: {exc}; left in place)'
-        os.unlink(path)
-        return target
-    return '(nowhere: 1000 earlier copies; left in place)'
-
-
 class CameraState:
     """One camera topic on the ROS side: subscription, arrival, last stamp (the runner feeds)."""
 
@@ -327,16 +298,10 @@ class InfMllmNode(LifecycleNode):
         self._session_factory = session_factory or engine.build_session
         self._lock = threading.RLock()           # node state (not the model, not the runner)
         self._cameras: Dict[str, CameraState] = {}
+        self._retired: Dict[str, CameraState] = {}   # topics no longer listed, counters kept
         self._last_log: Dict[str, float] = {}
         self._state = 'unconfigured'
         self._load_error = ''                     # why the last configure failed
-        self._questions = {'accepted': 0, 'refused': 0, 'replayed': 0}
-        # snapshots: saves, failures, last size/time, why a restore was refused
-        self._snap: Dict[str, Any] = {'saves': 0, 'save_failures': 0, 'last_bytes': 0,
-                                      'last_save_s': 0.0, 'save_error': '', 'restored': '',
-                                      'restore_error': '', 'saved_at': None}
-        self._refused: Dict[str, int] = dict.fromkeys(REFUSALS, 0)
-        self._buckets: Dict[str, List[float]] = {}   # caller -> [questions left, at]
         self._service_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
 
@@ -349,9 +314,11 @@ class InfMllmNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         for topic in self._values['image_topics']:
             self._cameras[topic] = CameraState(topic, self._values['camera_stall_s'])
+        self.persistence = Persistence(log=self._log_persistence)
         self.runner = Runner(self._decode, on_answer=self._publish_answer,
                              on_drop=self._log_drop, on_error=self._log_error,
-                             on_pending=self._write_journal)
+                             store=self.persistence, require_frames=True)
+        self.admission = Admission(self.runner.submit)
         self.runner.set_cameras(list(self._cameras))
         self._configure_runner()
 
@@ -395,9 +362,14 @@ class InfMllmNode(LifecycleNode):
         return super().on_activate(state)
 
     def on_deactivate(self, state: Any) -> Any:
-        """Stop feeding frames and snapshot the memory; questions are still answered."""
+        """Stop feeding frames; questions are still answered.
+
+        The snapshot is the worker's next step: the transition waits for it up to
+        DEACTIVATE_SAVE_WAIT_S, so during a long answer it returns and the save follows
+        that answer.
+        """
         self._deactivate()
-        self._save_memory('deactivate')
+        self.runner.save_soon('deactivate').wait(DEACTIVATE_SAVE_WAIT_S)
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: Any) -> Any:
@@ -406,10 +378,8 @@ class InfMllmNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: Any) -> Any:
-        """Snapshot the memory, stop everything; waiting questions fail with the reason."""
-        self._deactivate()
-        self._save_memory('shutdown')
-        self._cleanup('the node is shutting down')
+        """Stop everything (an answer in progress is cancelled), snapshot the memory."""
+        self.shutdown('shutdown')
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: Any) -> Any:
@@ -433,13 +403,9 @@ class InfMllmNode(LifecycleNode):
                 self._state = 'unconfigured'
             self.get_logger().error(f'model could not be loaded: {self._load_error}')
             return False
-        self._restore_memory(session, values['memory.snapshot_path'])
+        self.runner.start(session)       # restores the snapshot, replays the journal
         with self._lock:
-            self._replay_journal()
-            self.runner.start(session)
             self._load_error, self._state = '', 'inactive'
-            self._snap['saved_at'] = self._changes(self.runner.status())
-            self._schedule_saves()
         self.get_logger().info(f'model ready in {time.perf_counter() - t0:.1f} s')
         return True
 
@@ -460,27 +426,38 @@ class InfMllmNode(LifecycleNode):
                     cam.subscription = None
             self.runner.clear_frames()
 
-    def _cleanup(self, reason: str) -> None:
-        self.runner.stop(reason)      # not under the node's lock: the worker may need it
+    def _cleanup(self, reason: str, save_as: str = '') -> None:
+        self.runner.stop(reason, save_as)   # not under the node's lock: the worker may need it
         with self._lock:
             self._state = 'unconfigured'
 
     def _configure_runner(self) -> None:
-        """Hand the runner the parameters it paces and checks with (lock held)."""
-        self.runner.frame_rate = self._values['frame_rate']
-        self.runner.image_max_side = self._values['image_max_side']
-        self.runner.queue_size = self._values['query_queue_size']
+        """Hand the runner, admission and persistence their parameters (lock held)."""
+        values = self._values
+        self.runner.frame_rate = values['frame_rate']
+        self.runner.image_max_side = values['image_max_side']
+        self.runner.limits = self.admission.limits = QuestionLimits(
+            values['max_question_chars'], values['max_new_tokens'], values['query_queue_size'])
+        self.admission.caller_rate = values['limits.caller_rate']
+        self.admission.caller_burst = values['limits.caller_burst']
+        self.persistence.configure(values['memory.snapshot_path'],
+                                   values['memory.snapshot_period'])
 
     def _subscribe(self, topics: List[str]) -> None:
-        """(Re)subscribe so that exactly ``topics`` are watched (called with the lock)."""
+        """(Re)subscribe so that exactly ``topics`` are watched (called with the lock).
+
+        A topic dropped keeps its counters (``_retired``) for when it is listed again.
+        """
         for topic in list(self._cameras):
             if topic not in topics:
-                cam = self._cameras.pop(topic)
+                cam = self._retired[topic] = self._cameras.pop(topic)
                 if cam.subscription is not None:
                     self.destroy_subscription(cam.subscription)
+                    cam.subscription = None
         for topic in topics:
-            cam = self._cameras.setdefault(topic, CameraState(topic,
-                                                              self._values['camera_stall_s']))
+            cam = self._cameras.get(topic) or self._retired.pop(topic, None) \
+                or CameraState(topic, self._values['camera_stall_s'])
+            self._cameras[topic] = cam
             if cam.subscription is None and self._state == 'active':
                 cam.subscription = self._camera_subscription(cam)
         self.runner.set_cameras(list(self._cameras))
@@ -560,7 +537,7 @@ class InfMllmNode(LifecycleNode):
             if changed & set(MEMORY_PARAMS) and loaded:
                 self.runner.rebuild(self._rebuilt_session)   # between two steps of the worker
             if changed & {'memory.snapshot_path', 'memory.snapshot_period'} and loaded:
-                self._schedule_saves()
+                self.runner.schedule_saves()
             if 'camera_stall_s' in changed:
                 for cam in self._cameras.values():
                     cam.monitor.stall_s = values['camera_stall_s']
@@ -648,65 +625,15 @@ class InfMllmNode(LifecycleNode):
                 pass
 
     # ---- questions ------------------------------------------------------------------------
-    def _rate_wait(self, caller: str) -> float:
-        """Take one question from ``caller``'s bucket; 0, or seconds until one is left.
-
-        Token bucket per caller (lock held): ``limits.caller_burst`` questions at once,
-        refilled at ``limits.caller_rate`` per second, so one busy or hostile client cannot
-        fill the queue that every other caller shares.
-        """
-        rate, burst = self._values['limits.caller_rate'], self._values['limits.caller_burst']
-        now = time.monotonic()
-        left, at = self._buckets.get(caller, (float(burst), now))
-        left = min(float(burst), left + (now - at) * rate)
-        if left < 1.0:
-            self._buckets[caller] = [left, now]
-            return (1.0 - left) / rate
-        self._buckets[caller] = [left - 1.0, now]
-        if len(self._buckets) > MAX_CALLERS:
-            self._buckets = {c: b for c, b in self._buckets.items()
-                             if b[0] + (now - b[1]) * rate < burst}
-        return 0.0
-
     def _admit(self, question: str, camera: str, max_new_tokens: int,
                on_token: Optional[Callable[[str], None]] = None, caller: str = '') -> Question:
-        """Validate and enqueue; the returned question is finished at once when refused."""
+        """Check and queue through the admission; refused: finished at once with the reason."""
         with self._lock:
-            values = self._values
-            limit = values['max_new_tokens']
-            req = Question(question, camera, min(int(max_new_tokens) or limit, limit),
-                           on_token=on_token)
-            reason = kind = ''
-            if not question.strip():
-                kind, reason = 'empty', 'question is empty'
-            elif len(question) > values['max_question_chars']:
-                kind, reason = 'too_long', (
-                    f'question has {len(question)} characters, more than '
-                    f'max_question_chars={values["max_question_chars"]}')
-            elif camera and camera not in self._cameras:
-                kind, reason = 'unknown_camera', (f'unknown camera {camera!r}; cameras: '
-                                                  f"{', '.join(self._cameras) or 'none'}")
-            elif self.runner.session is None:
-                kind, reason = 'not_loaded', (
-                    'model not loaded (node state: '
-                    f"{self._state}{'; ' + self._load_error if self._load_error else ''})")
-            elif (wait := self._rate_wait(caller[:256])) > 0:
-                kind, reason = 'rate_limited', (
-                    f'rate limit: caller {caller[:64] or "(anonymous)"!r} asked more than '
-                    f"{values['limits.caller_burst']} questions at once or more than "
-                    f"{values['limits.caller_rate']:g} per second (limits.caller_burst, "
-                    f'limits.caller_rate); retry in {wait:.1f} s')
-            elif not self.runner.submit(req):
-                kind, reason = 'queue_full', (
-                    f"question queue full ({values['query_queue_size']} waiting, "
-                    'query_queue_size); try again later')
-            if reason:
-                self._questions['refused'] += 1
-                self._refused[kind] += 1
-                req.finish(False, reason)
-                return req
-            self._questions['accepted'] += 1
-            return req
+            cameras, loaded = list(self._cameras), self.runner.session is not None
+            why = '' if loaded else ('model not loaded (node state: ' + self._state + (
+                f'; {self._load_error}' if self._load_error else '') + ')')
+        return self.admission.admit(question, camera, max_new_tokens, on_token, caller,
+                                    cameras, why)
 
     def _on_query(self, request: Any, response: Any) -> Any:
         req = self._admit(request.question, request.camera, request.max_new_tokens,
@@ -763,120 +690,19 @@ class InfMllmNode(LifecycleNode):
         return session
 
     # ---- memory snapshots -----------------------------------------------------------------
-    def _schedule_saves(self) -> None:
-        """Have the runner save the memory every memory.snapshot_period s (when a path is set)."""
-        period = self._values['memory.snapshot_period']
-        self.runner.every(period if self._values['memory.snapshot_path'] else math.inf,
-                          self._periodic_save)
-
-    def _periodic_save(self) -> None:
-        """Save the memory if it changed since the last save (the runner's chore)."""
-        if self._changes(self.runner.status()) != self._snap['saved_at']:
-            self._save_memory('periodic')
-
-    @staticmethod
-    def _changes(status: RunnerStatus) -> tuple:
-        """Return what a snapshot would differ in: frames ingested, questions answered."""
-        session = status.session
-        if session is None:
-            return None, None
-        return session.frames_ingested, session.questions_answered
-
-    def _save_memory(self, why: str) -> tuple:
-        """Write the memory to memory.snapshot_path (atomic); ``(ok, message)``, never raises."""
-        with self._lock:
-            path = self._values['memory.snapshot_path']
-            session = self.runner.session
-            changes = self._changes(self.runner.status())
-        if not path:
-            return False, 'memory.snapshot_path is empty: snapshots are off'
-        if session is None:
-            return False, f'model not loaded (node state: {self._state})'
-        try:
-            info = session.save_memory(path)
-        except Exception as exc:  # noqa: BLE001 - a failed save is reported, the node goes on
-            text = f'memory snapshot ({why}) to {path} failed: {type(exc).__name__}: {exc}'
-            with self._lock:
-                self._snap['save_failures'] += 1
-                self._snap['save_error'] = text
-            self._log_limited('snapshot', text, error=True)
-            return False, text
-        with self._lock:
-            self._snap.update(saves=self._snap['saves'] + 1, last_bytes=int(info['bytes']),
-                              last_save_s=info['total_s'], save_error='', saved_at=changes)
-        return True, (f"memory saved to {path} ({int(info['bytes'])} bytes, "
-                      f"{info['total_s']:.3f} s)")
-
-    def _restore_memory(self, session: Any, path: str) -> None:
-        """Restore a snapshot on configure; a refused one is logged and moved aside."""
-        if not path or not os.path.exists(path):
-            return
-        try:
-            info = session.restore_memory(path)
-        except Exception as exc:  # noqa: BLE001 - any bad snapshot: start empty, keep the file
-            kind = getattr(exc, 'kind', type(exc).__name__)
-            aside = _move_aside(path)
-            text = (f'memory snapshot {path} refused ({kind}): {exc}; starting with an empty '
-                    f'memory, the file was moved to {aside}')
-            self._snap['restore_error'] = text
-            self.get_logger().error(text)
-            return
-        self._snap['restored'] = (f"{int(info['frames'])} frames from {path} in "
-                                  f"{info['seconds']:.2f} s")
-        self._snap['restore_error'] = ''
-        self.get_logger().info(f"memory restored: {self._snap['restored']}")
-
-    def _journal_path(self) -> str:
-        path = self._values['memory.snapshot_path']
-        return f'{path}.questions.json' if path else ''
-
-    def _write_journal(self, pending: List[Question]) -> None:
-        """Record the accepted, unanswered questions beside the snapshot (the runner's hook).
-
-        Why: a question accepted before a kill -9 must not vanish; the restarted node answers
-        it again from the restored memory. Written by rename without fsync: a crashed
-        process keeps it, a power loss may not.
-        """
-        path = self._journal_path()
-        if not path:
-            return
-        rows = [{'question': r.question, 'camera': r.camera,
-                 'max_new_tokens': r.max_new_tokens} for r in pending]
-        try:
-            with open(path + '.tmp', 'w') as f:
-                json.dump(rows, f)
-            os.replace(path + '.tmp', path)
-        except OSError as exc:
-            self._log_limited('journal', f'question journal {path} not written: {exc}',
-                              error=True)
-
-    def _replay_journal(self) -> None:
-        """Queue again the questions a previous process accepted but never answered (lock held).
-
-        Their answers go to ~/answers (the caller's own call died with that process).
-        """
-        path = self._journal_path()
-        if not path or not os.path.exists(path):
-            return
-        try:
-            with open(path) as f:
-                rows = [Question(str(r['question']), str(r.get('camera', '')),
-                                 int(r['max_new_tokens'])) for r in json.load(f)]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            self.get_logger().error(f'question journal {path} unreadable ({exc}): questions '
-                                    'accepted before the restart are lost; resubmit them')
-            return
-        rows = rows[:self._values['query_queue_size']]
-        if rows:
-            self.get_logger().warning(
-                f'{len(rows)} question(s) accepted before the node stopped were never '
-                'answered: answering them again from the restored memory (on ~/answers): '
-                + '; '.join(repr(r.question[:80]) for r in rows))
-        self._questions['replayed'] += len(rows)
-        self.runner.requeue(rows)
+    def _log_persistence(self, level: str, text: str) -> None:
+        """Log what the engine's persistence reports (errors and warnings rate-limited)."""
+        if level == 'info':
+            self.get_logger().info(text)
+        else:
+            self._log_limited(f'persistence:{text[:40]}', text, error=level == 'error')
 
     def _on_save_memory(self, request: Any, response: Any) -> Any:
-        response.success, response.message = self._save_memory('service')
+        if self.runner.session is None:
+            response.success = False
+            response.message = f'model not loaded (node state: {self._state})'
+            return response
+        response.success, response.message = self.runner.save_memory('service')
         return response
 
     # ---- reset / describe / diagnostics ---------------------------------------------------
@@ -898,7 +724,7 @@ class InfMllmNode(LifecycleNode):
         if device.startswith('cuda'):
             import torch  # lazily, only to read the allocator of the model's GPU
             return int(torch.cuda.memory_allocated(torch.device(device)))
-        return _rss_bytes()
+        return heap.rss_bytes()
 
     def _on_describe(self, request: Any, response: Any) -> Any:
         status = self.runner.status()
@@ -935,8 +761,28 @@ class InfMllmNode(LifecycleNode):
         msg.header.frame_id = 'memory_view'
         self._view_pub.publish(msg)
 
+    def _duplicate_name(self) -> str:
+        """Say so (and log) when another node of this name is on the graph, else ''.
+
+        Why: a second node of the same name answers some of the queries and transitions
+        meant for this one ("model not loaded"), and nothing else tells the user.
+        """
+        me = (self.get_name(), self.get_namespace())
+        try:
+            count = self.get_node_names_and_namespaces().count(me)
+        except Exception:  # noqa: BLE001 - a graph query after shutdown: nothing to say
+            return ''
+        if count < 2:
+            return ''
+        text = (f'{count} nodes named {self.get_fully_qualified_name()} are on the ROS graph: '
+                'queries and lifecycle transitions may reach the other one; stop it or give '
+                'this one another name or namespace')
+        self._log_limited('duplicate_name', text, error=True, every=ARRIVAL_LOG_EVERY_S)
+        return text
+
     def _publish_diagnostics(self) -> None:
-        status = self.runner.status()
+        status, snap = self.runner.status(), self.persistence.status()
+        duplicate = self._duplicate_name()
         session = status.session
         model_error = self._load_error or status.model_error
         with self._lock:
@@ -953,11 +799,13 @@ class InfMllmNode(LifecycleNode):
                 'frames_dropped_bad': bad,
                 'queue_depth': status.queue_depth,
                 'questions_answered': status.questions_answered,
-                'questions_refused': self._questions['refused'],
-                **{f'questions_refused_{k}': n for k, n in self._refused.items()},
-                'callers_tracked': len(self._buckets),
+                'questions_refused': self.admission.refused_total,
+                **{f'questions_refused_{k}': n for k, n in self.admission.refused.items()},
+                'questions_without_frames': status.questions_without_frames,
+                'callers_tracked': self.admission.callers,
                 'questions_failed': status.questions_failed,
-                'questions_replayed': self._questions['replayed'],
+                'questions_replayed': snap.journal_replayed,
+                'questions_replay_refused': snap.journal_refused,
                 'last_latency_s': f'{status.last_latency_s:.3f}',
                 'model_error': model_error,
                 'decode_path': session.decode.path if session is not None else '',
@@ -967,22 +815,25 @@ class InfMllmNode(LifecycleNode):
                 'chunk_path': session.decode.counts.get('chunks', '') if session is not None
                 else '',
                 'snapshot_path': self._values['memory.snapshot_path'],
-                'snapshot_saves': self._snap['saves'],
-                'snapshot_save_failures': self._snap['save_failures'],
-                'snapshot_last_bytes': self._snap['last_bytes'],
-                'snapshot_last_save_s': f"{self._snap['last_save_s']:.3f}",
-                'snapshot_save_error': self._snap['save_error'],
-                'snapshot_restored': self._snap['restored'],
-                'snapshot_restore_error': self._snap['restore_error'],
+                'snapshot_saves': snap.saves,
+                'snapshot_save_failures': snap.save_failures,
+                'snapshot_last_bytes': snap.last_bytes,
+                'snapshot_last_save_s': f'{snap.last_save_s:.3f}',
+                'snapshot_save_error': snap.save_error,
+                'snapshot_restored': snap.restored,
+                'snapshot_restore_error': snap.restore_error,
+                'journal_error': snap.journal_error,
+                'duplicate_name': duplicate,
             }
             level, message = DiagnosticStatus.OK, 'ok'
             if model_error:
                 level, message = DiagnosticStatus.ERROR, f'model failed: {model_error}'
             elif self.runner.session is None:
                 level, message = DiagnosticStatus.WARN, f'model not loaded ({self._state})'
-            elif self._snap['restore_error'] or self._snap['save_error']:
-                level, message = DiagnosticStatus.WARN, \
-                    self._snap['restore_error'] or self._snap['save_error']
+            elif duplicate:
+                level, message = DiagnosticStatus.ERROR, duplicate
+            elif snap.problem:
+                level, message = DiagnosticStatus.WARN, snap.problem
             elif bad:
                 level, message = DiagnosticStatus.WARN, f'{bad} bad frames dropped'
         try:
@@ -1035,15 +886,14 @@ class InfMllmNode(LifecycleNode):
             self._log_limited(key, text, every=ARRIVAL_LOG_EVERY_S)
         return statuses
 
-    def save_memory_at_exit(self) -> None:
-        """Snapshot the memory on process exit (SIGINT), unless shutdown already did."""
-        if self.runner.session is not None:
-            self._save_memory('exit')
+    def shutdown(self, why: str = 'exit') -> None:
+        """Stop feeding, cancel an answer in progress, stop the worker, snapshot the memory.
 
-    def shutdown_worker(self) -> None:
-        """Stop the worker and fail waiting questions (process exit path)."""
+        The process exit path (SIGINT) and the shutdown transition; waiting questions fail
+        with the reason. A second call finds no session and saves nothing.
+        """
         self._deactivate()
-        self._cleanup('the node is shutting down')
+        self._cleanup('the node is shutting down', save_as=why)
 
 
 def spin(executor: MultiThreadedExecutor, node: InfMllmNode) -> None:
@@ -1081,8 +931,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node.save_memory_at_exit()
-        node.shutdown_worker()
+        node.shutdown('exit')
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()

@@ -82,11 +82,13 @@ def test_torch_load_only_with_weights_only():
 
 
 # Functions that open the memory snapshot or the question journal beside it: the path
-# comes from the memory.snapshot_path parameter (node._journal_path, the engine's
-# save/restore calls), never from a request.
-SNAPSHOT_PATH_FUNCTIONS = {("node.py", "_write_journal"), ("node.py", "_replay_journal"),
+# comes from the memory.snapshot_path parameter (the node hands it to the engine's
+# Persistence, whose journal sits beside the snapshot), never from a request.
+SNAPSHOT_PATH_FUNCTIONS = {("persistence.py", "write_journal"),
+                           ("persistence.py", "read_journal"),
+                           ("persistence.py", "_refuse_foreign_journal"),
                            ("snapshot.py", "write_snapshot"), ("snapshot.py", "read_snapshot"),
-                           ("snapshot.py", "read_header")}
+                           ("snapshot.py", "read_header"), ("snapshot.py", "is_snapshot")}
 
 
 def _opens_by_function(tree: ast.AST) -> Iterator[Tuple[str, ast.Call]]:
@@ -120,14 +122,14 @@ def test_file_opens_only_in_model_loading():
 
 def test_journal_path_comes_from_the_snapshot_parameter():
     """The functions allowed to open files above get their path from memory.snapshot_path."""
-    tree = ast.parse((PKG / "ros" / "node.py").read_text())
-    fn = next(n for n in ast.walk(tree)
-              if isinstance(n, ast.FunctionDef) and n.name == "_journal_path")
-    assert "snapshot_path" in ast.unparse(fn)
-    for name in ("_write_journal", "_replay_journal"):
+    node = ast.unparse(ast.parse((PKG / "ros" / "node.py").read_text()))
+    assert "self.persistence.configure(values['memory.snapshot_path']" in node
+    tree = ast.parse((PKG / "engine" / "persistence.py").read_text())
+    for name in ("write_journal", "read_journal"):
         fn = next(n for n in ast.walk(tree)
                   if isinstance(n, ast.FunctionDef) and n.name == name)
-        assert "self._journal_path()" in ast.unparse(fn)
+        body = ast.unparse(fn)
+        assert "journal_path(" in body and "self.path" in body
 
 
 @pytest.fixture(scope="module")
