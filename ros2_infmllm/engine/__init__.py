@@ -11,10 +11,11 @@ names are re-exported because the node may reach memory through the engine only.
 
 from ..accel.fast_decode import DECODE_MODES
 from ..memory import POLICIES, Knob, knobs, make_policy
-from .config import (DEFAULT_POLICY, POLICY_KEYS, POLICY_KNOBS, SessionConfig, build_session,
-                     policy_params)
+from .config import (DEFAULT_PARTS, DEFAULT_POLICY, PERCEPTION_PARTS, POLICY_KEYS,
+                     POLICY_KNOBS, SessionConfig, build_session, check_parts, policy_params)
 from .session import Answer, EngineError, FrameResult, StreamingSession
 
 __all__ = ["DECODE_MODES", "POLICIES", "Knob", "knobs", "make_policy", "DEFAULT_POLICY",
-           "POLICY_KEYS", "POLICY_KNOBS", "SessionConfig", "build_session", "policy_params",
+           "POLICY_KEYS", "POLICY_KNOBS", "DEFAULT_PARTS", "PERCEPTION_PARTS", "check_parts",
+           "SessionConfig", "build_session", "policy_params",
            "Answer", "EngineError", "FrameResult", "StreamingSession"]

@@ -13,6 +13,7 @@ from typing import Any
 from ..accel.fast_decode import DECODE_MODES
 from ..memory import POLICIES, Knob, knobs, make_policy, policy_knobs
 from ..models.base import ModelAdapter
+from ..perception.composer import DEFAULT_PARTS, PARTS
 from .session import StreamingSession
 
 #: policy a session (and the node) uses unless told otherwise
@@ -21,6 +22,8 @@ DEFAULT_POLICY = "inf_mllm"
 #: each is a SessionConfig field and a node parameter ``memory.<name>``, default from
 #: DEFAULT_POLICY
 POLICY_KNOBS: dict[str, Knob] = policy_knobs(DEFAULT_POLICY)
+#: names of the perception parts (``perception.parts``), and the default choice: all
+PERCEPTION_PARTS = tuple(PARTS)
 #: SessionConfig fields that are memory-policy parameters (passed to the policies that have them)
 POLICY_KEYS = tuple(POLICY_KNOBS)
 
@@ -74,6 +77,9 @@ class SessionConfig:
         One-token decode path: ``auto`` (owned step + CUDA graphs where the model and
         device allow, else eager with the reason logged), ``eager``, or ``graph`` (an
         error where unavailable, e.g. without CUDA).
+    perception_parts : tuple of str
+        The frame describer's parts (``perception.parts``; text models only), in the
+        order their words come in a frame line: :data:`PERCEPTION_PARTS` names them.
     """
 
     model: str = "default"
@@ -86,6 +92,7 @@ class SessionConfig:
     multi_round: bool = True
     memory_log: bool = True
     decode: str = "auto"
+    perception_parts: tuple[str, ...] = DEFAULT_PARTS
 
 
 def policy_params(config: SessionConfig) -> dict[str, Any]:
@@ -101,6 +108,30 @@ _ADAPTERS_LOCK = threading.Lock()
 def _positive_int(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+def check_parts(names: Any) -> None:
+    """Raise ValueError unless ``names`` are known perception parts, each once."""
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"perception parts must be a list of names, got {names!r}")
+    unknown = [n for n in names if n not in PERCEPTION_PARTS]
+    if unknown:
+        raise ValueError(f"unknown perception parts {unknown}; known: "
+                         f"{', '.join(sorted(PERCEPTION_PARTS))}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"a perception part is listed twice: {list(names)}")
+
+
+def use_parts(adapter: ModelAdapter, parts: tuple[str, ...]) -> None:
+    """Give a text model's adapter a describer of ``parts`` unless it has one already.
+
+    Sessions of one model share its adapter and so its describer: a new session with other
+    parts replaces the describer (its models load once per process, see perception/).
+    """
+    describer = getattr(adapter, "describer", None)
+    if describer is not None and tuple(p.name for p in describer.parts) != parts:
+        from ..models.frame_describer import FrameDescriber
+        adapter.describer = FrameDescriber(parts)
 
 
 def build_session(config: SessionConfig) -> StreamingSession:
@@ -127,6 +158,7 @@ def build_session(config: SessionConfig) -> StreamingSession:
             raise ValueError(f"decode 'graph' needs a CUDA device, but device "
                              f"{config.device!r} resolves to the CPU here (use decode 'auto' "
                              f"or 'eager')")
+    check_parts(config.perception_parts)
     policy = make_policy(config.policy, **policy_params(config))   # validates with reasons
     key = (config.model, config.device, str(config.dtype), config.image_max_side)
     with _ADAPTERS_LOCK:
@@ -136,6 +168,7 @@ def build_session(config: SessionConfig) -> StreamingSession:
             adapter = load_adapter(config.model, device=config.device, dtype=config.dtype,
                                    image_max_side=config.image_max_side)
             _ADAPTERS[key] = adapter
+        use_parts(adapter, tuple(config.perception_parts))
     return StreamingSession(adapter, policy, max_chunk=config.max_chunk,
                             evidence_k=config.evidence_k, multi_round=config.multi_round,
                             decode=config.decode, memory_log=config.memory_log)

@@ -319,8 +319,13 @@ class ModelAdapter:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def describe(self) -> dict[str, Any]:
-        """Name, family, parameter count, dtype and device, for diagnostics."""
+        """Name, family, parameter count, dtype, device and perception parts, for diagnostics."""
         p = next(self.model.parameters())
-        return {"name": self.name, "family": self.family, "dtype": str(p.dtype).split(".")[-1],
-                "device": str(p.device),
-                "parameters": sum(t.numel() for t in self.model.parameters())}
+        out = {"name": self.name, "family": self.family, "dtype": str(p.dtype).split(".")[-1],
+               "device": str(p.device),
+               "parameters": sum(t.numel() for t in self.model.parameters())}
+        describer = getattr(self, "describer", None)
+        if describer is not None:
+            out["perception"] = {"parts": [q.name for q in describer.parts],
+                                 "missing": describer.missing(), "cost": describer.costs()}
+        return out
