@@ -8,10 +8,11 @@
 #   scripts/demo.sh                          # inf_mllm and streaming_llm, then the oracle
 #   scripts/demo.sh --policy streaming_llm   # one policy only
 #   scripts/demo.sh --bag heldout            # the held-out bag (other scenes and timings)
+#   scripts/demo.sh --bag real               # real footage and photographs (Debian imagery)
 #   scripts/demo.sh --offline                # no ROS: feed the engine directly at bag time
 #   scripts/demo.sh --smoke                  # CI: tiny-test model, short bag, 2 questions
 # Options: --policy P --budget N --rate R (replay speed) --frame-rate HZ --device D
-#          --model M --bag sample|heldout|yard --offline --no-oracle --smoke.
+#          --model M --bag sample|heldout|yard|real --offline --no-oracle --smoke.
 # Results: results/demo_<bag>_<policy>.{json,md,png}, results/demo_<bag>_side_by_side.*
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,8 +44,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$BAGNAME" in
-  sample|heldout|yard) ;;
-  *) echo "demo.sh: --bag must be sample, heldout or yard, got $BAGNAME" >&2; exit 2 ;;
+  sample|heldout|yard|real) ;;
+  *) echo "demo.sh: --bag must be sample, heldout, yard or real, got $BAGNAME" >&2; exit 2 ;;
 esac
 
 if [ -f .venv/bin/activate ]; then
@@ -72,7 +73,13 @@ if [ "$SMOKE" = 1 ]; then
 fi
 QUESTIONS=ros2_infmllm/eval/data/${BAGNAME}_questions.yaml   # questions.SCENE_QUESTIONS
 mkdir -p "$OUTDIR" data
-python -m ros2_infmllm.eval make-bag --if-missing --out "$BAG" "${MAKE[@]}"
+if [ "$BAGNAME" = real ]; then
+  # real footage: the Debian imagery packages are found, or fetched as root with apt
+  [ "$SMOKE" = 0 ] || { echo "demo.sh: --smoke has no real bag" >&2; exit 2; }
+  python -m ros2_infmllm.eval.real_bag --if-missing --out "$BAG"
+else
+  python -m ros2_infmllm.eval make-bag --if-missing --out "$BAG" "${MAKE[@]}"
+fi
 TAG="$OUTDIR/demo_${BAGNAME}"
 
 run_node() {  # run_node POLICY: the node over DDS, the bag replayed into it

@@ -15,7 +15,7 @@ from ros2_infmllm.eval.scoring import MATCH_KINDS, match_answer, normalise
 SAMPLE_QUESTIONS = 'sample_questions.yaml'
 #: Question files of the bundled scenes, by scene name (``scenario.SCENES``).
 SCENE_QUESTIONS = {'sample': SAMPLE_QUESTIONS, 'heldout': 'heldout_questions.yaml',
-                   'yard': 'yard_questions.yaml'}
+                   'yard': 'yard_questions.yaml', 'real': 'real_questions.yaml'}
 
 
 @dataclass
