@@ -93,7 +93,7 @@ class _Frames:
         return np.ascontiguousarray(big[y0:y0 + h, x0:x0 + w])
 
     def frame(self, seg: Segment, second: int) -> np.ndarray:
-        """The RGB frame of ``seg`` at its ``second``-th second."""
+        """Return the RGB frame of ``seg`` at its ``second``-th second."""
         if seg.kind == "photo":
             if seg.path not in self._photos:
                 self._photos[seg.path] = self._fit(read_image(self.root, seg.path))
