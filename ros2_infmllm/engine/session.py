@@ -28,7 +28,7 @@ from ..models.base import Chunk, ModelAdapter
 from .evidence import rank_evidence
 from .generation import TokenReader, answer_timings, decode_greedy
 from .status import DecodeStatus, FrameInMemory, MemoryStatus, SessionStatus
-from .timeline import MemoryLog, frame_things, log_for
+from .timeline import MemoryLog, about_time, frame_things, log_for
 
 _LOG = logging.getLogger(__name__)
 _LOGGED: set = set()    # (model, reason) pairs already logged: the eager fallback says why once
@@ -306,7 +306,7 @@ class StreamingSession:
                     on_token: Callable[[str], Any] | None, cancel: threading.Event | None,
                     wait: float, t0: float) -> Answer:
         self._ensure_started()
-        log = self._memory_log() if self.memory_log else None
+        log = self._memory_log() if self.memory_log and about_time(question) else None
         if self.multi_round and log is None:
             return self._exchange(question, camera, max_new_tokens, on_token, cancel, wait,
                                   t0)[0]
@@ -373,7 +373,7 @@ class StreamingSession:
         ad = self.adapter
         q_text = self._question_text(question, camera)
         if log is not None:
-            q_text = f"{log.render()}\nQuestion: {q_text}"
+            q_text = f"{log.render(question)}\nQuestion: {q_text}"
         q_chunk = ad.text_chunk(q_text, "user")
         prefix = ad.answer_prefix()
         chunk = Chunk(torch.cat([q_chunk.input_ids, prefix.input_ids], dim=1), "user",

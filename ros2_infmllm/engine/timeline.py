@@ -27,7 +27,28 @@ _TAG = re.compile(r"^\s*\[[^\]]*\]\s*")
 _PLACE = re.compile(r"\s+(on the left|on the right|in the centre)$")
 _NO_CHANGE = "no change."
 #: the thing a dark frame shows, and how the log names its spells
-DARK = "lights out (dark)"
+DARK = "dark (lights out)"
+#: words that make a question one about time: only such a question is shown the log
+_CUES = re.compile(r"\b(first|last|latest|earliest|how many|how often|times?|count|before|"
+                   r"after|when|still|again|since|anymore|yet|order|earlier|later|until)\b",
+                   re.IGNORECASE)
+#: words that ask for the order of things (the log then lists them in order)
+_ORDER = re.compile(r"\b(before|after|then|next|previous|order|since|until)\b", re.IGNORECASE)
+_WORD = re.compile(r"[a-z0-9]+")
+#: question words that name a kind of thing, by kind (see :func:`_kind`)
+_KIND_WORDS = {"boxes": ("box", "boxes"), "patches": ("patch", "patches"),
+               "QR codes": ("qr", "code", "codes"), "ArUco markers": ("marker", "markers"),
+               "lights out": ("lights", "light", "dark")}
+_STOP = frozenset("a an the is are was were of in on at to did do does you see saw seen it "
+                  "there what which when how many times time first last still come came "
+                  "show showed up appear appeared".split())
+
+
+def about_time(question: str) -> bool:
+    """Return whether ``question`` asks about time (first, last, how many, when, still...)."""
+    return _CUES.search(question or "") is not None
+
+
 #: a thing out of view for at most this long has not left (a marker the detector misses in
 #: one frame, a box hidden by a passing blob)
 MERGE_S = 5.0
@@ -93,27 +114,45 @@ class MemoryLog:
             out[s.thing] = out.get(s.thing, 0) + 1
         return out
 
-    def render(self) -> str:
-        """Return the log as the model reads it: a line per spell, counts, what is in view."""
+    def render(self, question: str = "") -> str:
+        """Return the lines about what ``question`` names, as the model reads them.
+
+        Per thing the question names (its words, e.g. ``red box``): how many times, first
+        and last seen, whether in view now; per kind it names (``QR codes``, ``boxes``): how
+        many in all, the first and the last; and, when it asks for an order (``before``,
+        ``after``), those kinds' spells in order. Times are of day in the frames' clock.
+        """
         if not self.spells:
-            return "Memory log: nothing seen in the frames still in memory."
-        lines = ["Memory log of the frames still in memory (time of day, oldest first):"]
-        nth: dict[str, int] = {}
-        for s in self.spells:
-            nth[s.thing] = nth.get(s.thing, 0) + 1
-            cam = f" (camera {s.camera})" if self.cameras > 1 else ""
-            until = "now" if s.end is None else format_stamp(s.last)[:8]
-            lines.append(f"{format_stamp(s.start)[:8]}-{until} {s.thing}{cam}, "
-                         f"{_ordinal(nth[s.thing])} time")
-        counts = self.counts()
-        kinds: dict[str, int] = {}
-        for thing, n in counts.items():
-            kinds[_kind(thing)] = kinds.get(_kind(thing), 0) + n
-        lines.append("Times seen: " + ", ".join(f"{t} {n}" for t, n in counts.items()) + "; "
-                     + ", ".join(f"all {k} {n}" for k, n in kinds.items()) + ".")
-        now = [s.thing for s in self.spells if s.end is None]
-        lines.append("In view now: " + (", ".join(now) if now else "nothing") + ".")
-        return "\n".join(lines)
+            return "Memory: nothing seen in the frames still in memory."
+        words = set(_WORD.findall((question or "").lower()))
+        by_thing: dict[str, list[Spell]] = {}
+        for sp in self.spells:
+            by_thing.setdefault(sp.thing, []).append(sp)
+        named = _named_things(by_thing, words)
+        kinds = [k for k, ws in _KIND_WORDS.items() if words & set(ws)
+                 and any(_kind(t) == k for t in by_thing)]
+        order = _ORDER.search(question or "") is not None
+        # a kind's summary, unless the question names a thing of it ("the blue box") or
+        # asks for an order ("the first box after ...": the list below answers it)
+        summed = [] if order else [k for k in kinds
+                                   if not any(_kind(t) == k for t in named)]
+        lines = []
+        for thing in named:
+            sps = by_thing[thing]
+            now = "in view now" if sps[-1].end is None else "not in view now"
+            lines.append(f"{thing}: seen {_times(len(sps))}, first at {_hms(sps[0].start)}, "
+                         f"last at {_hms(sps[-1].last)}, {now}.")
+        for kind in summed:
+            sps = [sp for sp in self.spells if _kind(sp.thing) == kind]
+            lines.append(f"{kind}: {len(sps)} in all, first {sps[0].thing} at "
+                         f"{_hms(sps[0].start)}, last {sps[-1].thing} at {_hms(sps[-1].start)}.")
+        if order or not lines:
+            show = [sp for sp in self.spells if _kind(sp.thing) in kinds or sp.thing in named] \
+                if kinds else self.spells
+            lines.append("In order: " + ", ".join(f"{sp.thing} at {_hms(sp.start)}"
+                                                  for sp in show) + ".")
+        cam = f" (cameras: {self.cameras})" if self.cameras > 1 else ""
+        return f"Memory of the frames{cam}:\n" + "\n".join(lines)
 
     def stamps(self, answer: str) -> list[float]:
         """Return the stamps of the frames whose time the answer names (``HH:MM:SS``).
@@ -129,8 +168,22 @@ class MemoryLog:
         return out
 
 
-def _ordinal(n: int) -> str:
-    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+def _hms(stamp: float) -> str:
+    return format_stamp(stamp)[:8]
+
+
+def _times(n: int) -> str:
+    return f"{n} time{'s' if n != 1 else ''}"
+
+
+def _named_things(by_thing: Mapping[str, list], words: set[str]) -> list[str]:
+    """Things whose own words the question uses most (a colour, a code's text, an id)."""
+    own = {t: set(_WORD.findall(t.lower())) - _STOP
+           - {w for ws in _KIND_WORDS.values() for w in ws} for t in by_thing}
+    hits = {t: len(ws & words) for t, ws in own.items()}
+    best = max(hits.values(), default=0)
+    dark = {w for w in ("dark", "lights") if w in words}
+    return [t for t in by_thing if (best and hits[t] == best) or (t == DARK and dark)]
 
 
 def _kind(thing: str) -> str:
