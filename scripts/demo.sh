@@ -132,6 +132,11 @@ stop_node() {
 trap stop_node EXIT
 # A private DDS domain so that the demo never talks to other ROS graphs on the network.
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( ( $$ % 100 ) + 100 ))}"
+if [ "$BAGNAME" = real ]; then
+  # 640x480 raw frames: the replay (the camera here) publishes through shared memory, else
+  # most of them are lost in transport (docs/node.md, "Large frames")
+  export FASTDDS_DEFAULT_PROFILES_FILE="${FASTDDS_DEFAULT_PROFILES_FILE:-$PWD/config/fastdds_large_frames.xml}"
+fi
 
 offline() {  # offline POLICY FRAME_RATE OUT: the engine fed directly at bag time
   python -m ros2_infmllm.eval replay --offline --bag "$BAG" --questions "$QUESTIONS" \
