@@ -4,8 +4,9 @@ Feeds the real-footage bag's frames (eval/real_bag.py: robot-camera, tree and pe
 video with real photographs as events) at their own 640x480 through the frame describer
 as a text model's adapter does (working copy at ``image_max_side`` 384, the camera frame
 for QR codes and text), one frame a bag second. Prints the frame time (mean, p95, worst),
-each part's mean and worst run, the host's load average before and after (the machine may
-be shared: the figures are wall-clock), and, with ``--ingest``, the same frames through
+each part's mean and worst run, the CPU time per frame (all threads), the host's load
+average before and after (on a shared machine the wall-clock figures carry the others'
+load), and, with ``--ingest``, the same frames through
 the default model's session (perception + prefill), against the demo's frame period.
 
 Usage: ``python -m ros2_infmllm.eval.bench.perception [--frames 120] [--ingest]``.
@@ -56,12 +57,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     describer = FrameDescriber()
     describer.describe(downscale(clip[0], 384), 0.0, "warm", full=clip[0])   # first shapes
     describer = FrameDescriber()
-    took = []
+    took, cpu = [], []
     for t, rgb in enumerate(clip):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         describer.describe(downscale(rgb, 384), float(t), "bench", full=rgb)
         took.append(time.perf_counter() - t0)
-    result = {"perception": _stats(took), "size": list(clip[0].shape[1::-1]),
+        cpu.append(time.process_time() - c0)
+    result = {"perception": _stats(took), "cpu": _stats(cpu),
+              "size": list(clip[0].shape[1::-1]),
               "parts": {k: {"runs": c["runs"], "mean_ms": c["mean_s"] * 1e3,
                             "max_ms": c["max_s"] * 1e3}
                         for k, c in describer.costs().items()},
@@ -85,6 +88,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for name, c in result["parts"].items():
         print(f"  {name:8s} runs {c['runs']:4d}  mean {c['mean_ms']:7.1f} ms  "
               f"worst {c['max_ms']:7.1f} ms")
+    c = result["cpu"]
+    print(f"CPU time per frame (all threads; what a machine shared with nothing else spends): "
+          f"mean {c['mean_ms']:.0f} ms, p95 {c['p95_ms']:.0f} ms, worst {c['max_ms']:.0f} ms")
     print(f"load average before {load_before[0]:.1f}, after {result['load_after'][0]:.1f} "
           f"on {result['cpus']} CPUs")
     if "ingest_with_perception" in result:
