@@ -28,6 +28,7 @@ from ros2_infmllm import engine
 from ros2_infmllm.eval.common import build_policy, cli_overrides
 from ros2_infmllm.memory import POLICIES, knobs
 from ros2_infmllm.memory.policies import InfMLLMPolicy, knob
+from ros2_infmllm.memory.policies.spec import AUTO_RECENT
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS_YAML = REPO / 'config' / 'params.yaml'
@@ -124,7 +125,9 @@ def problems(policies: Dict[str, type], declared: Dict[str, Any],
             elif yaml_params[param] != node.default:
                 out.append(f'{param}: params.yaml says {yaml_params[param]!r}, the node '
                            f'{node.default!r}')
-            out += _param_problems(name, node.default)
+            # an automatic n_recent (-1) is resolved by the policy: probe with a set value
+            probe = 64 if name == 'n_recent' and node.default == AUTO_RECENT else node.default
+            out += _param_problems(name, probe)
     return out
 
 
@@ -185,8 +188,8 @@ def test_node_validates_knobs_through_their_spec(live_node):
     from rclpy.parameter import Parameter
     res = live_node.set_parameters([Parameter('memory.kernel', value=4)])[0]
     assert not res.successful and 'memory.kernel must be odd' in res.reason, res.reason
-    res = live_node.set_parameters([Parameter('memory.budget', value=100),
-                                    Parameter('memory.n_recent', value=200)])[0]
+    # n_recent is the policy's own min(256, budget // 4) here: 0, and n_sink 4 > 2
+    res = live_node.set_parameters([Parameter('memory.budget', value=2)])[0]
     assert not res.successful and 'n_sink + n_recent' in res.reason, res.reason
     assert live_node.get_parameter('memory.budget').value == engine.POLICY_KNOBS[
         'budget'].default
@@ -199,3 +202,22 @@ def test_session_config_fields_are_the_knobs():
         assert fields[name].default == spec.default, name
     assert json.dumps(engine.policy_params(engine.SessionConfig(policy='window'))) == \
         json.dumps({'budget': 1024, 'reposition': True})
+
+
+@pytest.mark.parametrize('budget', [48, 512, 1024, 4096])
+def test_the_node_and_the_eval_build_the_same_policy(budget):
+    """A budget alone gives the node's session and every eval task one n_recent (issue 38).
+
+    The default policy is the same in every field; the others have the same n_recent, the
+    policy's own min(recent, budget // 4) (their other defaults differ on purpose: the node
+    has one value per knob for every policy).
+    """
+    from ros2_infmllm.memory import make_policy
+    for policy in ('inf_mllm', 'h2o', 'snapkv'):
+        config = engine.SessionConfig(policy=policy, budget=budget)
+        node = make_policy(policy, **engine.policy_params(config))
+        evaluated = build_policy(policy, budget)
+        assert node.n_recent == evaluated.n_recent == min(POLICIES[policy].recent,
+                                                          budget // 4), policy
+        if policy == engine.DEFAULT_POLICY:
+            assert node.params() == evaluated.params()

@@ -169,9 +169,9 @@ def build_policy(spec: str, budget: Optional[int] = None, overrides: Optional[di
     """Make the policy that every eval task runs for ``spec`` at ``budget``.
 
     The one rule of perplexity, memory-qa, replay and the benchmarks: the policy's own
-    defaults (its dataclass fields), ``budget`` as given, and ``n_recent`` scaled to
-    ``min(default, budget // 4)`` unless set, so small budgets keep room for the retrieved
-    tokens. ``overrides`` (``--param key=value``) apply to the policies that have the knob;
+    defaults (its dataclass fields; ``n_recent`` unless set is the policy's own share of
+    the budget, ``Policy.recent``, the rule the node's sessions follow too) and ``budget``
+    as given. ``overrides`` (``--param key=value``) apply to the policies that have the knob;
     a key that is no policy's knob is an error. ``spec`` may carry its own overrides, which
     win and must be knobs of that policy: ``inf_mllm:carry=0.9:selection=shared``. A
     ``budget`` among the overrides is ignored when ``budget`` is given (the task's
@@ -194,8 +194,6 @@ def build_policy(spec: str, budget: Optional[int] = None, overrides: Optional[di
     params = {k: v for k, v in given.items() if k in fields}
     if budget is not None and 'budget' in fields:
         params['budget'] = int(budget)
-        if 'n_recent' in fields and 'n_recent' not in given:
-            params['n_recent'] = min(int(fields['n_recent'].default), int(budget) // 4)
     return make_policy(name, **params)
 
 

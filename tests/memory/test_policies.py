@@ -165,7 +165,7 @@ def test_local_sum_and_age_decay_values():
     ("inf_mllm", dict(novelty=-0.5), "novelty"),
     ("inf_mllm", dict(novelty=float("inf")), "novelty"),
     ("streaming_llm", dict(budget=0), "budget"),
-    ("h2o", dict(n_recent=-1), "n_recent"),
+    ("h2o", dict(n_recent=-2), "n_recent"),
     ("snapkv", dict(kernel=0), "kernel"),
     ("window", dict(budget=3, n_sink=1), "no parameter"),
     ("nope", {}, "unknown policy"),

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import pytest
 
-from ros2_infmllm.memory import POLICIES, knobs, policy_knobs
+from ros2_infmllm.memory import POLICIES, knobs, make_policy, policy_knobs
 from ros2_infmllm.memory.policies import Knob, Policy, knob
 from ros2_infmllm.memory.policies.inf_mllm import InfMLLMPolicy
 
@@ -22,8 +22,12 @@ def test_every_policy_field_is_a_knob_with_type_default_and_doc():
 
 def test_shared_names_agree_and_default_policy_wins():
     merged = policy_knobs("snapkv")
-    assert merged["n_recent"].default == 32 and merged["n_sink"].default == 0
-    assert policy_knobs("inf_mllm")["n_recent"].default == 256
+    assert merged["n_sink"].default == 0 and policy_knobs("inf_mllm")["n_sink"].default == 4
+    # n_recent defaults to the policy's own share of the budget, -1 in every policy
+    assert merged["n_recent"].default == policy_knobs("inf_mllm")["n_recent"].default == -1
+    assert make_policy("snapkv").n_recent == 32 and make_policy("inf_mllm").n_recent == 256
+    assert make_policy("inf_mllm", budget=512).n_recent == 128
+    assert make_policy("inf_mllm", budget=512, n_recent=256).n_recent == 256
     assert list(policy_knobs("inf_mllm"))[:3] == ["budget", "n_sink", "n_recent"]
 
 

@@ -13,7 +13,7 @@ from harness import BASE_PARAMS, Client, NodeProcess
 BAD_STARTUP = [
     ("frame_rate", -1.0),
     ("memory.policy", "bogus"),
-    ("memory.budget", 8),  # smaller than n_sink + n_recent
+    ("memory.budget", 3),  # smaller than n_sink + n_recent (4 + min(256, 3 // 4))
     ("device", "tpu"),
     ("max_question_chars", 0),
     ("query_queue_size", -1),

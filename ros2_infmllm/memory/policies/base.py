@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..selection import shared_top_k, top_k_per_head
-from .spec import knobs
+from .spec import AUTO_RECENT, knobs
 
 
 SELECTIONS = ("per_head", "shared")
@@ -60,14 +60,22 @@ class Policy:
         forward, accumulated (H2O); that per-step cost is part of that baseline.
     compacts : bool
         False only for the growing reference cache.
+    recent : int
+        ``n_recent`` when it is left at ``-1`` (``AUTO_RECENT``, the default), at most
+        ``budget // 4``: a small budget keeps room for the tokens chosen by score. The one
+        rule for the node, the engine and every eval task.
     """
 
     name: ClassVar[str] = "base"
     score_mode: ClassVar[str | None] = None
     compacts: ClassVar[bool] = True
+    recent: ClassVar[int] = 0
 
     def __post_init__(self) -> None:
-        """Validate parameters as soon as the policy exists."""
+        """Resolve an automatic ``n_recent``; validate parameters as soon as the policy exists."""
+        if getattr(self, "n_recent", None) == AUTO_RECENT:
+            knobs(type(self))["budget"].check(self.budget)
+            self.n_recent = min(self.recent, self.budget // 4)
         self.validate()
 
     # -- parameters shared by most policies (subclass fields override these) --

@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 
 from .base import Policy, SelectionInput
-from .spec import BUDGET, N_RECENT, N_SINK, REPOSITION
+from .spec import AUTO_RECENT, BUDGET, N_RECENT, N_SINK, REPOSITION
 
 
 @dataclass
@@ -28,7 +28,7 @@ class H2OPolicy(Policy):
     budget : int
         Tokens kept per layer after compaction.
     n_recent : int
-        Newest tokens always kept.
+        Newest tokens always kept; -1 (default): ``min(256, budget // 4)``.
     n_sink : int
         First tokens always kept (0 in the paper).
     reposition : bool
@@ -36,11 +36,12 @@ class H2OPolicy(Policy):
     """
 
     budget: int = BUDGET(1024)
-    n_recent: int = N_RECENT(256)
+    n_recent: int = N_RECENT(AUTO_RECENT)
     n_sink: int = N_SINK(0)
     reposition: bool = REPOSITION(True)
 
     name: ClassVar[str] = "h2o"
+    recent: ClassVar[int] = 256
     score_mode: ClassVar[str | None] = "all"
 
     def priority(self, inp: SelectionInput) -> torch.Tensor:

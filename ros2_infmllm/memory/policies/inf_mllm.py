@@ -9,7 +9,7 @@ import torch
 
 from ..selection import age_decay, local_sum, novelty
 from .base import SELECTIONS, Policy, SelectionInput
-from .spec import BUDGET, KERNEL, N_RECENT, N_SINK, REPOSITION, WINDOW, knob
+from .spec import AUTO_RECENT, BUDGET, KERNEL, N_RECENT, N_SINK, REPOSITION, WINDOW, knob
 
 
 @dataclass
@@ -31,7 +31,7 @@ class InfMLLMPolicy(Policy):
     n_sink : int
         First tokens always kept.
     n_recent : int
-        Newest tokens always kept.
+        Newest tokens always kept; -1 (default): ``min(256, budget // 4)``.
     window : int
         Trailing queries of each chunk used to score the cache.
     kernel : int
@@ -60,7 +60,7 @@ class InfMLLMPolicy(Policy):
 
     budget: int = BUDGET(1024)
     n_sink: int = N_SINK(4)
-    n_recent: int = N_RECENT(256)
+    n_recent: int = N_RECENT(AUTO_RECENT)
     window: int = WINDOW(32)
     kernel: int = KERNEL(7)
     bias: float = knob(1.0, "strength of the bias toward newer tokens", lo=0.0, hi=100.0)
@@ -73,6 +73,7 @@ class InfMLLMPolicy(Policy):
                           "per_head", choices=SELECTIONS)
 
     name: ClassVar[str] = "inf_mllm"
+    recent: ClassVar[int] = 256
     score_mode: ClassVar[str | None] = "window"
 
     def priority(self, inp: SelectionInput) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 
 from ..selection import local_sum
 from .base import Policy, SelectionInput
-from .spec import BUDGET, KERNEL, N_RECENT, N_SINK, REPOSITION, WINDOW
+from .spec import AUTO_RECENT, BUDGET, KERNEL, N_RECENT, N_SINK, REPOSITION, WINDOW
 
 
 @dataclass
@@ -31,7 +31,8 @@ class SnapKVPolicy(Policy):
     kernel : int
         Odd width of the local-sum pooling.
     n_recent : int
-        Newest tokens always kept (by default the observation window).
+        Newest tokens always kept; -1 (default): ``min(32, budget // 4)`` (the
+        observation window).
     n_sink : int
         First tokens always kept.
     reposition : bool
@@ -41,11 +42,12 @@ class SnapKVPolicy(Policy):
     budget: int = BUDGET(1024)
     window: int = WINDOW(32)
     kernel: int = KERNEL(7)
-    n_recent: int = N_RECENT(32)
+    n_recent: int = N_RECENT(AUTO_RECENT)
     n_sink: int = N_SINK(0)
     reposition: bool = REPOSITION(False)
 
     name: ClassVar[str] = "snapkv"
+    recent: ClassVar[int] = 32
     score_mode: ClassVar[str | None] = "window"
 
     def priority(self, inp: SelectionInput) -> torch.Tensor:

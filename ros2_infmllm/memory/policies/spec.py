@@ -126,7 +126,10 @@ def knobs(policy: type) -> dict[str, Knob]:
 # ---- knobs that several policies share (one meaning, one range: one node parameter) -------
 BUDGET = Knob("tokens kept per layer", lo=1, hi=1 << 20)
 N_SINK = Knob("first tokens always kept", lo=0, hi=1 << 20)
-N_RECENT = Knob("newest tokens always kept", lo=0, hi=1 << 20)
+#: ``n_recent`` that asks for the policy's own share of the budget (``Policy.recent``)
+AUTO_RECENT = -1
+N_RECENT = Knob("newest tokens always kept; -1: the policy's own, min(its default, budget // 4)",
+                lo=AUTO_RECENT, hi=1 << 20)
 WINDOW = Knob("queries scoring the cache per chunk", lo=1, hi=4096)
 KERNEL = Knob("odd width of the local-sum pooling", lo=1, hi=255, odd="centred pooling")
 REPOSITION = Knob("give kept tokens contiguous positions (exact RoPE re-rotation)")
