@@ -69,3 +69,17 @@ def rss_bytes() -> int:
             return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def device_memory_bytes(device: str) -> int:
+    """Bytes the model's device holds: the CUDA allocator's count, else this process's RSS.
+
+    Never raises (0 when no counter can be read): it feeds status reports.
+    """
+    try:
+        if device.startswith('cuda'):
+            import torch  # lazily, only to read the allocator of the model's GPU
+            return int(torch.cuda.memory_allocated(torch.device(device)))
+        return rss_bytes()
+    except Exception:  # noqa: BLE001 - no device counter: report 0 rather than fail
+        return 0

@@ -157,7 +157,8 @@ class Persistence:
     @staticmethod
     def changes(session: Any) -> tuple:
         """Return what a snapshot would differ in: frames ingested, questions answered."""
-        return session.frames_ingested, session.questions_answered
+        return (getattr(session, 'frames_ingested', None),
+                getattr(session, 'questions_answered', None))
 
     def due(self, session: Any) -> bool:
         """Whether the memory changed since the last save (a periodic save is then due)."""

@@ -1,8 +1,10 @@
 """The ROS 2 node `infmllm`: cameras in, questions answered from a bounded visual memory.
 
-ROS only: parameters, QoS, subscriptions, services, the action, publishers, diagnostics
-and the lifecycle. Frames are decoded with :mod:`ros2_infmllm.ros.imaging`; everything model
-related goes through :class:`ros2_infmllm.engine.StreamingSession`.
+ROS only: parameters (``parameters.py``), QoS, subscriptions (``cameras.py``), services,
+the action, publishers, diagnostics (``diagnostics.py``) and the lifecycle. Frames are
+decoded with :mod:`ros2_infmllm.ros.imaging`; everything model related goes through the
+engine: its :class:`~ros2_infmllm.engine.runner.Runner`, the admission of questions
+(limits, rate) and the persistence of the memory (snapshots, question journal).
 
 Threads: subscription and service callbacks never run inference. Camera callbacks only
 check the stamp and hand the newest frame per camera to the engine's
@@ -20,27 +22,22 @@ with ``INFMLLM_PLAIN_NODE=1``) a plain node configures and activates itself at s
 
 from __future__ import annotations
 
-import math
 import os
-import re
 import sys
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                ParameterType, SetParametersResult)
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
 from rclpy.exceptions import InvalidHandle
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
-                       qos_policy_name_from_kind)
-from sensor_msgs.msg import CompressedImage, Image
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
 from std_srvs.srv import Trigger
 
 from ros2_infmllm_msgs.action import Ask
@@ -51,14 +48,16 @@ from .. import engine
 from ..engine import heap
 from ..engine.admission import Admission
 from ..engine.memory_view import render as render_memory_view
-from ..engine.persistence import Persistence, check_path
+from ..engine.persistence import Persistence
 from ..engine.questions import Question, QuestionLimits
-from ..engine.runner import MAX_QUEUE, DroppedFrame, Runner
-from ..engine.status import RunnerStatus
-from . import arrival, imaging
-from .imaging import FrameError, compressed_to_rgb, image_to_rgb
+from ..engine.runner import MAX_QUEUE, Runner
+from . import imaging
+from .cameras import CameraState, decode_frame, subscribe_camera
+from .diagnostics import camera_status, duplicate_name, memory_status
 from .launch import NODE_NAME
-from .status_msgs import answer_msg, camera_msg, diagnostic_status, fill_describe, to_time
+from .parameters import (CAMERA_QOS_PARAMS, FLOAT_PARAMS, MEMORY_PARAMS, MODEL_PARAMS,
+                         PARAMETERS, camera_qos, session_config, validate_parameters)
+from .status_msgs import answer_msg, camera_msg, fill_describe, to_time
 
 try:  # lifecycle support comes with rclpy >= Humble; fall back to a plain node without it
     if os.environ.get('INFMLLM_PLAIN_NODE', '') not in ('', '0'):
@@ -69,7 +68,6 @@ except ImportError as exc:  # pragma: no cover - exercised by the plain-node tes
     LifecycleNode, TransitionCallbackReturn = Node, None
     LIFECYCLE_ERROR = str(exc)
 
-MAX_TOPICS = 16
 EXECUTOR_THREADS = MAX_QUEUE + 8       # every waiting request may hold one thread
 # The model runs in one Python thread that hands the GIL back and forth hundreds of times
 # per decoded token (every torch op releases it), while the executor's threads run Python
@@ -92,200 +90,11 @@ STAMP_FUTURE_S = 60.0                  # frames stamped further ahead of the clo
 LOOP_JUMP_S = 1.0                      # a backwards jump larger than this is a replay loop
 LOG_EVERY_S = 5.0                      # rate limit of drop/error logs, per reason
 ARRIVAL_LOG_EVERY_S = 30.0             # rate limit of a camera's arrival warning
-_DEVICE_RE = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')
-_TOPIC_RE = re.compile(r'^~?/?[A-Za-z][A-Za-z0-9_/]*$')
-DTYPES = ('auto', 'float32', 'float16', 'bfloat16')
-# parameters that shape the session; a change while configured rebuilds the memory
-MEMORY_PARAMS = (('memory.policy',) + tuple(f'memory.{k}' for k in engine.POLICY_KNOBS)
-                 + ('image_max_side',))
-MODEL_PARAMS = ('model', 'device', 'dtype', 'decode')
-CAMERA_QOS_PARAMS = ('camera_qos.reliability', 'camera_qos.depth')
-RELIABILITY = {'best_effort': ReliabilityPolicy.BEST_EFFORT,
-               'reliable': ReliabilityPolicy.RELIABLE}
 # Why a frame is dropped: the decoder's reasons (imaging.REASONS) and the node's own; the
 # table in docs/node.md lists every one (a test checks)
 NODE_DROP_REASONS = ('stamp_future', 'stamp_not_increasing', 'superseded', 'frame_rejected',
                      'model_error')
 DROP_REASONS = tuple(imaging.REASONS) + NODE_DROP_REASONS
-
-
-def _descriptor(kind: int, text: str, lo: Optional[float] = None,
-                hi: Optional[float] = None) -> ParameterDescriptor:
-    desc = ParameterDescriptor(type=kind, description=text)
-    if kind == ParameterType.PARAMETER_INTEGER and lo is not None:
-        desc.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
-    if kind == ParameterType.PARAMETER_DOUBLE and lo is not None:
-        desc.floating_point_range = [FloatingPointRange(from_value=float(lo),
-                                                        to_value=float(hi), step=0.0)]
-    return desc
-
-
-_S, _I, _D = (ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_INTEGER,
-              ParameterType.PARAMETER_DOUBLE)
-_KINDS = {str: _S, int: _I, float: _D, bool: ParameterType.PARAMETER_BOOL}
-
-
-def knob_descriptor(spec: 'engine.Knob') -> ParameterDescriptor:
-    """Descriptor of the parameter ``memory.<knob>``: the spec's type, doc and range.
-
-    Integer and floating-point ranges are the spec's ``lo``..``hi``; what a range cannot say
-    (odd values, the choices, which policies use the knob) goes into additional_constraints.
-    """
-    desc = _descriptor(_KINDS[spec.type], spec.doc, spec.lo, spec.hi)
-    users = [n for n, cls in engine.POLICIES.items() if spec.name in engine.knobs(cls)]
-    notes = ([f'odd ({spec.odd})'] if spec.odd else []) + (
-        [f"one of {', '.join(spec.choices)}"] if spec.choices else []) + [
-        f"used by {', '.join(users)}"]
-    desc.additional_constraints = '; '.join(notes)
-    return desc
-
-
-# name -> (default, descriptor); config/params.yaml documents the same set
-PARAMETERS: Dict[str, tuple] = {
-    'image_topics': (['/camera/image_raw'], _descriptor(
-        ParameterType.PARAMETER_STRING_ARRAY,
-        'camera topics; names ending in /compressed are sensor_msgs/CompressedImage')),
-    'frame_rate': (1.0, _descriptor(_D, 'frames per second fed into the model, per camera',
-                                    0.001, 1000.0)),
-    'camera_qos.reliability': ('best_effort', _descriptor(
-        _S, 'best_effort (matches every publisher; sensor-data QoS) | reliable (matches '
-            'reliable publishers only, every frame retransmitted)')),
-    'camera_qos.depth': (5, _descriptor(_I, 'camera subscription history depth (keep last)',
-                                        1, 100)),
-    'camera_stall_s': (3.0, _descriptor(
-        _D, 'a matched camera publisher silent this long is reported (log, diagnostics)',
-        0.5, 3600.0)),
-    'model': ('default', _descriptor(_S, 'default (qwen2.5-0.5b) | smollm2-135m | qwen2.5-1.5b '
-                                         '| tiny-test | local path | cached model id')),
-    'device': ('auto', _descriptor(_S, 'auto | cpu | cuda | cuda:N')),
-    'dtype': ('auto', _descriptor(_S, 'auto | float32 | float16 | bfloat16')),
-    'decode': ('auto', _descriptor(
-        _S, 'one-token decode path: auto (owned step + CUDA graphs where possible) | eager | '
-        'graph (CUDA only)')),
-    'memory.policy': (engine.DEFAULT_POLICY, _descriptor(
-        _S, 'KV memory policy: inf_mllm, full, window, streaming_llm, h2o, snapkv')),
-    # memory.<knob> for every policy knob (engine.POLICY_KNOBS, from memory/policies/)
-    **{f'memory.{k}': (spec.default, knob_descriptor(spec))
-       for k, spec in engine.POLICY_KNOBS.items()},
-    'max_new_tokens': (64, _descriptor(_I, 'upper bound on generated tokens per answer', 1,
-                                       4096)),
-    'max_question_chars': (1000, _descriptor(_I, 'longest accepted question (characters)', 1,
-                                             100000)),
-    'query_queue_size': (8, _descriptor(_I, 'questions waiting at most', 1, MAX_QUEUE)),
-    'limits.caller_rate': (10.0, _descriptor(
-        _D, 'questions per second one caller (request field caller) may ask on average',
-        0.001, 1000.0)),
-    'limits.caller_burst': (64, _descriptor(
-        _I, 'questions one caller may ask at once before limits.caller_rate applies', 1,
-        10000)),
-    'memory_view_rate': (0.0, _descriptor(
-        _D, 'Hz of the ~/memory_view image (only while someone subscribes; 0 = off)', 0.0,
-        10.0)),
-    'image_max_side': (384, _descriptor(_I, 'frames downscaled to this longer side (px)', 16,
-                                        4096)),
-    'memory.snapshot_path': ('', _descriptor(
-        _S, 'file of the memory snapshot (restored on configure, written on ~/save_memory, '
-            'deactivate, shutdown and every snapshot_period s); empty = no snapshots')),
-    'memory.snapshot_period': (60.0, _descriptor(
-        _D, 'seconds between periodic snapshots while the memory changes (0 = only on '
-            '~/save_memory, deactivate and shutdown)', 0.0, 86400.0)),
-}
-# parameters declared as doubles: an int given for one is taken as a float, and it must be finite
-FLOAT_PARAMS = tuple(k for k, (_, desc) in PARAMETERS.items() if desc.type == _D)
-
-
-def validate_parameters(values: Dict[str, Any]) -> Optional[str]:
-    """Return why this complete parameter set is invalid, or None when it is valid."""
-    topics = values['image_topics']
-    if not topics or len(topics) > MAX_TOPICS:
-        return f'image_topics: give 1..{MAX_TOPICS} topics, got {len(topics)}'
-    for topic in topics:
-        if not _TOPIC_RE.match(topic) or '//' in topic or topic.endswith('/'):
-            return f'image_topics: {topic!r} is not a valid topic name'
-    if len(set(topics)) != len(topics):
-        return 'image_topics: a topic is listed twice'
-    rate = values['frame_rate']
-    if not math.isfinite(rate) or rate <= 0:
-        return f'frame_rate must be > 0 Hz, got {rate}'
-    if values['camera_qos.reliability'] not in RELIABILITY:
-        return ("camera_qos.reliability must be best_effort or reliable, got "
-                f"{values['camera_qos.reliability']!r}")
-    if not 1 <= values['camera_qos.depth'] <= 100:
-        return f"camera_qos.depth must be 1..100, got {values['camera_qos.depth']}"
-    if not values['camera_stall_s'] > 0:
-        return f"camera_stall_s must be > 0 s, got {values['camera_stall_s']}"
-    if not str(values['model']).strip():
-        return 'model must name "default", "tiny-test", a local path or a cached model id'
-    if not _DEVICE_RE.match(values['device']):
-        return f"device must be auto, cpu, cuda or cuda:N, got {values['device']!r}"
-    if values['dtype'] not in DTYPES:
-        return f"dtype must be one of {', '.join(DTYPES)}, got {values['dtype']!r}"
-    if values['decode'] not in engine.DECODE_MODES:
-        return (f"decode must be one of {', '.join(engine.DECODE_MODES)}, got "
-                f"{values['decode']!r}")
-    for name in ('max_new_tokens', 'max_question_chars', 'query_queue_size', 'image_max_side'):
-        if values[name] < 1:
-            return f'{name} must be >= 1, got {values[name]}'
-    if values['memory_view_rate'] < 0:
-        return f"memory_view_rate must be >= 0 Hz, got {values['memory_view_rate']}"
-    if not values['limits.caller_rate'] > 0 or values['limits.caller_burst'] < 1:
-        return ('limits.caller_rate must be > 0 and limits.caller_burst >= 1, got '
-                f"{values['limits.caller_rate']} and {values['limits.caller_burst']}")
-    if values['query_queue_size'] > MAX_QUEUE:
-        return f'query_queue_size must be <= {MAX_QUEUE}, got {values["query_queue_size"]}'
-    if values['image_max_side'] < 16:
-        return f'image_max_side must be >= 16 px, got {values["image_max_side"]}'
-    for name in FLOAT_PARAMS:
-        if not math.isfinite(values[name]):
-            return f"{name} must be finite, got {values[name]}"
-    snap_problem = check_path(values['memory.snapshot_path'])
-    if snap_problem:
-        return snap_problem
-    if values['memory.snapshot_period'] < 0:
-        return f"memory.snapshot_period must be >= 0 s, got {values['memory.snapshot_period']}"
-    policy = values['memory.policy']
-    if policy not in engine.POLICIES:
-        return (f'memory.policy {policy!r} is unknown; valid: '
-                f"{', '.join(sorted(engine.POLICIES))}")
-    for name, spec in engine.POLICY_KNOBS.items():    # every knob, used now or after a switch
-        try:
-            spec.check(spec.coerce(values[f'memory.{name}']))
-        except (TypeError, ValueError) as exc:
-            return f'memory.{exc}'
-    try:        # the chosen policy's own validation (e.g. n_sink + n_recent <= budget)
-        engine.make_policy(policy, **engine.policy_params(session_config(values)))
-    except (TypeError, ValueError) as exc:
-        return f'memory.*: {exc}'
-    return None
-
-
-def session_config(values: Dict[str, Any]) -> 'engine.SessionConfig':
-    """Map node parameters onto the engine's SessionConfig."""
-    knobs = {k: spec.coerce(values[f'memory.{k}']) for k, spec in engine.POLICY_KNOBS.items()}
-    return engine.SessionConfig(
-        model=values['model'], device=values['device'], dtype=values['dtype'],
-        decode=values['decode'], policy=values['memory.policy'],
-        image_max_side=values['image_max_side'], **knobs)
-
-
-def camera_qos(values: Dict[str, Any]) -> QoSProfile:
-    """Subscription QoS of the cameras: sensor-data QoS with the camera_qos.* choices."""
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=values['camera_qos.depth'],
-                      reliability=RELIABILITY[values['camera_qos.reliability']],
-                      durability=DurabilityPolicy.VOLATILE)
-
-
-class CameraState:
-    """One camera topic on the ROS side: subscription, arrival, last stamp (the runner feeds)."""
-
-    def __init__(self, topic: str, stall_s: float) -> None:
-        """Start unsubscribed with nothing received."""
-        self.topic = topic
-        self.monitor = arrival.ArrivalMonitor(topic, stall_s)
-        self.problem: Optional[arrival.Problem] = None
-        self.received = 0
-        self.last_stamp: Optional[float] = None
-        self.subscription = None
 
 
 class InfMllmNode(LifecycleNode):
@@ -315,7 +124,7 @@ class InfMllmNode(LifecycleNode):
         for topic in self._values['image_topics']:
             self._cameras[topic] = CameraState(topic, self._values['camera_stall_s'])
         self.persistence = Persistence(log=self._log_persistence)
-        self.runner = Runner(self._decode, on_answer=self._publish_answer,
+        self.runner = Runner(decode_frame, on_answer=self._publish_answer,
                              on_drop=self._log_drop, on_error=self._log_error,
                              store=self.persistence, require_frames=True)
         self.admission = Admission(self.runner.submit)
@@ -459,57 +268,10 @@ class InfMllmNode(LifecycleNode):
                 or CameraState(topic, self._values['camera_stall_s'])
             self._cameras[topic] = cam
             if cam.subscription is None and self._state == 'active':
-                cam.subscription = self._camera_subscription(cam)
+                cam.subscription = subscribe_camera(
+                    self, cam, camera_qos(self._values), self._on_frame, self._lock,
+                    lambda key, text: self._log_limited(key, text))
         self.runner.set_cameras(list(self._cameras))
-
-    def _camera_subscription(self, cam: CameraState) -> Any:
-        """Subscribe one camera with camera_qos and the DDS events the arrival check needs."""
-        compressed = cam.topic.endswith('/compressed')
-        cam.problem = None
-        events = {
-            'incompatible_qos': lambda info, c=cam: self._on_incompatible(c, info),
-            'message_lost': lambda info, c=cam: self._on_lost(c, info),
-            'matched': lambda info, c=cam: self._on_matched(c, info),
-        }
-
-        def subscribe(callbacks: Dict[str, Callable[[Any], None]]) -> Any:
-            return self.create_subscription(
-                CompressedImage if compressed else Image, cam.topic,
-                lambda msg, c=cam, z=compressed: self._on_frame(c, msg, z),
-                camera_qos(self._values),
-                # one exclusive group per camera keeps its frames (and events) in order
-                callback_group=MutuallyExclusiveCallbackGroup(),
-                event_callbacks=SubscriptionEventCallbacks(**callbacks))
-
-        # called with the lock held: no event of the new subscription is handled before
-        # its monitor is reset
-        try:
-            subscription = subscribe(events)
-            cam.monitor.resubscribed(matched_events=True)
-        except UnsupportedEventTypeError:
-            # an RMW without these events: a loss then shows as silence (graph count)
-            self._log_limited('events', f'{cam.topic}: the RMW has no sample-lost or matched '
-                              'events; frames lost in transport show only as silence')
-            subscription = subscribe({'incompatible_qos': events['incompatible_qos']})
-            cam.monitor.resubscribed(matched_events=False)
-        return subscription
-
-    def _on_matched(self, cam: CameraState, info: Any) -> None:
-        with self._lock:
-            cam.monitor.set_matched(info.current_count, time.monotonic())
-
-    def _on_lost(self, cam: CameraState, info: Any) -> None:
-        with self._lock:
-            cam.monitor.set_lost(info.total_count)
-
-    def _on_incompatible(self, cam: CameraState, info: Any) -> None:
-        policy = qos_policy_name_from_kind(info.last_policy_kind).lower()
-        with self._lock:
-            cam.monitor.set_incompatible(info.total_count, policy)
-        self._log_limited(f'{cam.topic}:incompatible', (
-            f'{cam.topic}: a publisher offers QoS incompatible with this subscription '
-            f'({policy}; camera_qos.reliability={self._values["camera_qos.reliability"]}): '
-            'none of its frames will arrive'))
 
     # ---- parameters -----------------------------------------------------------------------
     def _on_set_parameters(self, params: List[Any]) -> SetParametersResult:
@@ -554,9 +316,9 @@ class InfMllmNode(LifecycleNode):
     def _on_frame(self, cam: CameraState, msg: Any, compressed: bool) -> None:
         """Check the stamp and hand the message to the runner; never decode or infer here.
 
-        Decoding waits for the runner's worker (:meth:`_decode`), so a camera at 30 Hz costs
-        the callback only the message itself: a frame superseded before it is fed is never
-        decoded (at 1 Hz fed, 29 of 30 raw 1080p frames).
+        Decoding waits for the runner's worker (``cameras.decode_frame``), so a camera at
+        30 Hz costs the callback only the message: a frame superseded before it is fed is
+        never decoded (at 1 Hz fed, 29 of 30 raw 1080p frames).
         """
         with self._lock:
             cam.received += 1
@@ -584,21 +346,6 @@ class InfMllmNode(LifecycleNode):
                                   f'{cam.last_stamp - stamp:.1f} s (replay loop?); accepted')
             self.runner.offer(cam.topic, (msg, compressed), stamp)
             cam.last_stamp = stamp
-
-    @staticmethod
-    def _decode(frame: tuple, max_side: int) -> Any:
-        """(message, compressed) -> RGB array downscaled to ``max_side`` (the runner's decode).
-
-        Raises DroppedFrame with the decoder's reason for a bad frame.
-        """
-        msg, compressed = frame
-        try:
-            if compressed:
-                return compressed_to_rgb(msg.format, msg.data, max_side=max_side)
-            return image_to_rgb(msg.encoding, msg.width, msg.height, msg.step, msg.data,
-                                is_bigendian=bool(msg.is_bigendian), max_side=max_side)
-        except FrameError as exc:
-            raise DroppedFrame(exc.reason, str(exc)) from exc
 
     def _drop(self, cam: CameraState, reason: str, detail: str) -> None:
         self.runner.count_drop(cam.topic, reason, detail)
@@ -718,14 +465,6 @@ class InfMllmNode(LifecycleNode):
         response.success, response.message = True, 'memory cleared'
         return response
 
-    @staticmethod
-    def _device_memory(status: RunnerStatus) -> int:
-        device = status.session.device if status.session is not None else 'cpu'
-        if device.startswith('cuda'):
-            import torch  # lazily, only to read the allocator of the model's GPU
-            return int(torch.cuda.memory_allocated(torch.device(device)))
-        return heap.rss_bytes()
-
     def _on_describe(self, request: Any, response: Any) -> Any:
         status = self.runner.status()
         with self._lock:
@@ -735,10 +474,8 @@ class InfMllmNode(LifecycleNode):
             response.cameras = [camera_msg(status.cameras[cam.topic], cam.received, cam.monitor,
                                            cam.problem)
                                 for cam in self._cameras.values() if cam.topic in status.cameras]
-        try:
-            response.device_memory_bytes = self._device_memory(status)
-        except Exception:  # noqa: BLE001 - no device counter: report 0 rather than fail
-            response.device_memory_bytes = 0
+        response.device_memory_bytes = heap.device_memory_bytes(
+            status.session.device if status.session is not None else 'cpu')
         return response
 
     def _publish_memory_view(self) -> None:
@@ -761,130 +498,32 @@ class InfMllmNode(LifecycleNode):
         msg.header.frame_id = 'memory_view'
         self._view_pub.publish(msg)
 
-    def _duplicate_name(self) -> str:
-        """Say so (and log) when another node of this name is on the graph, else ''.
-
-        Why: a second node of the same name answers some of the queries and transitions
-        meant for this one ("model not loaded"), and nothing else tells the user.
-        """
-        me = (self.get_name(), self.get_namespace())
-        try:
-            count = self.get_node_names_and_namespaces().count(me)
-        except Exception:  # noqa: BLE001 - a graph query after shutdown: nothing to say
-            return ''
-        if count < 2:
-            return ''
-        text = (f'{count} nodes named {self.get_fully_qualified_name()} are on the ROS graph: '
-                'queries and lifecycle transitions may reach the other one; stop it or give '
-                'this one another name or namespace')
-        self._log_limited('duplicate_name', text, error=True, every=ARRIVAL_LOG_EVERY_S)
-        return text
-
     def _publish_diagnostics(self) -> None:
         status, snap = self.runner.status(), self.persistence.status()
-        duplicate = self._duplicate_name()
-        session = status.session
-        model_error = self._load_error or status.model_error
-        with self._lock:
-            bad = status.frames_dropped_bad
-            values = {
-                'state': self._state, 'model': str(self._values['model']),
-                'policy': self._values['memory.policy'],
-                'cache_tokens': session.cache_tokens if session is not None else 0,
-                'budget': session.budget if session is not None
-                else self._values['memory.budget'],
-                'evicted_tokens': session.memory.evicted_tokens if session is not None else 0,
-                'frames_fed': status.frames_ingested,
-                'frames_dropped': status.frames_dropped,
-                'frames_dropped_bad': bad,
-                'queue_depth': status.queue_depth,
-                'questions_answered': status.questions_answered,
-                'questions_refused': self.admission.refused_total,
-                **{f'questions_refused_{k}': n for k, n in self.admission.refused.items()},
-                'questions_without_frames': status.questions_without_frames,
-                'callers_tracked': self.admission.callers,
-                'questions_failed': status.questions_failed,
-                'questions_replayed': snap.journal_replayed,
-                'questions_replay_refused': snap.journal_refused,
-                'last_latency_s': f'{status.last_latency_s:.3f}',
-                'model_error': model_error,
-                'decode_path': session.decode.path if session is not None else '',
-                'decode_warmup_s': session.decode.warmup_s if session is not None else 0.0,
-                'vision_path': session.decode.counts.get('vision', '') if session is not None
-                else '',
-                'chunk_path': session.decode.counts.get('chunks', '') if session is not None
-                else '',
-                'snapshot_path': self._values['memory.snapshot_path'],
-                'snapshot_saves': snap.saves,
-                'snapshot_save_failures': snap.save_failures,
-                'snapshot_last_bytes': snap.last_bytes,
-                'snapshot_last_save_s': f'{snap.last_save_s:.3f}',
-                'snapshot_save_error': snap.save_error,
-                'snapshot_restored': snap.restored,
-                'snapshot_restore_error': snap.restore_error,
-                'journal_error': snap.journal_error,
-                'duplicate_name': duplicate,
-            }
-            level, message = DiagnosticStatus.OK, 'ok'
-            if model_error:
-                level, message = DiagnosticStatus.ERROR, f'model failed: {model_error}'
-            elif self.runner.session is None:
-                level, message = DiagnosticStatus.WARN, f'model not loaded ({self._state})'
-            elif duplicate:
-                level, message = DiagnosticStatus.ERROR, duplicate
-            elif snap.problem:
-                level, message = DiagnosticStatus.WARN, snap.problem
-            elif bad:
-                level, message = DiagnosticStatus.WARN, f'{bad} bad frames dropped'
-        try:
-            values['device_memory_bytes'] = self._device_memory(status)
-        except Exception:  # noqa: BLE001
-            values['device_memory_bytes'] = 0
-        memory = diagnostic_status(level, f'{self.get_fully_qualified_name()}: memory', message,
-                                   str(values['model']), values)
-        array = DiagnosticArray(status=[memory] + self._camera_statuses(status))
-        array.header.stamp = self.get_clock().now().to_msg()
-        self._diag_pub.publish(array)
-
-    def _camera_statuses(self, status: RunnerStatus) -> List[DiagnosticStatus]:
-        """Check every camera's arrival (warn on a problem); one status per camera."""
-        now = time.monotonic()
+        problems = {'duplicate_name': duplicate_name(self), 'load_error': self._load_error}
+        if problems['duplicate_name']:
+            self._log_limited('duplicate_name', problems['duplicate_name'], error=True,
+                              every=ARRIVAL_LOG_EVERY_S)
+        device_memory = heap.device_memory_bytes(
+            status.session.device if status.session is not None else 'cpu')
+        name, now = self.get_fully_qualified_name(), time.monotonic()
         statuses, warnings = [], []
         with self._lock:
-            reliability = self._values['camera_qos.reliability']
+            statuses.append(memory_status(name, self._state, self._values, status, snap,
+                                          self.admission, problems, device_memory))
             for cam in self._cameras.values():
-                mon = cam.monitor
-                level, message = DiagnosticStatus.OK, 'not subscribed (node not active)'
-                if cam.subscription is not None:
-                    cam.problem = mon.check(now, self.count_publishers(cam.topic))
-                    if cam.problem is not None:
-                        level, message = DiagnosticStatus.WARN, cam.problem.text
-                        warnings.append((f'{cam.topic}:arrival:{cam.problem.code}',
-                                         cam.problem.text))
-                    elif mon.publishers == 0:
-                        message = 'no publisher on the topic'
-                    else:
-                        message = (f'{mon.arrival_rate(now):.1f} frames/s arriving from '
-                                   f'{mon.matched_publishers()} publisher(s)')
-                age = '' if mon.last_arrival is None else f'{now - mon.last_arrival:.1f}'
-                values = {
-                    'topic': cam.topic, 'reliability': reliability,
-                    'publishers': mon.publishers, 'matched_publishers': mon.matched_publishers(),
-                    'frames_received': cam.received,
-                    'frames_ingested': status.cameras[cam.topic].ingested
-                    if cam.topic in status.cameras else 0,
-                    'frames_lost': mon.lost, 'qos_incompatible': mon.incompatible,
-                    'arrival_rate_hz': f'{mon.arrival_rate(now):.2f}',
-                    'sent_rate_hz': f'{mon.sent_rate(now):.2f}',
-                    'last_frame_age_s': age,
-                    'problem': cam.problem.code if cam.problem else '',
-                }
-                statuses.append(diagnostic_status(
-                    level, f'{self.get_fully_qualified_name()}: camera {cam.topic}', message,
-                    cam.topic, values))
+                publishers = None if cam.subscription is None \
+                    else self.count_publishers(cam.topic)
+                one, warning = camera_status(name, cam, status,
+                                             self._values['camera_qos.reliability'], now,
+                                             publishers)
+                statuses.append(one)
+                warnings += [warning] if warning else []
         for key, text in warnings:
             self._log_limited(key, text, every=ARRIVAL_LOG_EVERY_S)
-        return statuses
+        array = DiagnosticArray(status=statuses)
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(array)
 
     def shutdown(self, why: str = 'exit') -> None:
         """Stop feeding, cancel an answer in progress, stop the worker, snapshot the memory.

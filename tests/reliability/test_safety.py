@@ -14,8 +14,9 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "ros2_infmllm"
 # the launch runner (ros/launch.py) starts processes by design and is not runtime code here
-RUNTIME = ["ros/node.py", "ros/imaging.py", "ros/arrival.py", "ros/status_msgs.py", "engine",
-           "models", "memory"]
+RUNTIME = ["ros/node.py", "ros/imaging.py", "ros/arrival.py", "ros/status_msgs.py",
+           "ros/parameters.py", "ros/cameras.py", "ros/diagnostics.py", "engine", "models",
+           "memory"]
 
 FORBIDDEN_MODULES = {"subprocess", "socket", "urllib", "requests", "http", "pickle", "shelve"}
 
