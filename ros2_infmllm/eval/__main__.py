@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--budget', type=int, default=1024)
     p.add_argument('--max-new-tokens', type=int, default=24)
     p.add_argument('--timeout', type=float, default=60.0, help='seconds per query (DDS)')
+    p.add_argument('--save-memory', default=None, metavar='PATH',
+                   help='offline: save the memory (and the replay position) at --save-at')
+    p.add_argument('--save-at', type=float, default=0.0, metavar='T',
+                   help='bag seconds at which --save-memory saves')
+    p.add_argument('--restore-memory', default=None, metavar='PATH',
+                   help='offline: restore a --save-memory snapshot and resume the replay there')
 
     p = sub.add_parser('report', help='regenerate docs/results.md from docs/results/*.json')
     p.add_argument('--results', default='docs/results', help='folder of result JSON files')

@@ -23,6 +23,7 @@ result JSON. Offline it is drawn from the session; over DDS it is the node's fir
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 from pathlib import Path
@@ -140,15 +141,37 @@ def _write_timeline(rgb: np.ndarray, folder: Path, n: int) -> str:
     return name
 
 
+def _position_path(snapshot: str) -> str:
+    """Return the file beside a replay's memory snapshot that says where the replay was."""
+    return f'{snapshot}.replay.json'
+
+
+def _save_position(snapshot: str, position: dict) -> None:
+    with open(_position_path(snapshot), 'w') as f:
+        json.dump(position, f)
+
+
+def _load_position(snapshot: str) -> dict:
+    with open(_position_path(snapshot)) as f:
+        return json.load(f)
+
+
 def run_offline(session, bag: Path, questions: Sequence[Question], topics: Sequence[str],
                 frame_rate: float, max_new_tokens: int = 24, progress: bool = True,
-                timeline: Optional[Path] = None) -> dict:
+                timeline: Optional[Path] = None, save_memory: Optional[tuple] = None,
+                restore_memory: Optional[str] = None) -> dict:
     """Replay ``bag`` into ``session`` at bag time; return records and stream statistics.
 
     With ``timeline`` (a folder) the memory view is saved there after every question
-    (:func:`save_memory_timeline`); each record names its picture.
+    (:func:`save_memory_timeline`); each record names its picture. ``save_memory``
+    ``(path, t)``: the memory is saved through the engine's persistence when the bag
+    reaches ``t`` s (before that frame is handled), with the replay's position beside it
+    (``path.replay.json``). ``restore_memory`` (such a path): the memory is restored and
+    the replay resumes at that position, as a restarted robot would.
     """
     from tqdm import tqdm
+
+    from ros2_infmllm.engine.persistence import Persistence
     if frame_rate <= 0:
         raise ValueError(f'frame_rate must be > 0, got {frame_rate}')
     start = bag_start(bag)
@@ -159,6 +182,18 @@ def run_offline(session, bag: Path, questions: Sequence[Question], topics: Seque
              'ingest_s': []}
     records = []
     offset = None
+    resume_at = None
+    if restore_memory:
+        store = Persistence(restore_memory, period=0.0)
+        if not store.restore(session):
+            raise RuntimeError(f'memory not restored from {restore_memory}: '
+                               f'{store.status().restore_error or "no such file"}')
+        position = _load_position(restore_memory)
+        resume_at, offset = float(position['t']), position['offset']
+        last_fed = {k: float(v) for k, v in position['last_fed'].items()}
+        asked = set(position['asked'])
+        pending = [q for q in pending if q.id not in asked]
+        stats['restored_at_s'] = resume_at
     bar = tqdm(desc='replay (offline)', unit='frame', disable=not progress, mininterval=2.0)
 
     def ask(q: Question) -> None:
@@ -177,8 +212,19 @@ def run_offline(session, bag: Path, questions: Sequence[Question], topics: Seque
 
     for fr in iter_frames(bag, topics):
         t_rel = fr.t_bag - start
+        if resume_at is not None and t_rel < resume_at:
+            continue                             # before the restored position
         if offset is None:
             offset = fr.stamp - t_rel           # header stamp -> seconds from bag start
+        if save_memory is not None and t_rel >= save_memory[1]:
+            ok, message = Persistence(save_memory[0], period=0.0).save(session, 'replay')
+            if not ok:
+                raise RuntimeError(message)
+            _save_position(save_memory[0], {
+                't': t_rel, 'offset': offset, 'last_fed': last_fed,
+                'asked': [q.id for q in questions if q not in pending]})
+            stats['saved_at_s'] = t_rel
+            save_memory = None
         while pending and pending[0].t <= t_rel:
             ask(pending.pop(0))
         if not pending:
@@ -452,9 +498,12 @@ def run_from_args(args) -> dict:
         from ros2_infmllm.engine import build_session
         cfg = session_config(args, overrides)
         session = build_session(cfg)
+        save = getattr(args, 'save_memory', None)
         out = run_offline(session, bag, questions, topics, args.frame_rate,
                           max_new_tokens=args.max_new_tokens, progress=not args.no_progress,
-                          timeline=timeline_dir(args.out))
+                          timeline=timeline_dir(args.out),
+                          save_memory=(save, args.save_at) if save else None,
+                          restore_memory=getattr(args, 'restore_memory', None))
         config = dataclasses.asdict(cfg)
     else:
         out = run_dds(bag, questions, topics, node_name=args.node, rate=args.rate,
