@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base import ModelAdapter, ModelError, check_image_max_side
+from .base import ModelAdapter, ModelError
 from .images import resize
 from .loading import load_checkpoint, read_json
 from .vision import CLIP_MEAN, CLIP_STD, VisionAdapter, image_norm
@@ -147,7 +147,6 @@ class LlavaAdapter(VisionAdapter):
 
 def load(path: Path, device: str, dtype: torch.dtype, image_max_side: int = 384) -> ModelAdapter:
     """Load a LLaVA / LLaVA-OneVision / LLaVA-NeXT-Video directory (registry entry point)."""
-    check_image_max_side(image_max_side)
     p = Path(path)
     cfg = read_json(p / "config.json")
     vis_type = str((cfg.get("vision_config") or {}).get("model_type", "clip_vision_model"))

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..memory.rope import Rotation
-from .base import ROLES, Chunk, ModelError, check_image_max_side
+from .base import ROLES, Chunk, ModelError
 from .frame_describer import check_image, frame_tag
 from .images import resize
 from .loading import load_checkpoint, read_json
@@ -289,7 +289,6 @@ def load(path: Path | str, device: str, dtype: torch.dtype,
 
     Raises :class:`ModelError` naming ``path`` when files are missing or unreadable.
     """
-    check_image_max_side(image_max_side)
     p = Path(path)
     model, tok, cfg = load_checkpoint(p, device, dtype, "Qwen2-VL", QWEN2_VL_CLASSES)
     model_type = cfg["model_type"]

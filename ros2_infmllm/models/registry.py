@@ -14,15 +14,15 @@ never writes.
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
-from .base import ModelAdapter, ModelError, resolve_device, resolve_dtype
+from .base import (ModelAdapter, ModelError, check_image_max_side, resolve_device,
+                   resolve_dtype)
 from .gguf_cache import load_gguf
-from .loading import Checkpoint, local_model_dir
+from .loading import Checkpoint, local_model_dir, read_json
 from .packaged import PackageFile, PyPIParts
 from .spec import ModelSpec, Source
 
@@ -122,11 +122,7 @@ def load_folder(model: str, device: str, dtype: str | torch.dtype,
     """Load a local checkpoint folder (or cached id) by its ``model_type``'s family."""
     dt = resolve_dtype(dtype, device)
     path = local_model_dir(model)
-    try:
-        cfg: dict[str, Any] = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read {path / 'config.json'}: {exc}") from exc
-    model_type = str(cfg.get("model_type", ""))
+    model_type = str(read_json(path / "config.json").get("model_type", ""))
     if model_type not in FAMILIES:
         raise ModelError(f"model_type {model_type!r} has no adapter; supported: "
                          f"{', '.join(sorted(FAMILIES))}")
@@ -140,11 +136,13 @@ def load_adapter(model: str, device: str = "auto", dtype: str | torch.dtype = "a
 
     Offline: weights come from packages or local folders only.
 
-    Raises ValueError for bad device/dtype and ModelError (a RuntimeError) naming the path
-    and how to provide the weights when a model is missing.
+    Raises ValueError for bad device/dtype/image_max_side (before any weights are read) and
+    ModelError (a RuntimeError) naming the path and how to provide the weights when a model
+    is missing.
     """
     if not isinstance(model, str) or not model.strip():
         raise ValueError(f"model must be a non-empty string, got {model!r}")
+    check_image_max_side(image_max_side)
     dev = resolve_device(device)
     if canonical_name(model) in MODELS:
         return load_named(model, dev, dtype, image_max_side)

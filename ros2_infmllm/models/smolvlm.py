@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base import ModelAdapter, ModelError, check_image_max_side
+from .base import ModelAdapter, ModelError
 from .images import fit_size, resize
 from .loading import load_checkpoint
 from .vision import VisionAdapter, image_norm
@@ -112,7 +112,6 @@ class SmolVLMAdapter(VisionAdapter):
 
 def load(path: Path, device: str, dtype: torch.dtype, image_max_side: int = 384) -> ModelAdapter:
     """Load an Idefics3/SmolVLM checkpoint directory as a vision adapter (registry entry)."""
-    check_image_max_side(image_max_side)
     p = Path(path)
     model, tok, _ = load_checkpoint(p, device, dtype, "SmolVLM/Idefics3", SMOLVLM_CLASSES)
     norm = image_norm(p, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
