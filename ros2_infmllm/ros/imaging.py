@@ -31,6 +31,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from ..engine.native_log import native_stderr
+
 __all__ = [
     "FrameError",
     "MAX_PIXELS",
@@ -42,6 +44,14 @@ __all__ = [
 
 #: Largest accepted width*height (about 50 MP: an 8K frame passes, 20000x20000 does not).
 MAX_PIXELS = 50_000_000
+# Most pixels one byte of a stream can hold: a Huffman JPEG codes at least one bit per 8x8
+# block (its DC), 512 pixels a byte, taken 16 times looser; a PNG at least one bit per pixel
+# before deflate, which shrinks at most about 1032 to 1, taken 8 times looser. A header
+# that claims more pixels than its bytes can hold is not a whole image.
+MAX_PIXELS_PER_BYTE = {"jpeg": 8192, "png": 65536}
+# what libjpeg / libpng print when a stream decodes only partly (the rest comes out grey)
+DECODER_WARNINGS = ("Corrupt JPEG data", "Premature end of JPEG file", "libpng warning",
+                    "libpng error")
 
 #: Every reason key a FrameError can carry (drop counter names).
 REASONS = (
@@ -56,6 +66,7 @@ REASONS = (
     "decode_failed",
     "truncated",
     "format_mismatch",
+    "incomplete",
 )
 
 
@@ -372,12 +383,19 @@ def compressed_to_rgb(
     if width <= 0 or height <= 0:
         raise FrameError("empty", f"{kind} header says {width}x{height}")
     _check_pixels(width, height, max_pixels)
+    if len(buf) < width * height // MAX_PIXELS_PER_BYTE[kind]:
+        raise FrameError("incomplete", f"{kind} header claims {width}x{height} but the data "
+                         f"has only {len(buf)} bytes: too few for that many pixels")
     tail = buf.rstrip(b"\x00")
     if kind == "jpeg" and not tail.endswith(b"\xff\xd9"):
         raise FrameError("truncated", "jpeg stream has no end-of-image marker (cut short?)")
     if kind == "png" and not tail.endswith(b"IEND\xaeB`\x82"):
         raise FrameError("truncated", "png stream has no IEND chunk (cut short?)")
-    bgr = cv2.imdecode(np.frombuffer(buf, dtype=np.uint8), cv2.IMREAD_COLOR)
+    with native_stderr(DECODER_WARNINGS) as warnings:
+        bgr = cv2.imdecode(np.frombuffer(buf, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if warnings and bgr is not None:
+        raise FrameError("incomplete", f"{kind} decoded only partly ({warnings[0]}): the "
+                         "missing part would be grey")
     if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
         raise FrameError("decode_failed", f"OpenCV could not decode the {kind} data")
     if bgr.dtype != np.uint8:
