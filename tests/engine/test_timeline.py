@@ -29,29 +29,33 @@ def test_spells_counts_order_and_now():
         ("blue box", 2), ("QR code 'X'", 20), (DARK, 22), ("blue box", 40), ("yellow box", 42)]
     assert log.counts() == {"blue box": 2, "QR code 'X'": 1, DARK: 1, "yellow box": 1}
     text = log.render("How many times did the blue box appear?")
-    assert "blue box: seen 2 times, first at 22:13:22, last at 22:14:02, in view now." in text
+    assert "blue box: seen 2 times, first at 22:13:22, last at 22:14:02; still in view: yes." \
+        in text
     assert "QR code" not in text                          # only what the question names
     text = log.render("How many boxes did you see?")
     assert "boxes: 3 in all, first blue box at 22:13:22, last yellow box at 22:14:02." in text
     text = log.render("Which box came right after the lights went out?")
-    assert text.endswith(f"In order: blue box at 22:13:22, {DARK} at 22:13:42, blue box at "
-                         "22:14:00, yellow box at 22:14:02.")
-    assert "seen 1 time, first at 22:13:42, last at 22:13:42, not in view now" in text
+    assert text.endswith(f"After {DARK} at 22:13:42, nearest first: blue box at 22:14:00, "
+                         "yellow box at 22:14:02.")
+    assert "seen 1 time, first at 22:13:42, last at 22:13:42; still in view: no." in text
+    text = log.render("Which box came before the lights went out?")
+    assert text.endswith(f"Before {DARK} at 22:13:42, nearest first: blue box at 22:13:22.")
     assert about_time("Is it still there?") and about_time("When did the truck leave?")
     assert not about_time("What is the gate code?")
+    assert not about_time("Was the last frame dark?")      # the present, not a time
     assert log.stamps("At 22:13:42.") == [T0 + 22]
 
 
 def test_only_remembered_frames_enter_the_log():
-    """A frame with less than half its tokens cached is forgotten: its spell is missing."""
+    """A frame with less than 40 % of its tokens cached is forgotten: its spell is missing."""
     frames = {1: (T0 + 1, "c"), 2: (T0 + 2, "c"), 3: (T0 + 30, "c")}
     seen = {1: frozenset({"red box"}), 2: frozenset(), 3: frozenset({"green box"})}
     tokens = {1: 10, 2: 10, 3: 10}
     rows = 4
-    assert remembered(20, 10, rows) and not remembered(19, 10, rows)
+    assert remembered(16, 10, rows) and not remembered(15, 10, rows)
     full = log_for(frames, seen, {1: 40, 2: 40, 3: 40}, tokens, rows)
     assert [s.thing for s in full.spells] == ["red box", "green box"]
-    evicted = log_for(frames, seen, {1: 8, 2: 40, 3: 40}, tokens, rows)
+    evicted = log_for(frames, seen, {1: 15, 2: 40, 3: 40}, tokens, rows)
     assert [s.thing for s in evicted.spells] == ["green box"]
 
 
