@@ -28,7 +28,7 @@ ARCHITECTURE = REPO / "docs" / "architecture.md"
 #: top-level module of ros2_infmllm -> its group (a new module must be given one here)
 GROUP_OF = {
     "ros": "ros", "engine": "engine", "accel": "accel", "models": "models",
-    "perception": "perception", "memory": "memory", "eval": "eval",
+    "perception": "perception", "memory": "memory", "eval": "eval", "train": "eval",
 }
 GROUPS = ("ros", "engine", "accel", "models", "perception", "memory", "eval")
 

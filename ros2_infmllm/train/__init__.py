@@ -1,0 +1,1 @@
+"""Training of the visual-token projector (``python -m ros2_infmllm.train``)."""
