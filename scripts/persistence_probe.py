@@ -317,6 +317,10 @@ def part_latency(domain: int, tmp: Path, tokens: int) -> dict:
         node.unload()
 
         def long_answer() -> threading.Thread:
+            node.load(questions=False)      # frames again: a long answer evicts them all
+            time.sleep(1.5)
+            node.unload()
+
             def run() -> None:
                 t0 = time.monotonic()
                 node.client.query("Describe everything in great detail.",

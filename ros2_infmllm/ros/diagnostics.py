@@ -65,10 +65,10 @@ def memory_status(name: str, state: str, params: Dict[str, Any], status: RunnerS
     level, message = DiagnosticStatus.OK, 'ok'
     if model_error:
         level, message = DiagnosticStatus.ERROR, f'model failed: {model_error}'
-    elif session is None:
-        level, message = DiagnosticStatus.WARN, f'model not loaded ({state})'
     elif duplicate:
         level, message = DiagnosticStatus.ERROR, duplicate
+    elif session is None:
+        level, message = DiagnosticStatus.WARN, f'model not loaded ({state})'
     elif snap.problem:
         level, message = DiagnosticStatus.WARN, snap.problem
     elif bad:

@@ -42,7 +42,7 @@ PACKAGE = 'ros2_infmllm'
 EXECUTABLE = 'infmllm_node'
 NODE_NAME = 'infmllm'
 PARAMS_FILE_NAME = 'params.yaml'
-DISCOVERY_S = 1.0           # graph discovery time before the duplicate-name check
+DISCOVERY_S = 2.5           # graph discovery time of the duplicate-name check
 DUPLICATE_EXIT = 3          # exit status when a node of the same name already runs
 # Fast DDS profile for raw camera frames on one host (shared memory with room for them)
 DDS_PROFILE_NAME = 'fastdds_large_frames.xml'
@@ -273,13 +273,16 @@ class LifecycleDriver:
     def name_taken(self, discovery_s: float = DISCOVERY_S) -> bool:
         """Whether a node of the spec's name and namespace is already on the graph.
 
-        Spins ``discovery_s`` first: nodes of this host are discovered well within it.
+        Looks for ``discovery_s`` (nodes of this host are discovered well within it, also
+        on a loaded machine) and answers as soon as one is seen.
         """
+        ns = self.spec.namespace or '/'
         deadline = time.monotonic() + discovery_s
         while time.monotonic() < deadline:
             self.executor.spin_once(timeout_sec=0.1)
-        ns = self.spec.namespace or '/'
-        return (self.spec.name, ns) in self.node.get_node_names_and_namespaces()
+            if (self.spec.name, ns) in self.node.get_node_names_and_namespaces():
+                return True
+        return False
 
     def _wait(self, future: Any, proc: subprocess.Popen, timeout: float,
               stop: Dict[str, bool]) -> Any:
