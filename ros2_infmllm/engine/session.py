@@ -28,7 +28,7 @@ from ..models.base import Chunk, ModelAdapter
 from .evidence import rank_evidence
 from .generation import TokenReader, answer_timings, decode_greedy
 from .status import DecodeStatus, FrameInMemory, MemoryStatus, SessionStatus
-from .timeline import MemoryLog, about_time, frame_things, log_for
+from .timeline import MemoryLog, about_time, log_for, thing_spans
 
 _LOG = logging.getLogger(__name__)
 _LOGGED: set = set()    # (model, reason) pairs already logged: the eager fallback says why once
@@ -202,11 +202,6 @@ class StreamingSession:
         self.evidence_k = evidence_k
         self.multi_round = bool(multi_round)
         self.memory_log = bool(memory_log)
-        cfg = adapter.model.config
-        cfg = getattr(cfg, "text_config", None) or cfg
-        #: cached entries a whole token has (layers x KV heads), as sources_in_memory counts
-        self._rows = int(cfg.num_hidden_layers) * int(
-            getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads)
         self.cache = BoundedCache(policy, adapter.model.config, max_chunk=max_chunk,
                                   decode_slack=decode_slack, rotation=adapter.rotation)
         self._lock = adapter.lock
@@ -230,9 +225,8 @@ class StreamingSession:
         self._prune_at = _PRUNE_FRAMES
         self._thumbs: dict[int, np.ndarray] = {}    # frame source id -> small RGB copy
         self._frame_text: dict[int, str] = {}      # frame source id -> its describer line
-        # frame source id -> (things it shows, "no change." read as the frame before; tokens)
-        self._frame_seen: dict[int, tuple[frozenset | None, int]] = {}
-        self._last_seen: dict[str, frozenset | None] = {}   # camera -> its latest things
+        # frame source id -> its things' token spans as arrival indices (None: no change.)
+        self._frame_seen: dict[int, list[tuple[str, int, int]] | None] = {}
         self._started = False
         self.frames_ingested = 0
         self.questions_answered = 0
@@ -292,10 +286,7 @@ class StreamingSession:
             self._frame_meta[sid] = (float(stamp), camera)
             self._thumbs[sid] = _thumbnail(image)
             self._frame_text[sid] = chunk.text
-            things = frame_things(chunk.text)
-            things = self._last_seen.get(camera) if things is None else things
-            self._last_seen[camera] = things
-            self._frame_seen[sid] = (things, chunk.n_tokens)
+            self._frame_seen[sid] = self._spans(chunk.text)
             self._run(chunk, logits=False)
             self.cache.compact()
             self.frames_ingested += 1
@@ -348,12 +339,23 @@ class StreamingSession:
             self._keep_turn(self._question_text(question, camera), ids)
         return answer
 
+    def _spans(self, text: str) -> list[tuple[str, int, int]] | None:
+        """Token spans (arrival indices) of the things a frame line names, for the log."""
+        spans = thing_spans(text)
+        if spans is None:
+            return None
+        layer = self.cache.layers[0]
+        start = int(layer.arrived) if layer.is_initialized else 0
+
+        def at(c: int) -> int:
+            return start + (self.adapter.encode(text[:c], literal=True).shape[1] if c else 0)
+        return [(thing, at(lo), at(hi)) for thing, lo, hi in spans]
+
     def _memory_log(self) -> MemoryLog | None:
-        """Build the log of the frames in memory (None when no frame line has words to read)."""
+        """Build the log of what memory keeps (None when no frame line has words to read)."""
         live = self.cache.sources_in_memory()
-        seen = {sid: t for sid, (t, _) in self._frame_seen.items()}
-        tokens = {sid: n for sid, (_, n) in self._frame_seen.items()}
-        log = log_for(self._frame_meta, seen, live, tokens, self._rows)
+        kept = set(kept_tokens(self.cache)["arrival"])
+        log = log_for(self._frame_meta, self._frame_seen, live, kept)
         return log if log.frames else None
 
     def _question_text(self, question: str, camera: str | None) -> str:

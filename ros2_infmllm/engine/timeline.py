@@ -4,9 +4,10 @@ Why: asked "what came first", "how many times", "when" or "is it still there", t
 default model cannot count or order the frame lines it holds, even with every frame in its
 cache (issue 40: a count of 22 where 3 were seen, the wrong first object). Stated as events
 (``22:14:40-22:14:46 red box (1st time)``) with counts beside them, counting and ordering
-become reading. The log is built only from frames the memory still keeps (at least half
-of a frame's tokens over layers and heads, :func:`remembered`), so what the eviction
-dropped is missing from it as it is from the cache; it is shown with the question and
+become reading. The log is built only from what the memory still keeps: of each frame
+with tokens left in the cache, the things whose own words are at least half kept
+(:func:`kept_things`), so what the eviction dropped is missing from it as it is from the
+cache; it is shown with the question and
 never enters the stream.
 
 A frame line reads ``[cam NAME HH:MM:SS.s] THING on the left, THING; LIGHT; MOTION.``
@@ -81,15 +82,50 @@ def frame_things(line: str) -> frozenset[str] | None:
     return frozenset(things)
 
 
-def remembered(kept: int, tokens: int, rows: int, share: float = 0.4) -> bool:
-    """Whether a frame of ``tokens`` tokens counts as in memory with ``kept`` cached entries.
+def thing_spans(line: str) -> list[tuple[str, int, int]] | None:
+    """Return each thing of a frame line with its character span ``[lo, hi)`` in ``line``.
 
-    ``kept`` sums its cached tokens over ``rows`` (layers x KV heads), as
-    ``BoundedCache.sources_in_memory`` does. Why 0.4: the time tag is a third to a half of
-    a frame's tokens, and the memory keeps what a frame says (measured on the sample bag,
-    inf_mllm: far event frames keep 48-62 % of their tokens, evicted ones 0-6 %).
+    None where :func:`frame_things` gives None. Why spans: the memory may keep what a frame
+    says about one thing and drop the rest (the tag, the light); a thing is remembered
+    where its own words are (:func:`kept_things`).
     """
-    return tokens > 0 and kept >= share * tokens * rows
+    if frame_things(line) is None:
+        return None
+    tag = _TAG.match(line or "")
+    base = tag.end() if tag else 0
+    body = line[base:]
+    content, _, rest = body.partition(";")
+    out = []
+    pos = 0
+    if content.strip() != "nothing in view":
+        for item in content.split(", "):
+            lo = base + pos
+            thing = _PLACE.sub("", item.strip())
+            if thing:
+                out.append((thing, lo, lo + len(item)))
+            pos += len(item) + 2
+    light = rest.split(";")[0]
+    if light.strip() == "dark":
+        lo = base + len(content) + 1 + light.index("dark")
+        out.append((DARK, lo, lo + 4))
+    return out
+
+
+def kept_things(spans: Sequence[tuple[str, int, int]] | None, kept: set[int],
+                share: float = 0.5) -> frozenset[str] | None:
+    """Return the things whose token spans (absolute arrivals) the memory keeps ``share`` of.
+
+    ``spans`` as :func:`thing_spans` gives, with token arrival indices instead of
+    characters; ``kept`` the arrival indices the cache holds.
+    """
+    if spans is None:
+        return None
+    out = set()
+    for thing, lo, hi in spans:
+        n = max(1, hi - lo)
+        if sum(1 for a in range(lo, hi) if a in kept) >= share * n:
+            out.add(thing)
+    return frozenset(out)
 
 
 @dataclass
@@ -262,15 +298,15 @@ def build_log(frames: Iterable[tuple[float, str, frozenset[str] | None]],
     return MemoryLog(spells, latest, len(by_cam), n)
 
 
-def log_for(frames: Mapping[int, tuple[float, str]], seen: Mapping[int, frozenset | None],
-            live: Mapping[int, int], tokens: Mapping[int, int], rows: int) -> MemoryLog:
+def log_for(frames: Mapping[int, tuple[float, str]],
+            spans: Mapping[int, list[tuple[str, int, int]] | None],
+            live: Mapping[int, int], kept: set[int]) -> MemoryLog:
     """Build the log of the frames in memory (``frames`` id -> (stamp, camera)).
 
-    ``seen`` maps a frame id to its things (:func:`frame_things`).
-
-    ``live`` is the cache's entries per source, ``tokens`` each frame's chunk length,
-    ``rows`` layers x KV heads.
+    ``spans`` maps a frame id to its things' token spans (arrival indices, see
+    :func:`thing_spans`), ``live`` the cache's entries per source, ``kept`` the arrival
+    indices the cache holds: a frame with no entry left is forgotten, and of one the
+    memory holds in part only the things whose words it keeps are read.
     """
-    keep: Sequence = [(stamp, cam, seen.get(sid)) for sid, (stamp, cam) in frames.items()
-                      if remembered(live.get(sid, 0), tokens.get(sid, 0), rows)]
-    return build_log(keep)
+    return build_log([(stamp, cam, kept_things(spans.get(sid), kept))
+                      for sid, (stamp, cam) in frames.items() if live.get(sid, 0) > 0])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ros2_infmllm.engine import SessionConfig, build_session
-from ros2_infmllm.engine.timeline import (DARK, about_time, build_log, frame_things, log_for,
-                                          remembered)
+from ros2_infmllm.engine.timeline import (DARK, about_time, build_log, frame_things, kept_things,
+                                          log_for, thing_spans)
 
 T0 = 80000.0      # 22:13:20 of a day
 
@@ -46,17 +46,26 @@ def test_spells_counts_order_and_now():
     assert log.stamps("At 22:13:42.") == [T0 + 22]
 
 
-def test_only_remembered_frames_enter_the_log():
-    """A frame with less than 40 % of its tokens cached is forgotten: its spell is missing."""
+def test_only_what_memory_keeps_enters_the_log():
+    """A frame with no token left is forgotten; of a frame held in part, only the things
+    whose own tokens are at least half kept are read."""
+    line = "[cam c 22:14:40.0] red box on the left, ArUco marker 17 on the right; dark; still."
+    chars = thing_spans(line)
+    assert [line[a:b] for _, a, b in chars] == ["red box on the left",
+                                                "ArUco marker 17 on the right", "dark"]
+    assert thing_spans("[cam c 1] no change.") is None
     frames = {1: (T0 + 1, "c"), 2: (T0 + 2, "c"), 3: (T0 + 30, "c")}
-    seen = {1: frozenset({"red box"}), 2: frozenset(), 3: frozenset({"green box"})}
-    tokens = {1: 10, 2: 10, 3: 10}
-    rows = 4
-    assert remembered(16, 10, rows) and not remembered(15, 10, rows)
-    full = log_for(frames, seen, {1: 40, 2: 40, 3: 40}, tokens, rows)
-    assert [s.thing for s in full.spells] == ["red box", "green box"]
-    evicted = log_for(frames, seen, {1: 15, 2: 40, 3: 40}, tokens, rows)
-    assert [s.thing for s in evicted.spells] == ["green box"]
+    spans = {1: [("red box", 10, 14), ("ArUco marker 17", 14, 20)], 2: [],
+             3: [("green box", 40, 44)]}
+    live = {1: 5, 2: 5, 3: 5}
+    full = log_for(frames, spans, live, set(range(60)))
+    assert [s.thing for s in full.spells] == ["ArUco marker 17", "red box", "green box"]
+    part = log_for(frames, spans, live, set(range(10, 12)) | set(range(40, 44)))
+    assert [s.thing for s in part.spells] == ["red box", "green box"]      # 2 of 4 kept
+    gone = log_for(frames, spans, {1: 0, 2: 5, 3: 5}, set(range(60)))
+    assert [s.thing for s in gone.spells] == ["green box"]
+    assert kept_things(spans[1], set(range(11, 14))) == {"red box"}
+    assert kept_things(None, set()) is None
 
 
 def _frame(i: int) -> np.ndarray:
