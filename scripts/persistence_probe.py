@@ -62,6 +62,7 @@ class Node:
     """The launch runner with the node under it, and a DDS client."""
 
     def __init__(self, domain: int, tmp: Path, snap: str, period: float) -> None:
+        """Start the launcher (snapshots at ``snap`` every ``period`` s) and wait for active."""
         params = dict(PARAMS, **{"memory.snapshot_path": snap,
                                  "memory.snapshot_period": period})
         self.proc = harness.NodeProcess(domain, params, log=tmp / f"launch-{time.time()}.log",
@@ -74,6 +75,7 @@ class Node:
         self.threads: List[threading.Thread] = []
 
     def frames(self) -> list:
+        """Return the stamps of the frames the node's memory holds."""
         return [(s["sec"], s["nanosec"]) for s in self.client.describe()["frame_stamps"]]
 
     def _publish(self) -> None:
@@ -92,6 +94,7 @@ class Node:
                 time.sleep(0.2)
 
     def load(self, questions: bool = True) -> None:
+        """Publish frames at 10 Hz (and ask questions back to back) until :meth:`unload`."""
         self.stop_load.clear()
         targets = [self._publish] + ([self._ask] if questions else [])
         self.threads = [threading.Thread(target=t, daemon=True) for t in targets]
@@ -99,6 +102,7 @@ class Node:
             t.start()
 
     def unload(self) -> None:
+        """Stop the frames and questions of :meth:`load`."""
         self.stop_load.set()
         for t in self.threads:
             t.join(70)
@@ -111,6 +115,7 @@ class Node:
         return time.monotonic() - t0
 
     def close(self) -> None:
+        """Stop the load, the client and the processes."""
         self.unload()
         self.client.close()
         self.proc.stop()
@@ -129,6 +134,7 @@ def restore_all(files: List[Path]) -> List[str]:
 
 
 def part_saves(domain: int, tmp: Path, n: int) -> dict:
+    """Take ``n`` snapshots by every trigger under load; count those that do not restore."""
     snap = str(tmp / "saves" / "memory.safetensors")
     Path(snap).parent.mkdir()
     copies = tmp / "save_copies"
@@ -166,6 +172,7 @@ def part_saves(domain: int, tmp: Path, n: int) -> dict:
 
 
 def part_restarts(domain: int, tmp: Path, n: int) -> dict:
+    """Start ``n`` times, SIGINT in between; count the frames the next start lost."""
     snap = str(tmp / "restarts" / "memory.safetensors")
     Path(snap).parent.mkdir()
     lost, exits, files = [], [], []
@@ -232,6 +239,7 @@ def _mutate(rng: random.Random, state: dict, tensors: dict) -> tuple:
 
 
 def part_fuzz(tmp: Path, n: int, seed: int) -> dict:
+    """Restore ``n`` mutated (re-signed) snapshots and read ``n`` mutated journals."""
     import numpy as np
 
     from ros2_infmllm.engine.persistence import Persistence, journal_path
@@ -304,6 +312,7 @@ def part_fuzz(tmp: Path, n: int, seed: int) -> dict:
 
 
 def part_latency(domain: int, tmp: Path, tokens: int) -> dict:
+    """Time the replies of reset, get_state, deactivate and the exit during a long answer."""
     snap = str(tmp / "latency" / "memory.safetensors")
     Path(snap).parent.mkdir()
     node = Node(domain, tmp, snap, period=0.0)
@@ -352,6 +361,7 @@ def part_latency(domain: int, tmp: Path, tokens: int) -> dict:
 
 
 def main() -> int:
+    """Run the chosen parts and print their figures as JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parts", default="fuzz,saves,restarts,latency")
     ap.add_argument("--saves", type=int, default=200)

@@ -47,18 +47,25 @@ def _thumbnail(image: np.ndarray, width: int = 64) -> np.ndarray | None:
     return cv2.resize(image, (width, h), interpolation=cv2.INTER_AREA)
 
 
-def _things(things: frozenset | None) -> list | None:
-    """Return a frame's things as JSON (sorted list, or None for "unknown")."""
-    return None if things is None else sorted(things)
+def _spans_json(spans: list | None) -> list | None:
+    """Return a frame's thing spans as JSON (``[[thing, lo, hi], ...]`` or None)."""
+    return None if spans is None else [[t, int(lo), int(hi)] for t, lo, hi in spans]
 
 
-def _frozen(things: Any) -> frozenset | None:
-    """Take back :func:`_things` (strings only: a snapshot is data)."""
-    if things is None:
+def _spans_back(spans: Any) -> list[tuple[str, int, int]] | None:
+    """Take back :func:`_spans_json` (strings and arrival indices only: a snapshot is data)."""
+    if spans is None:
         return None
-    if not isinstance(things, list) or not all(isinstance(t, str) for t in things):
-        raise InvalidState("frame things must be a list of strings or null")
-    return frozenset(things)
+    if not isinstance(spans, list) or len(spans) > 4096:
+        raise InvalidState("frame thing spans must be a list or null")
+    out = []
+    for row in spans:
+        if not isinstance(row, list) or len(row) != 3 or not isinstance(row[0], str) \
+                or any(isinstance(x, bool) or not isinstance(x, int) or not 0 <= x < 2 ** 40
+                       for x in row[1:]) or row[1] > row[2]:
+            raise InvalidState(f"frame thing span {row!r:.60} is malformed")
+        out.append((row[0], row[1], row[2]))
+    return out
 
 
 def check_stream_state(state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
@@ -94,18 +101,14 @@ def check_stream_state(state: dict[str, Any], tensors: dict[str, torch.Tensor]) 
             stamp(row[1], f"frame {row[0]} stamp")
         elif not isinstance(row[1], str) or row[0] not in seen:
             raise InvalidState(f"frame text of an unknown frame {row[0]!r:.20}")
-    seen, last = sess.get("frame_seen", []), sess.get("last_seen", [])
-    if not isinstance(seen, list) or not isinstance(last, list) or len(seen) > len(frames) \
-            or len(last) > 4096:
-        raise InvalidState("session frame_seen / last_seen must be short lists")
-    for row in seen + last:
-        if not isinstance(row, list) or len(row) not in (2, 3) or \
-                not isinstance(row[0], (int, str)) or isinstance(row[0], bool):
-            raise InvalidState(f"session frame_seen/last_seen entry {row!r:.60} is malformed")
-        _frozen(row[1])
-        if len(row) == 3 and (isinstance(row[2], bool) or not isinstance(row[2], int)
-                              or not 0 <= row[2] < 2 ** 31):
-            raise InvalidState(f"session frame_seen tokens {row[2]!r:.20} out of range")
+    seen = sess.get("frame_seen", [])
+    if not isinstance(seen, list) or len(seen) > len(frames):
+        raise InvalidState("session frame_seen must be a list of at most one entry a frame")
+    for row in seen:
+        if not isinstance(row, list) or len(row) != 2 or isinstance(row[0], bool) \
+                or not isinstance(row[0], int):
+            raise InvalidState(f"session frame_seen entry {row!r:.60} is malformed")
+        _spans_back(row[1])
     described = state.get("describer")
     if not isinstance(described, list):
         raise InvalidState("describer state missing")
@@ -541,9 +544,8 @@ class StreamingSession:
                 "next_id": self._next_id, "started": self._started,
                 "frames": [[sid, stamp, cam] for sid, (stamp, cam) in self._frame_meta.items()],
                 "frame_text": [[sid, t] for sid, t in self._frame_text.items()],
-                # the memory log's view of each frame and each camera's latest things
-                "frame_seen": [[sid, _things(t), n] for sid, (t, n) in self._frame_seen.items()],
-                "last_seen": [[cam, _things(t)] for cam, t in self._last_seen.items()],
+                # the memory log's view of each frame: the token spans of what it names
+                "frame_seen": [[sid, _spans_json(v)] for sid, v in self._frame_seen.items()],
                 "frames_ingested": self.frames_ingested,
                 "questions_answered": self.questions_answered, "errors": self.errors}
             described = []
@@ -586,9 +588,8 @@ class StreamingSession:
                 self._frame_meta = {int(sid): (float(stamp), str(cam))
                                     for sid, stamp, cam in sess["frames"]}
                 self._frame_text = {int(sid): str(t) for sid, t in sess.get("frame_text", [])}
-                self._frame_seen = {int(sid): (_frozen(t), int(n))
-                                    for sid, t, n in sess.get("frame_seen", [])}
-                self._last_seen = {str(cam): _frozen(t) for cam, t in sess.get("last_seen", [])}
+                self._frame_seen = {int(sid): _spans_back(v)
+                                    for sid, v in sess.get("frame_seen", [])}
                 self._prune_at = max(_PRUNE_FRAMES, 2 * len(self._frame_meta))
                 self.frames_ingested = int(sess["frames_ingested"])
                 self.questions_answered = int(sess["questions_answered"])
