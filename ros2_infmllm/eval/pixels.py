@@ -75,7 +75,7 @@ def run_bag(bag: Path, scene: str, budget: int, frame_rate: float, out: Path,
         timeline = out / f"pixels_{scene}_timeline" if policy == "inf_mllm" else None
         if timeline is not None:
             timeline.mkdir(parents=True, exist_ok=True)
-        run = run_offline(session, bag, questions, topics, frame_rate, max_new_tokens=8,
+        run = run_offline(session, bag, questions, topics, frame_rate, max_new_tokens=16,
                           progress=False, timeline=timeline)
         recs = run["records"]
         far = [r for r in recs if "far" in r.get("tags", [])]

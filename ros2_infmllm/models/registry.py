@@ -48,6 +48,11 @@ MODELS: dict[str, ModelSpec] = {
                   "Qwen2.5-Coder-1.5B-Instruct-Q4_K_M.gguf", 1_117_320_768,
                   "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
         family="qwen2", template_turns=True, summary="Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF"),
+    # frames as visual tokens: EfficientNet-Lite0 cells -> projector trained here (shipped,
+    # checksummed) -> the default LM, both frozen (models/visual_tokens.py, issue 39)
+    "lite0-qwen2.5-0.5b": ModelSpec(QWEN25_05B, "visual_tokens:adapter", family="lite0-qwen2",
+                                    summary="EfficientNet-Lite0 + trained projector + "
+                                            "Qwen2.5-Coder-0.5B-Instruct"),
     # the default until Qwen2.5-0.5B measured better; for machines where 0.5B is too slow
     "smollm2-135m": ModelSpec(SMOLLM2_GGUF, summary="SmolLM2-135M-Instruct GGUF"),
     # seeded random 2-layer Llama + byte tokenizer, for tests and wiring (float32 under auto:

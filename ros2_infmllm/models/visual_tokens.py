@@ -57,7 +57,7 @@ SLOTS = (" left:", " middle:", " right:", " light:")
 TOKEN_INPUT = 2 * FEATURES + len(SLOTS)
 PROJECTOR_FILE = Path(__file__).with_name("weights") / "lite0_qwen2.5_0.5b_projector.safetensors"
 #: sha256 of the shipped projector (written by the training run that produced it)
-PROJECTOR_SHA256 = "1db48179b85fd4a0033556abcd273b6e406743e39f6bb55c492999a5b003b6fa"
+PROJECTOR_SHA256 = "a1cc71f89c109a31027eb23fc95b90656342bb9f5bc1a46a3e7b660897515730"
 
 
 def pooled_features(tower: nn.Module, batch: torch.Tensor) -> torch.Tensor:

@@ -41,7 +41,7 @@ def evaluate(session, n_frames: int, seed: int = 0, progress: bool = True) -> di
         for kind, q, expected in questions(truth, rng):
             if kind == "caption":
                 continue
-            answer = session.ask(q, max_new_tokens=8).text
+            answer = session.ask(q, max_new_tokens=16).text
             ok = correct(answer, expected, kind)
             n, k = table.get(kind, (0, 0))
             table[kind] = (n + 1, k + int(ok))
