@@ -178,7 +178,7 @@ def part_restarts(domain: int, tmp: Path, n: int) -> dict:
     """Start ``n`` times, SIGINT in between; count the frames the next start lost."""
     snap = str(tmp / "restarts" / "memory.safetensors")
     Path(snap).parent.mkdir()
-    lost, exits, files = [], [], []
+    lost, exits, files, held = [], [], [], []
     before: list = []
     for k in range(n):
         node = Node(domain, tmp, snap, period=0.0)
@@ -191,6 +191,7 @@ def part_restarts(domain: int, tmp: Path, n: int) -> dict:
             node.unload()
             time.sleep(1.0)
             before = node.frames()
+            held.append(len(before))
             exits.append(node.sigint())
         finally:
             node.close()
@@ -198,6 +199,7 @@ def part_restarts(domain: int, tmp: Path, n: int) -> dict:
         shutil.copyfile(snap, files[-1])
     bad = restore_all(files)
     return {"restarts": n - 1, "frames_lost": sum(lost), "lost_per_restart": lost,
+            "frames_held_at_exit": held,
             "exit_saves": len(files), "exit_saves_corrupt": len(bad),
             "exit_s_max": round(max(exits), 2)}
 
