@@ -254,6 +254,10 @@ def cmd_make_bag(args) -> int:
     if out.exists() and args.if_missing:
         # a bag written before its scene grew (questions asked after its end) is rewritten
         want = args.duration if args.duration is not None else SCENES[args.scene].duration
+        if not (out / 'metadata.yaml').is_file():
+            print(f'{out} exists and is not a bag (no metadata.yaml); nothing written: '
+                  'choose another --out or remove it', file=sys.stderr)
+            return 2
         have = _bag_seconds(out)
         if have is not None and have >= want - 1.0:
             print(f'{out} exists; nothing to do')

@@ -85,10 +85,19 @@ def test_bench_forwarding(monkeypatch, capsys):
 
 def test_make_bag_if_missing(tmp_path, capsys):
     out = tmp_path / 'bag'
-    out.mkdir()
-    assert main(['make-bag', '--out', str(out), '--if-missing']) == 0
+    assert main(['make-bag', '--out', str(out), '--duration', '2', '--no-second-camera']) == 0
+    assert main(['make-bag', '--out', str(out), '--duration', '2', '--if-missing']) == 0
     assert 'nothing to do' in capsys.readouterr().out
     assert main(['make-bag', '--out', str(out)]) == 2
+
+
+def test_make_bag_if_missing_never_writes_over_a_folder_that_is_not_a_bag(tmp_path, capsys):
+    out = tmp_path / 'notes'
+    out.mkdir()
+    (out / 'mine.txt').write_text('keep me')
+    assert main(['make-bag', '--out', str(out), '--if-missing']) == 2
+    assert 'is not a bag' in capsys.readouterr().err
+    assert (out / 'mine.txt').read_text() == 'keep me'
 
 
 def test_unknown_task_exits():

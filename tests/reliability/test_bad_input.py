@@ -386,7 +386,7 @@ BAD_RUNTIME = [
     ("frame_rate", float("inf")), ("frame_rate", "fast"),
     ("device", "tpu"), ("device", "cuda:x"), ("dtype", "float8"),
     ("memory.policy", "bogus"), ("memory.budget", 0), ("memory.budget", -5),
-    ("memory.budget", 2), ("memory.n_sink", -1), ("memory.n_recent", -1),
+    ("memory.budget", 2), ("memory.n_sink", -1), ("memory.n_recent", -2),
     ("memory.window", 0), ("memory.kernel", 0), ("memory.bias", float("nan")),
     ("memory.novelty", -1.0), ("memory.novelty", float("nan")), ("memory.carry", 1.0),
     ("memory.selection", "random"),
