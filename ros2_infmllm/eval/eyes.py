@@ -191,17 +191,15 @@ def table(rows: dict[str, dict]) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the eyes test and print its table (and each image's line with --verbose)."""
-    from ros2_infmllm.eval.real_imagery import ImageryMissing, install
+    from ros2_infmllm.eval.real_imagery import install_for_cli
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--split", choices=["tune", "heldout", "all"], default="all")
     ap.add_argument("--fast", action="store_true", help="the CI subset only")
     ap.add_argument("--parts", default=",".join(DEFAULT_PARTS))
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
-    try:
-        root = install(log=lambda m: print(m, file=sys.stderr))
-    except ImageryMissing as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    root = install_for_cli()
+    if root is None:
         return 2
     items = load_items()
     if args.fast:

@@ -24,6 +24,17 @@ CAMERA_TOPIC = '/camera/image_raw'
 CAMERA2_TOPIC = '/camera2/image_raw/compressed'
 
 
+def prepare_bag_path(out: Path | str, overwrite: bool) -> Path:
+    """Return ``out`` as a Path free for a new bag (an old one removed only on ``overwrite``)."""
+    out = Path(out)
+    if out.exists():
+        if not overwrite:
+            raise FileExistsError(f'{out} exists; pass overwrite=True / --overwrite')
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def _stamp(typestore, ns: int):
     Time = typestore.types['builtin_interfaces/msg/Time']
     return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
@@ -49,12 +60,7 @@ def write_sample_bag(out: Path | str, duration: Optional[float] = None, rate: fl
                          f'duration={duration})')
     if storage not in ('sqlite3', 'mcap'):
         raise ValueError(f"storage must be 'sqlite3' or 'mcap', got {storage!r}")
-    out = Path(out)
-    if out.exists():
-        if not overwrite:
-            raise FileExistsError(f'{out} exists; pass overwrite=True / --overwrite')
-        shutil.rmtree(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = prepare_bag_path(out, overwrite)
     typestore = get_typestore(Stores.ROS2_KILTED)
     Image = typestore.types['sensor_msgs/msg/Image']
     Compressed = typestore.types['sensor_msgs/msg/CompressedImage']

@@ -13,7 +13,6 @@ Usage: ``python -m ros2_infmllm.eval.real_bag --out data/real_bag [--if-missing]
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from ros2_infmllm.eval.eyes import read_image
-from ros2_infmllm.eval.make_sample_bag import BAG_START_NS, CAMERA_TOPIC
+from ros2_infmllm.eval.make_sample_bag import BAG_START_NS, CAMERA_TOPIC, prepare_bag_path
 
 LABELME = "usr/share/doc/labelme-examples/examples/"
 OPENCV = "usr/share/doc/opencv-doc/examples/"
@@ -128,12 +127,7 @@ def frames(root: Path, width: int = 640, height: int = 480):
 def write_real_bag(out: Path | str, root: Path, width: int = 640, height: int = 480,
                    overwrite: bool = False) -> dict:
     """Write the bag (rosbag2 sqlite3, rgb8 Images on CAMERA_TOPIC at 1 Hz); a summary."""
-    out = Path(out)
-    if out.exists():
-        if not overwrite:
-            raise FileExistsError(f"{out} exists; pass --overwrite")
-        shutil.rmtree(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = prepare_bag_path(out, overwrite)
     typestore = get_typestore(Stores.ROS2_KILTED)
     Image = typestore.types["sensor_msgs/msg/Image"]
     Header = typestore.types["std_msgs/msg/Header"]
@@ -155,7 +149,7 @@ def write_real_bag(out: Path | str, root: Path, width: int = 640, height: int = 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point."""
-    from ros2_infmllm.eval.real_imagery import ImageryMissing, install
+    from ros2_infmllm.eval.real_imagery import install_for_cli
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="data/real_bag")
     ap.add_argument("--width", type=int, default=640)
@@ -167,11 +161,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.if_missing and (Path(args.out) / "metadata.yaml").exists():
         print(f"{args.out} exists")
         return 0
+    root = install_for_cli()
+    if root is None:
+        return 2
     try:
-        root = install(log=lambda m: print(m, file=sys.stderr))
         info = write_real_bag(args.out, root, args.width, args.height,
                               overwrite=args.overwrite or args.if_missing)
-    except (ImageryMissing, FileExistsError) as exc:
+    except FileExistsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {info['path']}: {info['frames']} frames over {info['duration_s']} s")

@@ -97,13 +97,21 @@ def install(log=print) -> Path:
     return find_root()
 
 
-def main() -> int:
-    """Print the imagery root, fetching the packages first when needed and possible."""
+def install_for_cli() -> Path | None:
+    """Return :func:`install`'s root for a command, logging to stderr; None (said why) if none."""
     try:
-        print(install(log=lambda m: print(m, file=sys.stderr)))
+        return install(log=lambda m: print(m, file=sys.stderr))
     except ImageryMissing as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def main() -> int:
+    """Print the imagery root, fetching the packages first when needed and possible."""
+    root = install_for_cli()
+    if root is None:
         return 2
+    print(root)
     return 0
 
 

@@ -35,7 +35,7 @@ def _stats(seconds: list[float]) -> dict[str, float]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the benchmark and print its figures (and a JSON line)."""
     from ros2_infmllm.eval.real_bag import frames
-    from ros2_infmllm.eval.real_imagery import ImageryMissing, install
+    from ros2_infmllm.eval.real_imagery import install_for_cli
     from ros2_infmllm.models.frame_describer import FrameDescriber
     from ros2_infmllm.models.images import downscale
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -43,10 +43,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--ingest", action="store_true",
                     help="also feed the default model's session (loads it: ~30 s)")
     args = ap.parse_args(argv)
-    try:
-        root = install(log=lambda m: print(m, file=sys.stderr))
-    except ImageryMissing as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    root = install_for_cli()
+    if root is None:
         return 2
     clip = []
     for t, rgb in frames(root):
