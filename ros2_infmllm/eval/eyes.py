@@ -105,7 +105,7 @@ def names(obs: Observation) -> list[str]:
     """Return the words an observation names, as compared with labels."""
     if obs.part == "text":
         return [obs.label[len("text '"):-1]]
-    if obs.part == "faces":
+    if obs.part in ("faces", "people"):
         return ["person"]
     if obs.part == "colours":
         return [obs.label.split()[0]]

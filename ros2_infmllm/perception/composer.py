@@ -40,16 +40,18 @@ from .light import LightPart
 from .markers import MarkersPart
 from .motion import MotionPart
 from .objects import ObjectsPart
-from .part import Observation, Part, View
+from .part import Observation, Part, View, group_label
+from .people import PeoplePart
 from .qr import QRPart
 from .text import TextPart
 
 #: every part by its name in ``perception.parts``
 PARTS: dict[str, type[Part]] = {p.name: p for p in (
-    ObjectsPart, FacesPart, TextPart, ColoursPart, MarkersPart, QRPart, LightPart,
-    MotionPart)}
+    ObjectsPart, FacesPart, PeoplePart, TextPart, ColoursPart, MarkersPart, QRPart,
+    LightPart, MotionPart)}
 #: the default ``perception.parts``: every part, content parts in the line's order
-DEFAULT_PARTS = ("colours", "markers", "qr", "objects", "faces", "text", "light", "motion")
+DEFAULT_PARTS = ("colours", "markers", "qr", "objects", "faces", "people", "text", "light",
+                 "motion")
 #: separates a camera's previous SCENE from its labels in :meth:`Composer.get_state`
 _STATE_SEP = "\x1e"
 log = logging.getLogger(__name__)
@@ -80,6 +82,33 @@ def _without_misread_codes(items: list[Observation]) -> list[Observation]:
     codes = [o for o in items if o.part in ("qr", "markers")]
     return [o for o in items if not (o.part == "objects" and any(
         _overlap(o, c) for c in codes))] if codes else items
+
+
+def _inside(face: tuple, body: tuple) -> bool:
+    """Whether the centre of ``face`` lies inside ``body`` (both x, y, w, h)."""
+    cx, cy = face[0] + face[2] / 2, face[1] + face[3] / 2
+    return body[0] <= cx <= body[0] + body[2] and body[1] <= cy <= body[1] + body[3]
+
+
+def _people_once(items: list[Observation]) -> list[Observation]:
+    """Faces and bodies become one ``person`` / ``N people`` item, each person counted once.
+
+    Why: a person near the camera shows both a face and a body, and the face part and the
+    people part would each count them. A face whose centre lies inside a body box belongs
+    to that body; the count is the bodies plus the faces outside every body. The merged
+    item takes the place of the first of the two and the people part's name (precision
+    is counted against it).
+    """
+    faces = next((o for o in items if o.part == "faces"), None)
+    bodies = next((o for o in items if o.part == "people"), None)
+    if faces is None or bodies is None:
+        return items
+    alone = tuple(f for f in faces.members if not any(_inside(f, b) for b in bodies.members))
+    boxes = np.array([(x, y, x + w, y + h) for x, y, w, h in bodies.members + alone])
+    merged = group_label(boxes, max(faces.score, bodies.score), bodies.part)
+    first = next(o for o in items if o is faces or o is bodies)
+    return [merged if o is first else o for o in items if o is first or
+            (o is not faces and o is not bodies)]
 
 
 @dataclass
@@ -155,7 +184,7 @@ class Composer:
                 desc.motion_words = obs[0].label if obs else desc.motion_words
             else:
                 desc.items.extend(obs)
-        desc.items = _without_misread_codes(desc.items)[:self.max_items]
+        desc.items = _without_misread_codes(_people_once(desc.items))[:self.max_items]
         return desc
 
     def compose(self, desc: FrameDescription, camera: str) -> str:

