@@ -3,11 +3,11 @@
 PyPI ``rapidocr-onnxruntime`` 1.4.4 ships PP-OCRv4's text detector and recogniser (and a
 direction classifier, not used here: upright camera text does not need it) as ONNX files
 and runs them with onnxruntime. It declares ``opencv-python``, which would replace our
-``opencv-python-headless`` (the same ``cv2`` module), so it is installed ``--no-deps`` with
-what it really needs (onnxruntime, pyclipper, shapely, six). OCR is the dearest part
-(0.4-0.8 s a frame at full size on two cores), so it reads a copy of at most ``max_side``
-pixels and runs on a schedule: every ``every`` frames, sooner when the picture changed,
-never more often than every ``min_gap`` frames.
+``opencv-contrib-python-headless`` (the same ``cv2`` module), so it is installed
+``--no-deps`` with what it really needs (onnxruntime, pyclipper, shapely, six). OCR is
+the dearest part (0.4-0.8 s a frame at full size on two cores), so it reads a copy of at
+most ``max_side`` pixels and runs on a schedule: every ``every`` frames, sooner when the
+picture changed, never more often than every ``min_gap`` frames.
 """
 
 from __future__ import annotations
@@ -46,8 +46,13 @@ class TextPart(Part):
         Least recognition score of a kept word.
     min_chars : int, default 3
         Fewest letters or digits in a kept word (shorter reads are mostly noise).
-    max_items : int, default 3
+    max_items : int, default 4
         Words kept per frame, the largest first (the line must stay short).
+    max_codes : int, default 2
+        Of those, how many may be taken first because they look like a code (letters and
+        digits together: a number plate ``EBY-584``, a model ``GM 125``). Why: a plate is
+        small beside the maker's name above it, yet it is what tells one vehicle from
+        another; by size alone ``LEYLAND`` was kept and ``EBY-584`` dropped.
     max_side : int, default 640
         Longer side of the copy the detector reads.
     threads : int, default 2
@@ -58,7 +63,8 @@ class TextPart(Part):
 
     min_score: float = 0.85
     min_chars: int = 3
-    max_items: int = 3
+    max_items: int = 4
+    max_codes: int = 2
     max_side: int = 640
     threads: int = 2
     every: int = 6
@@ -77,7 +83,7 @@ class TextPart(Part):
         return [(str(t), float(s), np.asarray(p, np.float32)) for p, t, s in result or []]
 
     def see(self, view: View) -> list[Observation]:
-        """Up to ``max_items`` confident words, largest first."""
+        """Up to ``max_items`` confident words (codes taken first), largest first."""
         rgb = shrink(view.source, self.max_side)
         h, w = rgb.shape[:2]
         found = []
@@ -92,5 +98,15 @@ class TextPart(Part):
                           (float(x0 / w), float(y0 / h), float((x1 - x0) / w),
                            float((y1 - y0) / h))))
         found.sort(key=lambda f: (-f[0], f[1]))
+        codes = [f for f in found if code_like(f[1])][:min(self.max_codes, self.max_items)]
+        kept = codes + [f for f in found if f not in codes][:self.max_items - len(codes)]
+        kept.sort(key=lambda f: (-f[0], f[1]))
         return [Observation(f"text '{text}'", box, score, self.name)
-                for _, text, score, box in found[:self.max_items]]
+                for _, text, score, box in kept]
+
+
+def code_like(text: str) -> bool:
+    """Whether ``text`` mixes letters and digits like a plate or part number (``EBY-584``)."""
+    alnum = [c for c in text if c.isalnum()]
+    return 4 <= len(alnum) <= 12 and any(c.isdigit() for c in alnum) and \
+        any(c.isalpha() for c in alnum)
