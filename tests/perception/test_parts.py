@@ -124,3 +124,21 @@ def test_missing_model_error_says_what_to_install():
         import unittest.mock as mock
         with mock.patch.object(importlib.util, "find_spec", return_value=None):
             faces.weights_dir()
+
+
+def test_text_part_keeps_a_small_plate_beside_larger_words():
+    """By size alone the plate under a maker's name was dropped (the real bag's bus)."""
+    if importlib.util.find_spec("rapidocr_onnxruntime") is None:
+        pytest.skip("rapidocr-onnxruntime not installed (./setup.sh installs it)")
+    import cv2
+    from ros2_infmllm.perception.text import TextPart, code_like
+    assert code_like("EBY-584") and not code_like("LEYLAND") and not code_like("2676")
+    img = np.full((480, 640, 3), 235, np.uint8)
+    for k, word in enumerate(("LEYLAND", "MOTORS", "LONDON", "TRANSPORT")):
+        cv2.putText(img, word, (20, 80 + 95 * k), cv2.FONT_HERSHEY_SIMPLEX, 2.4,
+                    (20, 20, 20), 6)
+    cv2.putText(img, "EBY-584", (450, 460), cv2.FONT_HERSHEY_SIMPLEX, 0.9, (20, 20, 20), 2)
+    part = TextPart()
+    assert part.ready(), part.missing
+    labels = [o.label for o in part.see(View(img))]
+    assert len(labels) == 4 and "text 'EBY-584'" in labels, labels
