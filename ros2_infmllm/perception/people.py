@@ -59,6 +59,9 @@ class PeoplePart(Part):
         Run at least every 4th frame of a camera (sooner on a changed picture).
     min_gap : int, default 2
         Fewest frames between two runs.
+    phase : int, default 1
+        Runs on odd frames (3, 7, 11 ...), the object part on even ones, so that the two
+        dearest parts do not add up in one frame.
     """
 
     side: int = 960
@@ -68,6 +71,7 @@ class PeoplePart(Part):
     threads: int = 1
     every: int = 4
     min_gap: int = 2
+    phase: int = 1
 
     name: ClassVar[str] = "people"
 

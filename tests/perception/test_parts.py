@@ -48,6 +48,20 @@ def test_schedule_runs_every_nth_frame_and_sooner_on_change():
     assert part.calls == 5 and part.costs()["runs"] == 5
 
 
+def test_phase_moves_a_part_off_the_frames_of_another():
+    still = View(np.full((48, 64, 3), 100, np.uint8), "cam")
+    early, plain = Counting(every=4, phase=1), Counting(every=2)
+    ran = []
+    for frame in range(12):
+        before = (early.calls, plain.calls)
+        early.observe(still), plain.observe(still)
+        ran.append((early.calls > before[0], plain.calls > before[1]))
+    assert [f for f, (e, _) in enumerate(ran) if e] == [0, 3, 7, 11]
+    assert not any(e and p for e, p in ran[1:])         # never on the same frame again
+    with pytest.raises(ValueError, match="phase"):
+        Counting(every=2, phase=2)
+
+
 def test_a_missing_model_is_reported_not_silent(monkeypatch, caplog):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     faces._networks.cache_clear()
