@@ -28,7 +28,7 @@ from ..models.base import Chunk, ModelAdapter
 from .evidence import rank_evidence
 from .generation import TokenReader, answer_timings, decode_greedy
 from .status import DecodeStatus, FrameInMemory, MemoryStatus, SessionStatus
-from .timeline import MemoryLog, about_time, log_for, thing_spans
+from .timeline import MemoryLog, about_time, landmarks, log_for, thing_spans
 
 _LOG = logging.getLogger(__name__)
 _LOGGED: set = set()    # (model, reason) pairs already logged: the eager fallback says why once
@@ -290,6 +290,7 @@ class StreamingSession:
             self._thumbs[sid] = _thumbnail(image)
             self._frame_text[sid] = chunk.text
             self._frame_seen[sid] = self._spans(chunk.text)
+            self._set_landmarks()
             self._run(chunk, logits=False)
             self.cache.compact()
             self.frames_ingested += 1
@@ -353,6 +354,18 @@ class StreamingSession:
         def at(c: int) -> int:
             return start + (self.adapter.encode(text[:c], literal=True).shape[1] if c else 0)
         return [(thing, at(lo), at(hi)) for thing, lo, hi in spans]
+
+    def _set_landmarks(self) -> None:
+        """Tell the cache which tokens time questions need (first sightings, departures).
+
+        Recomputed from every frame line still known (a few hundred), so a restored
+        session gets the same landmarks; a policy without a ``landmarks`` share skips it.
+        """
+        if not self.cache.policy.landmark_tokens:
+            return
+        frames = [(self._frame_meta[sid][1], self._frame_seen.get(sid))
+                  for sid in sorted(self._frame_meta)]
+        self.cache.set_landmarks([r for r in landmarks(frames) if r[1] > r[0]])
 
     def _memory_log(self) -> MemoryLog | None:
         """Build the log of what memory keeps (None when no frame line has words to read)."""
@@ -591,6 +604,7 @@ class StreamingSession:
                 self._frame_seen = {int(sid): _spans_back(v)
                                     for sid, v in sess.get("frame_seen", [])}
                 self._prune_at = max(_PRUNE_FRAMES, 2 * len(self._frame_meta))
+                self._set_landmarks()
                 self.frames_ingested = int(sess["frames_ingested"])
                 self.questions_answered = int(sess["questions_answered"])
                 self.errors = int(sess["errors"])

@@ -82,12 +82,22 @@ def frame_things(line: str) -> frozenset[str] | None:
     return frozenset(things)
 
 
+#: prefix of a span that says a thing is NOT in view (``gone: X`` events, a lit frame)
+NOT = "-"
+#: the thing ``nothing in view`` names as absent: every thing
+EVERYTHING = "*"
+_GONE = re.compile(r" gone: ([^.]*)\.")
+
+
 def thing_spans(line: str) -> list[tuple[str, int, int]] | None:
     """Return each thing of a frame line with its character span ``[lo, hi)`` in ``line``.
 
     None where :func:`frame_things` gives None. Why spans: the memory may keep what a frame
     says about one thing and drop the rest (the tag, the light); a thing is remembered
-    where its own words are (:func:`kept_things`).
+    where its own words are (:func:`kept_things`). Spans whose thing starts with
+    :data:`NOT` say what the frame shows is absent: each label of a ``gone:`` event, the
+    light words of a frame that is not dark (``-dark (lights out)``), ``nothing in view``
+    (``-*``). They let a frame the memory keeps only in part still end a spell.
     """
     if frame_things(line) is None:
         return None
@@ -104,28 +114,89 @@ def thing_spans(line: str) -> list[tuple[str, int, int]] | None:
             if thing:
                 out.append((thing, lo, lo + len(item)))
             pos += len(item) + 2
+    else:
+        lo = base + body.index("nothing in view")
+        out.append((NOT + EVERYTHING, lo, lo + len("nothing in view")))
     light = rest.split(";")[0]
+    lo = base + len(content) + 1 + (len(light) - len(light.lstrip()))
     if light.strip() == "dark":
-        lo = base + len(content) + 1 + light.index("dark")
         out.append((DARK, lo, lo + 4))
+    elif light.strip():
+        out.append((NOT + DARK, lo, lo + len(light.strip())))
+    gone = _GONE.search(line)
+    if gone:
+        at = gone.start(1)
+        for label in gone.group(1).split(", "):
+            out.append((NOT + label, at, at + len(label)))
+            at += len(label) + 2
     return out
 
 
+@dataclass(frozen=True)
+class Seen:
+    """What one remembered frame tells: things in view, and things known absent.
+
+    ``whole``: all of its words are kept, so a thing it does not name is not in view.
+    """
+
+    present: frozenset[str]
+    absent: frozenset[str] = frozenset()
+    whole: bool = True
+
+
 def kept_things(spans: Sequence[tuple[str, int, int]] | None, kept: set[int],
-                share: float = 0.5) -> frozenset[str] | None:
-    """Return the things whose token spans (absolute arrivals) the memory keeps ``share`` of.
+                share: float = 0.5) -> Seen | None:
+    """Return what a frame tells through the spans (absolute arrivals) the memory keeps.
 
     ``spans`` as :func:`thing_spans` gives, with token arrival indices instead of
-    characters; ``kept`` the arrival indices the cache holds.
+    characters; ``kept`` the arrival indices the cache holds. A span counts when at least
+    ``share`` of its tokens are kept; the frame is whole when every span counts.
     """
     if spans is None:
         return None
-    out = set()
+    present, absent = set(), set()
+    whole = True
     for thing, lo, hi in spans:
         n = max(1, hi - lo)
         if sum(1 for a in range(lo, hi) if a in kept) >= share * n:
-            out.add(thing)
-    return frozenset(out)
+            (absent if thing.startswith(NOT) else present).add(thing.removeprefix(NOT))
+        else:
+            whole = False
+    return Seen(frozenset(present), frozenset(absent), whole)
+
+
+def landmarks(frames: Iterable[tuple[str, list[tuple[str, int, int]] | None]]
+              ) -> list[tuple[int, int, int]]:
+    """Return the token ranges a time question needs kept, ``(lo, hi, rank)``.
+
+    ``frames``: ``(camera, spans)`` in arrival order, spans as :func:`thing_spans` gives
+    with arrival indices (None: ``no change.``). Rank 0: the words of a thing's first
+    sighting; 1: where it came again, and the ``gone:`` (or lit) words where it left;
+    2: its last mention before it left. With those kept, the memory log
+    (:func:`build_log`) still counts, orders and dates every spell after the frames in
+    between were evicted.
+    """
+    out: list[tuple[int, int, int]] = []
+    ever: set[str] = set()
+    prev: dict[str, dict[str, tuple[int, int]]] = {}
+    for cam, spans in frames:
+        if spans is None:
+            continue
+        now = {t: (lo, hi) for t, lo, hi in spans if not t.startswith(NOT)}
+        neg = {t.removeprefix(NOT): (lo, hi) for t, lo, hi in spans if t.startswith(NOT)}
+        before = prev.get(cam, {})
+        for thing, (lo, hi) in now.items():
+            if thing not in before:
+                out.append((lo, hi, 0 if thing not in ever else 1))
+                ever.add(thing)
+        for thing, (lo, hi) in before.items():
+            if thing not in now:
+                out.append((lo, hi, 2))
+                mark = neg.get(thing) or neg.get(EVERYTHING)
+                if mark:
+                    out.append((mark[0], mark[1], 1))
+        prev[cam] = now
+    return out
 
 
 @dataclass
@@ -256,18 +327,22 @@ def _kind(thing: str) -> str:
     return last + ("es" if last.endswith(("x", "s", "ch")) else "s")
 
 
-def build_log(frames: Iterable[tuple[float, str, frozenset[str] | None]],
+def build_log(frames: Iterable[tuple[float, str, Seen | frozenset[str] | None]],
               merge_s: float = MERGE_S) -> MemoryLog:
-    """Build the log from remembered frames ``(stamp, camera, things)`` in any order.
+    """Build the log from remembered frames ``(stamp, camera, seen)`` in any order.
 
-    ``things`` None (a ``no change.`` frame whose previous frame is unknown) is skipped.
-    Consecutive remembered frames are read as adjacent: what happened between them while
-    they were evicted is not known, so a thing seen in both is one spell.
+    ``seen`` a :class:`Seen`, or the set of things of a whole frame; None (a ``no change.``
+    frame whose previous frame is unknown) is skipped. Consecutive remembered frames are
+    read as adjacent: what happened between them while they were evicted is not known, so
+    a thing seen in both is one spell, unless one between says it is absent (a whole frame
+    without it, or a kept ``gone:`` word).
     """
     by_cam: dict[str, list] = {}
-    for stamp, cam, things in frames:
-        if things is not None:
-            by_cam.setdefault(cam, []).append((float(stamp), things))
+    for stamp, cam, seen in frames:
+        if seen is not None:
+            if not isinstance(seen, Seen):
+                seen = Seen(frozenset(seen))
+            by_cam.setdefault(cam, []).append((float(stamp), seen))
     spells: list[Spell] = []
     latest = None
     n = sum(len(seq) for seq in by_cam.values())
@@ -275,9 +350,12 @@ def build_log(frames: Iterable[tuple[float, str, frozenset[str] | None]],
         seq.sort(key=lambda f: f[0])
         open_: dict[str, Spell] = {}
         closed: dict[str, Spell] = {}
-        for stamp, things in seq:
+        for stamp, seen in seq:
+            things = seen.present
             for thing in list(open_):
-                if thing not in things:
+                if thing in things:
+                    continue
+                if seen.whole or thing in seen.absent or EVERYTHING in seen.absent:
                     spell = open_.pop(thing)
                     spell.end = stamp
                     closed[thing] = spell

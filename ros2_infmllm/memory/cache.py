@@ -48,7 +48,7 @@ size 1 only (one stream per cache).
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from transformers.cache_utils import Cache
@@ -148,6 +148,7 @@ class BoundedCache(Cache):
         self.evidence.values = None
         self.evidence.sources = len(self.source_ids)
         self._held: dict | None = None                 # hold(): the state rewind() restores
+        self._landmarks: list[tuple[int, int, int]] = []   # (lo, hi, rank), best first
 
     @property
     def holding(self) -> bool:
@@ -457,6 +458,48 @@ class BoundedCache(Cache):
         return {self.source_ids[i]: int(v) for i, v in enumerate(counts)
                 if v > 0 and self.source_ids[i] is not None}
 
+    def set_landmarks(self, ranges: Sequence[tuple[int, int, int]]) -> None:
+        """Replace the landmarks: arrival ranges ``[lo, hi)`` with a rank (0 = most wanted).
+
+        A policy with a ``landmarks`` share keeps their tokens: ranges are taken best rank
+        first, the newest first within a rank, while their tokens fit
+        :attr:`~.policies.base.Policy.landmark_tokens`; the rest compete by score like any
+        token. Arrival indices are those of the cache's metadata (``kept_tokens``); a range
+        already evicted costs nothing but its share. Policies without the parameter ignore
+        landmarks. The caller (the engine, which knows what a chunk says) decides which
+        tokens matter; this layer only keeps them.
+        """
+        out = []
+        for row in ranges:
+            lo, hi, rank = (int(v) for v in row)
+            if lo < 0 or hi <= lo or rank < 0:
+                raise ValueError(f"landmark {row!r}: need 0 <= lo < hi and rank >= 0")
+            out.append((lo, hi, rank))
+        self._landmarks = sorted(out, key=lambda r: (r[2], -r[0]))
+
+    def landmark_ranges(self) -> list[tuple[int, int]]:
+        """Return the landmark ranges the policy keeps now (merged, ascending; [] when none)."""
+        room = self.policy.landmark_tokens
+        chosen = []
+        for lo, hi, _ in self._landmarks:
+            if hi - lo <= room:
+                chosen.append((lo, hi))
+                room -= hi - lo
+        merged: list[tuple[int, int]] = []
+        for lo, hi in sorted(chosen):
+            if merged and lo <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
+            else:
+                merged.append((lo, hi))
+        return merged
+
+    def _landmark_bounds(self, device: torch.device) -> torch.Tensor | None:
+        """Return the kept landmark ranges as flat sorted bounds ``[lo0, hi0, ...]`` (or None)."""
+        merged = self.landmark_ranges()
+        if not merged:
+            return None
+        return torch.tensor([v for r in merged for v in r], dtype=torch.int64, device=device)
+
     # ---- whole-cache operations ----------------------------------------------------------
     def mark(self) -> None:
         """Remember the state before a forward, so :meth:`rollback` can undo its appends."""
@@ -562,7 +605,7 @@ class BoundedCache(Cache):
                 layer.flush()
         result = compaction.compact(buffers, self.policy, self.rope, self.pos_rows,
                                     first.length, first.arrived, first.scored_len,
-                                    self._scratch)
+                                    self._scratch, self._landmark_bounds(buffers.meta.device))
         for i, layer in enumerate(layers):
             layer.compacted(result, i)
 
@@ -641,6 +684,8 @@ class BoundedCache(Cache):
             "bytes_allocated": self.nbytes(),
             "kv_bytes_allocated": self.kv_nbytes(),
             "next_position": self.layers[0].next_pos if self.layers else 0,
+            "landmarks": {"given": len(self._landmarks),
+                          "kept_tokens": sum(hi - lo for lo, hi in self.landmark_ranges())},
             "sources": {str(sid): {"stamp": m[0], "kind": m[1],
                                    "tokens_in_memory": in_memory.get(sid, 0)}
                         for sid, m in self.source_meta.items()},

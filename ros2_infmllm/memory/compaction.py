@@ -93,14 +93,16 @@ def scored_after_compaction(policy: Policy, scored: int, unscored: int,
 
 
 def compact(buffers: Buffers, policy: Policy, rope: RopeSpec | None, rows: int, length: int,
-            arrived: int, scored_len: int, scratch: Scratch) -> Compacted:
+            arrived: int, scored_len: int, scratch: Scratch,
+            landmarks: torch.Tensor | None = None) -> Compacted:
     """Keep ``policy.capacity`` of the first ``length`` tokens of every layer of ``buffers``.
 
     Every layer holds ``length`` tokens, has seen ``arrived`` and has valid scores for the
     first ``scored_len`` (the newest ones since are forced kept); their metadata must be
-    written (no pending segments). The kept tokens move to the front of the same buffers;
-    with re-positioning their positions are re-packed and their keys re-rotated by the
-    position change.
+    written (no pending segments). ``landmarks``: flat sorted arrival bounds ``[lo0, hi0,
+    lo1, ...]`` of ranges whose tokens the policy keeps (``Policy.landmark_tokens``). The
+    kept tokens move to the front of the same buffers; with re-positioning their positions
+    are re-packed and their keys re-rotated by the position change.
     """
     n = length
     n_layers, h = buffers.keys.shape[0], buffers.keys.shape[1]
@@ -116,7 +118,12 @@ def compact(buffers: Buffers, policy: Policy, rope: RopeSpec | None, rows: int, 
         scores = buffers.scores[:, :, :n].reshape(n_layers * h, n)
     values = buffers.values[:, :, :n].reshape(n_layers * h, n, v_dim) \
         if policy.needs_values else None
-    inp = SelectionInput(scores=scores, age=age, length=n, values=values)
+    marks = None
+    if landmarks is not None and policy.landmark_tokens:
+        arrival = meta[:, rows].reshape(n_layers * h, n).contiguous()
+        inside = torch.searchsorted(landmarks.to(arrival.dtype), arrival, right=True)
+        marks = inside % 2 == 1                         # odd: between some lo and its hi
+    inp = SelectionInput(scores=scores, age=age, length=n, values=values, landmarks=marks)
     idx = policy.select(inp, min_recent=unscored)
     k = idx.shape[-1]
     idx = idx.view(n_layers, h, k)

@@ -67,11 +67,12 @@ def novelty(values: torch.Tensor, n_sink: int, n_recent: int,
 
 
 def top_k_per_head(priority: torch.Tensor, n_keep: int, n_sink: int = 0,
-                   n_recent: int = 0) -> torch.Tensor:
+                   n_recent: int = 0, forced: torch.Tensor | None = None) -> torch.Tensor:
     """Return the indices ``[H, n_keep]`` (ascending per head) of the tokens to keep.
 
-    The first ``n_sink`` and the last ``n_recent`` tokens always win; the remaining
-    slots go to the highest ``priority`` entries of each head independently.
+    The first ``n_sink`` and the last ``n_recent`` tokens always win; then the tokens
+    ``forced`` marks (``[H, T]`` or ``[1, T]`` bool: landmarks), as many as fit; the
+    remaining slots go to the highest ``priority`` entries of each head independently.
     """
     n_heads, length = priority.shape
     if n_keep >= length:
@@ -83,12 +84,15 @@ def top_k_per_head(priority: torch.Tensor, n_keep: int, n_sink: int = 0,
         pri[:, :min(n_sink, length)] = float("inf")
     if n_recent > 0:
         pri[:, max(length - n_recent, 0):] = float("inf")
+    if forced is not None:      # below the sinks and the recent tokens, above any score
+        pri.masked_fill_(forced.expand_as(pri) & (pri < float("inf")),
+                         torch.finfo(torch.float32).max)
     idx = torch.topk(pri, n_keep, dim=-1, sorted=False).indices
     return torch.sort(idx, dim=-1).values
 
 
 def shared_top_k(priority: torch.Tensor, n_keep: int, n_sink: int = 0,
-                 n_recent: int = 0) -> torch.Tensor:
+                 n_recent: int = 0, forced: torch.Tensor | None = None) -> torch.Tensor:
     """Like :func:`top_k_per_head`, but every row keeps the same tokens.
 
     Each row (a KV head of a layer) is normalised to sum 1, so every head has an equal
@@ -99,5 +103,7 @@ def shared_top_k(priority: torch.Tensor, n_keep: int, n_sink: int = 0,
     rows = priority.shape[0]
     pri = torch.nan_to_num(priority.float(), nan=0.0).clamp(min=0.0)
     pri = pri / pri.sum(dim=-1, keepdim=True).clamp(min=1e-30)
-    idx = top_k_per_head(pri.mean(dim=0, keepdim=True), n_keep, n_sink, n_recent)
+    if forced is not None:
+        forced = forced.any(dim=0, keepdim=True)
+    idx = top_k_per_head(pri.mean(dim=0, keepdim=True), n_keep, n_sink, n_recent, forced)
     return idx.expand(rows, -1).contiguous()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from ros2_infmllm.engine import SessionConfig, build_session
-from ros2_infmllm.engine.timeline import (DARK, about_time, build_log, frame_things, kept_things,
-                                          log_for, thing_spans)
+from ros2_infmllm.engine.timeline import (DARK, EVERYTHING, NOT, Seen, about_time, build_log,
+                                          frame_things, kept_things, landmarks, log_for,
+                                          thing_spans)
 
 T0 = 80000.0      # 22:13:20 of a day
 
@@ -53,6 +54,7 @@ def test_only_what_memory_keeps_enters_the_log():
     chars = thing_spans(line)
     assert [line[a:b] for _, a, b in chars] == ["red box on the left",
                                                 "ArUco marker 17 on the right", "dark"]
+    assert [t for t, _, _ in chars] == ["red box", "ArUco marker 17", DARK]
     assert thing_spans("[cam c 1] no change.") is None
     frames = {1: (T0 + 1, "c"), 2: (T0 + 2, "c"), 3: (T0 + 30, "c")}
     spans = {1: [("red box", 10, 14), ("ArUco marker 17", 14, 20)], 2: [],
@@ -64,8 +66,46 @@ def test_only_what_memory_keeps_enters_the_log():
     assert [s.thing for s in part.spells] == ["red box", "green box"]      # 2 of 4 kept
     gone = log_for(frames, spans, {1: 0, 2: 5, 3: 5}, set(range(60)))
     assert [s.thing for s in gone.spells] == ["green box"]
-    assert kept_things(spans[1], set(range(11, 14))) == {"red box"}
+    assert kept_things(spans[1], set(range(11, 14))) == Seen(frozenset({"red box"}),
+                                                             whole=False)
     assert kept_things(None, set()) is None
+
+
+def test_a_frame_kept_in_part_ends_only_the_spells_it_says_ended():
+    """The memory keeps a frame's words about one thing (a landmark): the things it no
+    longer holds words for are unknown there, not gone; a kept ``gone:`` word, a kept
+    light word or ``nothing in view`` does end a spell."""
+    line = ("[cam c 22:14:40.0] red box on the left; normal light; still. "
+            "gone: blue box, QR code 'A'.")
+    chars = thing_spans(line)
+    assert [(t, line[a:b]) for t, a, b in chars] == [
+        ("red box", "red box on the left"), (NOT + DARK, "normal light"),
+        (NOT + "blue box", "blue box"), (NOT + "QR code 'A'", "QR code 'A'")]
+    empty = "[cam c 1] nothing in view; dark; still."
+    assert [(t, empty[a:b]) for t, a, b in thing_spans(empty)] == [
+        (NOT + EVERYTHING, "nothing in view"), (DARK, "dark")]
+    blue, green = frozenset({"blue box"}), frozenset({"green box"})
+    seq = [(0, Seen(blue | green)),
+           (10, Seen(frozenset(), whole=False)),                  # only its tag is kept
+           (20, Seen(frozenset(), frozenset({"blue box"}), whole=False)),
+           (30, Seen(blue, whole=False)),
+           (40, Seen(frozenset(), frozenset({EVERYTHING}), whole=False))]
+    log = build_log([(T0 + t, "c", s) for t, s in seq])
+    assert [(s.thing, s.start - T0, s.end - T0) for s in log.spells] == [
+        ("blue box", 0, 20), ("green box", 0, 40), ("blue box", 30, 40)]
+
+
+def test_landmarks_rank_first_sightings_then_returns_and_departures():
+    """First sighting rank 0; a return and the gone words rank 1; the last mention rank 2;
+    ``no change.`` frames say nothing new."""
+    frames = [("c", [("red box", 0, 3), (NOT + DARK, 3, 5)]),
+              ("c", None),
+              ("c", [("red box", 10, 13), ("blue box", 13, 16)]),
+              ("c", [("blue box", 20, 23), (NOT + "red box", 23, 25)]),
+              ("c", [("red box", 30, 33), (NOT + "blue box", 33, 35)]),
+              ("d", [("red box", 40, 43)])]                     # another camera's own first
+    assert landmarks(frames) == [(0, 3, 0), (13, 16, 0), (10, 13, 2), (23, 25, 1),
+                                 (30, 33, 1), (20, 23, 2), (33, 35, 1), (40, 43, 1)]
 
 
 def _frame(i: int) -> np.ndarray:

@@ -685,3 +685,21 @@ def test_tiny_decode_tally_equals_scoring_every_step(models, policy):
     assert tallies[0].keys() == tallies[1].keys()
     for sid in tallies[1]:
         assert tallies[0][sid] == pytest.approx(tallies[1][sid], rel=1e-4, abs=1e-5)
+
+
+def test_landmarks_are_taken_by_rank_then_newest_within_the_policy_share():
+    """budget 40, share 0.25: 10 landmark tokens; rank 0 first, newest first in a rank."""
+    policy = make_policy("inf_mllm", budget=40, n_sink=2, n_recent=8, landmarks=0.25)
+    cache = BoundedCache(policy, tiny_config("llama"))
+    cache.set_landmarks([(0, 4, 1), (10, 14, 0), (20, 24, 1), (30, 33, 2), (40, 42, 0)])
+    assert policy.landmark_tokens == 10
+    # rank 0: 40-42 (newest) then 10-14; rank 1: 20-24 fits; 0-4 and 30-33 do not
+    assert cache.landmark_ranges() == [(10, 14), (20, 24), (40, 42)]
+    assert cache.describe()["landmarks"] == {"given": 5, "kept_tokens": 10}
+    with pytest.raises(ValueError, match="lo < hi"):
+        cache.set_landmarks([(5, 5, 0)])
+    cache.reset()
+    assert cache.landmark_ranges() == []
+    # the share is what the sinks and the recent tokens leave at most
+    assert make_policy("inf_mllm", budget=40, n_sink=2, n_recent=30,
+                       landmarks=0.5).landmark_tokens == 8

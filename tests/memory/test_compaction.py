@@ -97,3 +97,23 @@ def test_prefill_decode_and_graph_step_all_run_the_one_compaction(llama, monkeyp
     assert runs == 2 * per_run and all(layer.pending for layer in cache.layers)
     assert compact_if_all_pending(cache)            # the graph runner's pre-step compaction
     assert runs == 3 * per_run
+
+
+@pytest.mark.parametrize("name,params,kept", [
+    ("inf_mllm", dict(budget=10, n_sink=2, n_recent=3, window=2, kernel=1, bias=0.0,
+                      novelty=0.0, landmarks=0.2), True),
+    ("inf_mllm", dict(budget=10, n_sink=2, n_recent=3, window=2, kernel=1, bias=0.0,
+                      novelty=0.0, landmarks=0.0), False),
+    ("streaming_llm", dict(budget=10, n_sink=2), False),     # no landmarks parameter
+])
+def test_landmark_tokens_survive_compaction_where_the_policy_takes_them(name, params, kept):
+    """Tokens 4-5 score lowest of all; as landmarks an inf_mllm with a share keeps them."""
+    policy = make_policy(name, **params)
+    n = 20
+    buf = _filled(1, n, seed=3)
+    buf.scores[:, :, 4:6] = 0.0
+    bounds = torch.tensor([4, 6])
+    rope = RopeSpec.from_config(LlamaConfig(hidden_size=2 * DIM, num_attention_heads=2))
+    compaction.compact(buf, policy, rope, ROWS, n, n, n, compaction.Scratch(), bounds)
+    arrivals = set(buf.meta[0, ROWS, 0, :10].tolist())
+    assert ({4, 5} <= arrivals) == kept

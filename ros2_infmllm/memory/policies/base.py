@@ -33,12 +33,17 @@ class SelectionInput:
     values : torch.Tensor or None
         ``[H_kv, T, D]`` value vectors of the cached tokens, for policies whose
         :attr:`Policy.needs_values` is true (novelty against the recent window); else None.
+    landmarks : torch.Tensor or None
+        ``[H_kv, T]`` bool: the tokens of the landmarks the cache was given
+        (:meth:`~ros2_infmllm.memory.cache.BoundedCache.set_landmarks`) that fit the
+        policy's ``landmarks`` share, forced kept; None when there are none.
     """
 
     scores: torch.Tensor | None
     age: torch.Tensor
     length: int
     values: torch.Tensor | None = None
+    landmarks: torch.Tensor | None = None
 
 
 @dataclass
@@ -124,6 +129,19 @@ class Policy:
         return min(1.0, scored_tokens / float(self.capacity))
 
     @property
+    def landmark_tokens(self) -> int:
+        """Most landmark tokens kept per compaction: the ``landmarks`` share of the budget.
+
+        At most what the sinks and the recent tokens leave; 0 for a policy without a
+        ``landmarks`` parameter (it ignores landmarks).
+        """
+        share = float(getattr(self, "landmarks", 0.0))
+        if share <= 0 or not self.capacity:
+            return 0
+        n_sink, n_recent = self.forced()
+        return max(0, min(int(share * self.capacity), self.capacity - n_sink - n_recent))
+
+    @property
     def needs_values(self) -> bool:
         """Whether :meth:`priority` reads the cached value vectors (``SelectionInput.values``)."""
         return float(getattr(self, "novelty", 0.0)) > 0.0
@@ -161,12 +179,14 @@ class Policy:
 
         Rows are KV heads (of one layer, or of every layer when the cache compacts them
         together). ``min_recent`` newest tokens are kept too (tokens no scores have judged
-        yet), at most ``budget - n_sink``. With ``selection == "shared"`` every row keeps
-        the same tokens, chosen by the mean of the rows' normalised priorities.
+        yet), at most ``budget - n_sink``, and so are ``inp.landmarks`` (the cache gives
+        at most :attr:`landmark_tokens` of them). With ``selection == "shared"`` every row
+        keeps the same tokens, chosen by the mean of the rows' normalised priorities.
         """
         n_sink, n_recent = self.forced()
         n_recent = max(n_recent, min(int(min_recent), self.capacity - n_sink))
         priority = self.priority(inp)
+        marks = inp.landmarks if self.landmark_tokens else None
         if getattr(self, "selection", "per_head") == "shared":
-            return shared_top_k(priority, self.capacity, n_sink, n_recent)
-        return top_k_per_head(priority, self.capacity, n_sink, n_recent)
+            return shared_top_k(priority, self.capacity, n_sink, n_recent, marks)
+        return top_k_per_head(priority, self.capacity, n_sink, n_recent, marks)

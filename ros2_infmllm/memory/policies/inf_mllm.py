@@ -56,6 +56,13 @@ class InfMLLMPolicy(Policy):
         ``per_head``: every KV head of every layer keeps its own best tokens (equal
         counts). ``shared``: one token set for all layers and heads, ranked by the mean of
         their normalised priorities, so a kept token is whole (every layer can use it).
+    landmarks : float
+        Share of the budget that the caller's landmarks may hold, forced kept (best rank
+        first; :meth:`~ros2_infmllm.memory.cache.BoundedCache.set_landmarks`). Why: the
+        window's attention follows what the scene shows now, and the biased score lets the
+        old frames go in order of age, so the first sighting of a thing, or the frame where
+        it left, is evicted like any old frame; "what came first", "how many times" and
+        "when did it leave" need exactly those few tokens. 0 ignores landmarks.
     """
 
     budget: int = BUDGET(1024)
@@ -71,6 +78,8 @@ class InfMLLMPolicy(Policy):
                           "yield", lo=0.0, hi=16.0)
     selection: str = knob("shared", "shared (one token set for all layers and heads) | "
                           "per_head", choices=SELECTIONS)
+    landmarks: float = knob(0.2, "share of the budget for the landmark tokens (first "
+                            "sightings, arrivals, departures), forced kept", lo=0.0, hi=0.5)
 
     name: ClassVar[str] = "inf_mllm"
     recent: ClassVar[int] = 256
