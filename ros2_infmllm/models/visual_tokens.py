@@ -51,13 +51,21 @@ FEATURES = sum(STAGE_CHANNELS.values()) + HEAD_CHANNELS + PIXEL_STATS
 TOWER_SIDE = 224
 #: cells the feature maps are pooled to: rows x columns
 ROWS, COLS = 4, 3
-#: the words before each visual token of a frame: the columns, then the whole frame
-SLOTS = (" left:", " middle:", " right:", " light:")
+#: the visual tokens of a frame: the count, the columns, the light
+SLOTS = ("count", "left", "middle", "right", "light")
+#: the words around them, as the frame describer writes a frame: ``TEXT[i]`` comes before
+#: token ``i`` and ``TEXT[-1]`` after the last, so confident tokens read like
+#: "two boxes: red on the left, nothing in the middle, green on the right; dim light"
+TEXT = ("", " boxes:", " on the left,", " in the middle,", " on the right;", " light")
+#: the cells each slot's token reads: a column of the grid, or the whole frame (None)
+SLOT_COLUMNS = (None, 0, 1, 2, None)
+#: the slot whose token says how many boxes: derived from the column tokens' box words
+COUNT_SLOT = 0
 #: projector input per token: mean and max of its cells' features, and its slot (one-hot)
 TOKEN_INPUT = 2 * FEATURES + len(SLOTS)
 PROJECTOR_FILE = Path(__file__).with_name("weights") / "lite0_qwen2.5_0.5b_projector.safetensors"
 #: sha256 of the shipped projector (written by the training run that produced it)
-PROJECTOR_SHA256 = "a1cc71f89c109a31027eb23fc95b90656342bb9f5bc1a46a3e7b660897515730"
+PROJECTOR_SHA256 = "900225774ef6dff778d6a55779e219aa19a6bddcc31e80bf48e2be37fceae22f"
 
 
 def pooled_features(tower: nn.Module, batch: torch.Tensor) -> torch.Tensor:
@@ -81,9 +89,9 @@ def pooled_features(tower: nn.Module, batch: torch.Tensor) -> torch.Tensor:
 
 
 def token_inputs(cells: torch.Tensor) -> torch.Tensor:
-    """``[n, len(SLOTS), TOKEN_INPUT]``: per column, then the whole frame, mean and max."""
+    """``[n, len(SLOTS), TOKEN_INPUT]``: each slot's cells (``SLOT_COLUMNS``), mean and max."""
     grid = cells.reshape(cells.shape[0], ROWS, COLS, cells.shape[-1])
-    groups = [grid[:, :, c] for c in range(COLS)] + [cells]
+    groups = [cells if c is None else grid[:, :, c] for c in SLOT_COLUMNS]
     rows = [torch.cat([g.mean(1), g.amax(1)], dim=-1) for g in groups]
     x = torch.stack(rows, dim=1)
     slot = torch.eye(len(SLOTS), dtype=x.dtype, device=x.device).expand(x.shape[0], -1, -1)
@@ -91,20 +99,64 @@ def token_inputs(cells: torch.Tensor) -> torch.Tensor:
 
 
 class Projector(nn.Module):
-    """LLaVA-1.5's 2-layer MLP on standardised token inputs (mean/std kept as buffers)."""
+    """LLaVA-1.5's 2-layer MLP, ending in the LM's vocabulary: a mixture of word embeddings.
 
-    def __init__(self, features: int, hidden: int) -> None:
-        """Build an untrained projector from ``features`` inputs to ``hidden`` outputs."""
+    The MLP's output is not a free vector of the LM's hidden size but logits over ``K``
+    words (each slot its own subset, ``allowed``); a token is the softmax (``temperature``)
+    mixture of those words' embedding rows. Why: the frozen LM reads its own word
+    embeddings exactly, so a confident token is (nearly) the word itself, and the head is
+    trained by cross-entropy on the words, with no LM forward (cheap on a CPU). The cost:
+    a token can only express the span of its slot's words.
+
+    The count slot (``COUNT_SLOT``) has no head of its own: the chance that each column
+    holds a box (its ``box_words``' share) gives the distribution of the number of boxes
+    (0..columns), and that mixes the ``count_words`` (e.g. `` zero`` .. `` three``).
+    """
+
+    def __init__(self, features: int, hidden: int, word_embeddings: torch.Tensor,
+                 allowed: torch.Tensor, box_words: torch.Tensor, count_words: torch.Tensor,
+                 temperature: float = 0.25) -> None:
+        """Build an untrained head: ``word_embeddings [K, H]``, ``allowed [slots, K]`` (0/1).
+
+        ``box_words [K]`` (0/1) marks the words that mean "a box here"; ``count_words``
+        the indices of the words for 0, 1, ... boxes.
+        """
         super().__init__()
+        self.register_buffer("box_words", box_words.detach().float().clone())
+        self.register_buffer("count_words", count_words.detach().long().clone())
         self.register_buffer("feature_mean", torch.zeros(features))
         self.register_buffer("feature_std", torch.ones(features))
+        self.register_buffer("word_embeddings", word_embeddings.detach().float().clone())
+        self.register_buffer("allowed", allowed.detach().float().clone())
+        self.register_buffer("temperature", torch.tensor(float(temperature)))
         self.fc1 = nn.Linear(features, hidden)
-        self.fc2 = nn.Linear(hidden, hidden)
+        self.fc2 = nn.Linear(hidden, word_embeddings.shape[0])
+
+    def logits(self, cells: torch.Tensor) -> torch.Tensor:
+        """``[n, slots, K]`` word logits of cell features ``[n, ROWS * COLS, FEATURES]``."""
+        x = (token_inputs(cells.float()) - self.feature_mean) / self.feature_std
+        out = self.fc2(nn.functional.gelu(self.fc1(x)))
+        return out.masked_fill(self.allowed == 0, float("-inf"))
 
     def forward(self, cells: torch.Tensor) -> torch.Tensor:
-        """Project cell features ``[n, ROWS * COLS, FEATURES]`` into ``[n, slots, hidden]``."""
-        x = (token_inputs(cells.float()) - self.feature_mean) / self.feature_std
-        return self.fc2(nn.functional.gelu(self.fc1(x)))
+        """Project cell features into ``[n, slots, H]``: each slot's word mixture."""
+        return self.words(cells) @ self.word_embeddings
+
+    def words(self, cells: torch.Tensor) -> torch.Tensor:
+        """``[n, slots, K]``: each token's weights over the words (the count slot derived)."""
+        logits = self.logits(cells)
+        p = torch.softmax(logits / self.temperature, dim=-1)
+        columns = [i for i, c in enumerate(SLOT_COLUMNS) if c is not None]
+        has_box = (torch.softmax(logits[:, columns], dim=-1) * self.box_words).sum(-1)
+        dist = torch.ones_like(has_box[:, :1])
+        for c in range(has_box.shape[1]):
+            q = has_box[:, c:c + 1]
+            dist = torch.cat([dist * (1 - q), torch.zeros_like(q)], 1) \
+                + torch.cat([torch.zeros_like(q), dist * q], 1)
+        sharp = dist.clamp_min(1e-12) ** (1.0 / self.temperature)
+        count = torch.zeros_like(p[:, COUNT_SLOT])
+        count[:, self.count_words] = sharp / sharp.sum(-1, keepdim=True)
+        return torch.cat([p[:, :COUNT_SLOT], count[:, None], p[:, COUNT_SLOT + 1:]], 1)
 
 
 def sha256_file(path: Path) -> str:
@@ -115,8 +167,12 @@ def sha256_file(path: Path) -> str:
 def save_projector(projector: Projector, path: Path, meta: dict[str, Any]) -> str:
     """Write the projector (float16 weights) with ``meta`` as JSON; return its sha256."""
     from safetensors.torch import save_file
-    state = {k: v.detach().to("cpu", torch.float16 if k.startswith("fc") else torch.float32)
-             .contiguous() for k, v in projector.state_dict().items()}
+
+    def kept(k: str, v: torch.Tensor) -> torch.dtype:
+        return torch.float16 if k.startswith("fc") else \
+            torch.float32 if v.is_floating_point() else v.dtype
+    state = {k: v.detach().to("cpu", kept(k, v)).contiguous()
+             for k, v in projector.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path), metadata={"meta": json.dumps(meta)})
     return sha256_file(path)
@@ -143,9 +199,29 @@ def load_projector(path: Path = PROJECTOR_FILE, sha256: str | None = PROJECTOR_S
     with safe_open(str(path), framework="pt") as f:
         state = {k: f.get_tensor(k) for k in f.keys()}
         header = f.metadata() or {}
-    proj = Projector(state["fc1.weight"].shape[1], state["fc1.weight"].shape[0])
-    proj.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    proj = Projector(state["fc1.weight"].shape[1], state["fc1.weight"].shape[0],
+                     state["word_embeddings"], state["allowed"], state["box_words"],
+                     state["count_words"])
+    proj.load_state_dict({k: v.float() if v.is_floating_point() else v
+                          for k, v in state.items()}, strict=True)
     return proj.eval().requires_grad_(False), json.loads(header.get("meta", "{}"))
+
+
+def check_words(projector: Projector, meta: dict, model: Any, tok: Any) -> None:
+    """Fail unless the projector's word rows are this LM's embeddings of its words.
+
+    Why: the tokens are mixtures of those rows; a projector trained for another LM or
+    tokenizer would hand this one vectors it never reads as the words.
+    """
+    words = meta.get("words") or []
+    ids = [tok(w, add_special_tokens=False)["input_ids"] for w in words]
+    if len(words) != projector.word_embeddings.shape[0] or any(len(i) != 1 for i in ids):
+        raise ModelError(f"{NAME}: the projector's words {words} are not one token each "
+                         f"in this tokenizer (trained for another LM?)")
+    rows = model.get_input_embeddings().weight[[i[0] for i in ids]].detach().float().cpu()
+    if not torch.allclose(rows, projector.word_embeddings.cpu(), rtol=0.0, atol=2e-2):
+        raise ModelError(f"{NAME}: the projector's word embeddings differ from this LM's "
+                         f"(trained for another LM: {meta.get('lm')})")
 
 
 class VisualTokenAdapter(VisionAdapter):
@@ -170,7 +246,7 @@ class VisualTokenAdapter(VisionAdapter):
         self.vision_end_id = ids["<|vision_end|>"]
         self.image_token_id = ids["<|image_pad|>"]
 
-        self._slot_ids = [self._ids(w, False) for w in SLOTS]
+        self._text_ids = [self._ids(w, False) if w else [] for w in TEXT]
 
     @property
     def image_tokens(self) -> int:
@@ -183,9 +259,9 @@ class VisualTokenAdapter(VisionAdapter):
         with torch.no_grad():
             feats = pooled_features(self.tower, to_batch(image, TOWER_SIDE).to(self.device))
         ids = [self.vision_start_id]
-        for words in self._slot_ids:
+        for words in self._text_ids[:-1]:
             ids += words + [self.image_token_id]
-        ids.append(self.vision_end_id)
+        ids += self._text_ids[-1] + [self.vision_end_id]
         return ids, {"cell_features": feats}, f"<{self.image_tokens} visual tokens>"
 
     def frame_chunk(self, image_rgb: np.ndarray, stamp: float, camera: str) -> Chunk:
@@ -242,7 +318,8 @@ def adapter(weights: Any, name: str, spec: Any, device: str, dtype: torch.dtype,
     The projector's checksum is checked first, so a damaged file fails before anything.
     """
     from ..perception.efficientnet_lite0 import MissingWeights, load_efficientnet_lite0
-    projector, _ = load_projector()
+    projector, meta = load_projector()
+    check_words(projector, meta, weights.model, weights.tokenizer)
     try:
         tower = load_efficientnet_lite0()
     except MissingWeights as exc:

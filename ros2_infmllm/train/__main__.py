@@ -27,10 +27,10 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from ..models.visual_tokens import (LM_NAME, NAME, SLOTS, TOKEN_INPUT, Projector,
-                                    save_projector, token_inputs)
-from .data import Encoder, build, slot_words
-from .scenes import CANDIDATES
+from ..models.visual_tokens import (COUNT_SLOT, FEATURES, LM_NAME, NAME, SLOTS, TEXT,
+                                    TOKEN_INPUT, Projector, save_projector, token_inputs)
+from .data import COUNT_WORDS, SLOT_VOCAB, WORDS, Encoder, build, slot_words
+from .scenes import CANDIDATES, COLOURS
 
 
 def load_lm(gguf: Optional[str], device: str, dtype: torch.dtype):
@@ -137,31 +137,54 @@ def score(examples: list, answers: list) -> dict:
     return {k: {"n": n, "accuracy": round(c / n, 4)} for k, (n, c) in sorted(table.items())}
 
 
-def align_stage(projector: Projector, feats: torch.Tensor, truths: list, tok,
-                table_e: torch.Tensor, args, device: str, rng: np.random.Generator) -> list:
-    """Stage 1: pull each token to its word's embedding (cross-entropy over the words + MSE).
+def make_projector(table_e: torch.Tensor, tok, hidden_size: int) -> Projector:
+    """An untrained projector whose vocabulary is ``WORDS`` (the LM's own rows)."""
+    ids = [tok(w, add_special_tokens=False)["input_ids"] for w in WORDS]
+    if any(len(i) != 1 for i in ids):
+        raise ValueError(f"the projector's words must be one token each: "
+                         f"{dict(zip(WORDS, ids))}")
+    emb = table_e[[i[0] for i in ids]].detach().float().cpu()
+    allowed = torch.tensor([[float(w in vocab) for w in WORDS] for vocab in SLOT_VOCAB])
+    box = torch.tensor([float(w.strip() in COLOURS) for w in WORDS])
+    count = torch.tensor([WORDS.index(w) for w in COUNT_WORDS])
+    return Projector(TOKEN_INPUT, hidden_size, emb, allowed, box, count)
 
-    No LM forward: the targets are rows of the LM's (frozen) embedding table.
+
+def targets(truths: list) -> torch.Tensor:
+    """``[n, slots]`` word index of each token (the derived count slot: -100, no loss)."""
+    t = torch.tensor([[WORDS.index(w) for w in slot_words(x)] for x in truths])
+    t[:, COUNT_SLOT] = -100
+    return t
+
+
+def slot_accuracy(projector: Projector, feats: torch.Tensor, truths: list,
+                  device: str) -> dict:
+    """Share of tokens whose heaviest word is the truth's, per slot (the count derived)."""
+    with torch.no_grad():
+        got = torch.cat([projector.words(feats[i:i + 1024].to(device)).argmax(-1).cpu()
+                         for i in range(0, len(feats), 1024)])
+    want = torch.tensor([[WORDS.index(w) for w in slot_words(x)] for x in truths])
+    return {s: round(float((got[:, k] == want[:, k]).float().mean()), 4)
+            for k, s in enumerate(SLOTS)}
+
+
+def align_stage(projector: Projector, feats: torch.Tensor, truths: list, args, device: str,
+                rng: np.random.Generator) -> list:
+    """Stage 1: cross-entropy of each token's word logits against the truth's word.
+
+    No LM forward: a token is a mixture of the LM's (frozen) embedding rows of its words.
     """
     from tqdm import tqdm
-    words = sorted({w for t in truths for w in slot_words(t)})
-    ids = [tok(w, add_special_tokens=False)["input_ids"] for w in words]
-    if any(len(i) != 1 for i in ids):
-        raise ValueError(f"stage-1 words must be one token each: {dict(zip(words, ids))}")
-    emb = table_e[[i[0] for i in ids]].detach().float().to(device)           # [K, H]
-    target = torch.tensor([[words.index(w) for w in slot_words(t)] for t in truths])
-    scale = emb.pow(2).mean()
-    opt = torch.optim.AdamW(projector.parameters(), lr=args.lr, weight_decay=0.0)
+    target = targets(truths)
+    opt = torch.optim.AdamW(projector.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     losses = []
-    bar = tqdm(range(args.align_steps), desc="stage 1 (align)", unit="step")
+    bar = tqdm(range(args.align_steps), desc="stage 1 (words)", unit="step")
     for step in bar:
         rows = torch.from_numpy(rng.integers(0, len(feats), args.align_batch))
-        out = projector(feats[rows].to(device))                               # [B, S, H]
-        tgt = target[rows].to(device)
-        cos = nn_cos(out, emb)
-        loss = torch.nn.functional.cross_entropy(cos.reshape(-1, len(words)) * 20.0,
-                                                 tgt.reshape(-1)) \
-            + (out - emb[tgt]).pow(2).mean() / scale
+        logits = projector.logits(feats[rows].to(device))                    # [B, S, K]
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), target[rows].to(device).reshape(-1),
+            ignore_index=-100)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -173,10 +196,19 @@ def align_stage(projector: Projector, feats: torch.Tensor, truths: list, tok,
     return losses
 
 
-def nn_cos(out: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity of every token ``[..., H]`` with every word ``[K, H]``."""
-    a = torch.nn.functional.normalize(out, dim=-1)
-    return a @ torch.nn.functional.normalize(emb, dim=-1).T
+def cached_build(cache: Optional[Path], tower, *args, **kw) -> tuple:
+    """:func:`data.build`, kept on disk under ``cache`` (keyed by its arguments)."""
+    if cache is None:
+        return build(tower, *args, **kw)
+    n_scenes, n_timed, _, held_out, _, per_frame, seed = args
+    path = cache / (f"features_{'heldout' if held_out else 'train'}_{n_scenes}_{n_timed}"
+                    f"_{per_frame}_{seed}_{FEATURES}.pt")
+    if path.is_file():
+        return torch.load(path, weights_only=False)
+    out = build(tower, *args, **kw)
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save(out, path)
+    return out
 
 
 def train_stage(projector: Projector, lm, enc: Encoder, feats: torch.Tensor, train: list,
@@ -222,11 +254,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--heldout-scenes", type=int, default=600)
     ap.add_argument("--heldout-timed", type=int, default=200)
     ap.add_argument("--align-steps", type=int, default=1500,
-                    help="stage 1 steps (word alignment, no LM forward)")
+                    help="stage 1 steps (word cross-entropy, no LM forward)")
     ap.add_argument("--align-batch", type=int, default=256, help="frames per stage-1 step")
     ap.add_argument("--steps", type=int, default=0, help="stage 2 steps (LM loss)")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--weight-decay", type=float, default=0.01)
+    ap.add_argument("--hidden", type=int, default=512, help="the projector MLP's width")
+    ap.add_argument("--answer-examples", type=int, default=200,
+                    help="held-out questions answered greedily at the end (0: none)")
+    ap.add_argument("--cache", default=None,
+                    help="folder keeping the rendered frames' features between runs")
     ap.add_argument("--per-frame", type=int, default=3, help="questions per training frame")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
@@ -251,15 +289,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tower = load_efficientnet_lite0(args.tower_weights).to(device)
     enc = Encoder(tok)
     say = tqdm.write
-    feats, truths, train = build(tower, args.scenes, args.timed, device, False, args.workers,
-                                 args.per_frame, args.seed, say)
-    hfeats, _, held = build(tower, args.heldout_scenes, args.heldout_timed, device, True,
-                            args.workers, 1, args.seed, say)
+    cache = Path(args.cache) if args.cache else None
+    feats, truths, train = cached_build(cache, tower, args.scenes, args.timed, device, False,
+                                        args.workers, args.per_frame, args.seed, progress=say)
+    hfeats, htruths, held = cached_build(cache, tower, args.heldout_scenes, args.heldout_timed,
+                                         device, True, args.workers, 1, args.seed,
+                                         progress=say)
     t_data = time.time() - t0
     say(f"data: {len(train)} training examples over {len(feats)} frames, {len(held)} "
         f"held-out over {len(hfeats)} frames, {t_data:.0f} s (LM load included)")
     table_e = lm.get_input_embeddings().weight
-    projector = Projector(TOKEN_INPUT, table_e.shape[1]).to(device)
+    projector = make_projector(table_e, tok, args.hidden).to(device)
     flat = torch.cat([token_inputs(feats[i:i + 4096].float()) for i in
                       range(0, len(feats), 4096)]).reshape(-1, TOKEN_INPUT)
     projector.feature_mean.copy_(flat.mean(0).to(device))
@@ -267,13 +307,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     del flat
     rng = np.random.default_rng(args.seed)
     t1 = time.time()
-    align = align_stage(projector, feats, truths, tok, table_e, args, device, rng)
+    align = align_stage(projector, feats, truths, args, device, rng)
+    t_align = time.time() - t1
+    n_single = args.heldout_scenes
+    slots_after_1 = slot_accuracy(projector, hfeats[:n_single], htruths[:n_single], device)
+    say(f"stage 1: {t_align:.0f} s; held-out token accuracy by slot: {slots_after_1}")
     losses = train_stage(projector, lm, enc, feats, train, args, device, dtype, rng)
     t_train = time.time() - t1
     projector.eval()
-    answers = answer_all(lm, tok, enc, projector, held, hfeats, device, dtype)
-    table = score(held, answers)
-    meta = {"model": NAME, "lm": gguf.name, "slots": list(SLOTS), "inputs": TOKEN_INPUT,
+    slots = slot_accuracy(projector, hfeats[:n_single], htruths[:n_single], device)
+    shown = held[:args.answer_examples]
+    answers = answer_all(lm, tok, enc, projector, shown, hfeats, device, dtype)
+    table = score(shown, answers)
+    meta = {"model": NAME, "lm": gguf.name, "slots": list(SLOTS), "text": list(TEXT),
+            "inputs": TOKEN_INPUT,
+            "words": list(WORDS), "hidden": args.hidden, "weight_decay": args.weight_decay,
             "seed": args.seed, "align_steps": args.align_steps, "steps": args.steps,
             "batch": args.batch, "lr": args.lr,
             "scenes": args.scenes, "timed": args.timed, "device": str(
@@ -281,13 +329,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "dtype": str(dtype).split(".")[-1]}
     sha = save_projector(projector, out / "projector.safetensors", meta)
     report = {"meta": meta, "sha256": sha, "heldout": table, "train_s": round(t_train, 1),
+              "align_s": round(t_align, 1), "heldout_slot_accuracy_stage1": slots_after_1,
+              "heldout_slot_accuracy": slots,
               "data_s": round(t_data, 1), "align_loss_last": align[-20:],
               "lm_loss_first": losses[:20], "lm_loss_last": losses[-20:],
               "samples": [{"q": ex.question, "expected": ex.answer, "answer": a, "kind": ex.kind}
-                          for ex, a in list(zip(held, answers))[:40]]}
+                          for ex, a in list(zip(shown, answers))[:40]]}
     (out / "report.json").write_text(json.dumps(report, indent=1))
     (out / "loss.json").write_text(json.dumps({"align": align, "lm": losses}))
-    say(json.dumps({"heldout": table, "train_s": round(t_train, 1), "sha256": sha}, indent=1))
+    say(json.dumps({"heldout_slots": slots, "heldout": table, "train_s": round(t_train, 1),
+                    "sha256": sha}, indent=1))
     return 0
 
 

@@ -21,14 +21,16 @@ import torch
 from ..models.base import ModelAdapter
 from ..models.frame_describer import frame_tag
 from ..models.vision import VisionAdapter
-from ..models.visual_tokens import SLOTS
+from ..models.visual_tokens import TEXT
 from ..perception.efficientnet_lite0 import IMAGENET_MEAN, IMAGENET_STD
-from .scenes import PLACES, Truth, questions, random_truth, render, timed_questions
+from .scenes import (COLOURS, LIGHTS, PLACES, Truth, questions, random_truth, render,
+                     timed_questions)
 
 #: frame sizes drawn for a scene (the bags are 160 x 120) and their weights
 SIZES = ((160, 120), (320, 240), (224, 224), (640, 480))
 SIZE_WEIGHTS = (0.55, 0.2, 0.1, 0.15)
-CAMERAS = ("front", "camera", "dock", "left")
+#: camera names of the tags (none is a place word: a camera "left" reads as a place)
+CAMERAS = ("front", "camera", "dock", "rear")
 #: seed streams: training scenes, training timed sequences, held-out ones
 TRAIN, TRAIN_TIMED, HELDOUT, HELDOUT_TIMED = 1, 2, 1001, 1002
 
@@ -168,9 +170,9 @@ class Encoder:
     def frame(self, stamp: float, camera: str) -> list:
         """Return one frame chunk's ids: tag, vision markers around the slots, newline."""
         ids = self.text(frame_tag(stamp, camera), True) + [self.vs]
-        for words in SLOTS:
-            ids += self.text(words, False) + [self.pad]
-        return ids + [self.ve] + self.newline
+        for words in TEXT[:-1]:
+            ids += (self.text(words, False) if words else []) + [self.pad]
+        return ids + self.text(TEXT[-1], False) + [self.ve] + self.newline
 
     def prompt(self, ex: Example) -> list:
         """Return the ids of everything before the answer."""
@@ -185,13 +187,19 @@ class Encoder:
         return self.text(ex.answer, True) + [self.end]
 
 
-#: the word each visual token is aligned to in the first stage: a column's content
-EMPTY, ARUCO, QR = " empty", " marker", " QR"
+#: the words a visual token can be (the projector's vocabulary), by slot
+EMPTY, ARUCO, QR = " nothing", " marker", " QR"
+COUNT_WORDS = (" no", " one", " two", " three")
+COLUMN_WORDS = tuple(f" {c}" for c in COLOURS) + (ARUCO, QR, EMPTY)
+LIGHT_WORDS = tuple(f" {light}" for light in LIGHTS)
+WORDS = COUNT_WORDS + COLUMN_WORDS + LIGHT_WORDS
+#: each slot's words, in ``SLOTS`` order: the count, three columns, the light
+SLOT_VOCAB = (COUNT_WORDS, COLUMN_WORDS, COLUMN_WORDS, COLUMN_WORDS, LIGHT_WORDS)
 
 
 def slot_words(truth: Truth) -> list:
-    """Return the words of a frame's tokens: each column's box colour or code, the light."""
-    words = []
+    """Return the words of a frame's tokens: count, each column's box colour or code, light."""
+    words = [COUNT_WORDS[len(truth.boxes)]]
     for place in PLACES:
         here = [i for i in truth.items if i.place == place]
         item = here[0] if here else None

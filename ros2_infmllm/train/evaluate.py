@@ -17,16 +17,41 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+import torch
 
-from ..models.visual_tokens import NAME
+from ..models.visual_tokens import NAME, load_projector
 from .__main__ import correct
-from .data import CAMERAS, HELDOUT, scene
+from .data import CAMERAS, HELDOUT, scene, slot_words
 from .scenes import questions
 
 
-def evaluate(session, n_frames: int, seed: int = 0, progress: bool = True) -> dict:
-    """Ask every question of ``n_frames`` held-out frames; accuracy by kind + examples."""
+class WordTokens(torch.nn.Module):
+    """The ceiling diagnostic's projector: the exact embeddings of the truth's slot words.
+
+    Why: it tells whether the slot and prompt design (what the frozen LM makes of perfect
+    tokens) or the projector limits the accuracy.
+    """
+
+    def __init__(self, table: torch.Tensor, ids: list) -> None:
+        """Hold the rows ``ids`` of the LM's embedding ``table``, one per slot."""
+        super().__init__()
+        self.rows = table[ids].detach().float().clone()
+
+    def forward(self, cells: torch.Tensor) -> torch.Tensor:
+        """Return the same words for any frame: ``[n, slots, hidden]``."""
+        return self.rows.unsqueeze(0).expand(cells.shape[0], -1, -1)
+
+
+def evaluate(session, n_frames: int, seed: int = 0, progress: bool = True,
+             ceiling: bool = False) -> dict:
+    """Ask every question of ``n_frames`` held-out frames; accuracy by kind + examples.
+
+    ``ceiling``: the slots get the exact embeddings of the truth's words instead of the
+    projector's output (the adapter's projector is put back after).
+    """
     from tqdm import tqdm
+    adapter = session.adapter
+    projector = adapter.projector
     rng = np.random.default_rng([seed, 39])
     table: dict = {}
     shown, latencies = [], []
@@ -35,6 +60,10 @@ def evaluate(session, n_frames: int, seed: int = 0, progress: bool = True) -> di
         truth, rgb, _ = scene(HELDOUT, i)
         session.reset()
         cam = str(rng.choice(CAMERAS))
+        if ceiling:
+            ids = [adapter.tokenizer(w, add_special_tokens=False)["input_ids"][0]
+                   for w in slot_words(truth)]
+            adapter.projector = WordTokens(adapter.model.get_input_embeddings().weight, ids)
         t0 = time.perf_counter()
         session.ingest_frame(rgb, 1_700_000_000.0 + 10.0 * i, cam)
         latencies.append(time.perf_counter() - t0)
@@ -48,6 +77,7 @@ def evaluate(session, n_frames: int, seed: int = 0, progress: bool = True) -> di
             if len(shown) < 30:
                 shown.append({"frame": i, "q": q, "expected": expected, "answer": answer,
                               "ok": ok})
+    adapter.projector = projector
     return {"by_kind": {k: {"n": n, "accuracy": round(c / n, 4)}
                         for k, (n, c) in sorted(table.items())},
             "ingest_ms_p50": round(1000 * float(np.percentile(latencies, 50)), 1),
@@ -117,6 +147,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--out", default="results/visual_tokens/heldout_eval.json")
     ap.add_argument("--real", action="store_true", help="also the labelled real images")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="also the diagnostic: the truth's exact word embeddings in the slots")
+    ap.add_argument("--projector", default=None,
+                    help="a trained projector file instead of the shipped one (no checksum)")
     ap.add_argument("--plot-loss", nargs=2, metavar=("LOSS_JSON", "PNG"), default=None,
                     help="only draw a training run's loss curves")
     args = ap.parse_args(argv)
@@ -128,15 +162,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     session = build_session(SessionConfig(model=NAME, device=args.device, dtype=args.dtype,
                                           policy="full", budget=4096))
     load_s = time.perf_counter() - t0
+    if args.projector:
+        session.adapter.projector = load_projector(Path(args.projector), None)[0]
     result = evaluate(session, args.frames)
+    if args.ceiling:
+        result["ceiling"] = evaluate(session, args.frames, ceiling=True)
     if args.real:
         result["real_images"] = evaluate_real(session)
     result.update(model=NAME, frames=args.frames, load_s=round(load_s, 2),
-                  device=args.device)
+                  device=args.device, projector=args.projector or "shipped")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
-    print(json.dumps({k: v for k, v in result.items() if k != "examples"}, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("examples", "ceiling")},
+                     indent=1))
+    if args.ceiling:
+        print("ceiling:", json.dumps(result["ceiling"]["by_kind"]))
     return 0
 
 

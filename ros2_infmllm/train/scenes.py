@@ -184,9 +184,11 @@ def questions(truth: Truth, rng: np.random.Generator) -> list:
     out.append(("count", str(rng.choice(("How many boxes are there?",
                                          "How many coloured boxes do you see?"))),
                 str(len(boxes))))
-    out.append(("light", str(rng.choice(("How is the light?", "Is the frame dark, dim, "
-                                         "normal or bright?", "Was the last frame dark or "
-                                         "normal light?"))), truth.light))
+    # "dark or normal?" only where one of the two is right (a dim frame is not "normal")
+    light_qs = ["How is the light?", "Is the frame dark, dim, normal or bright?"]
+    if truth.light in ("dark", "normal"):
+        light_qs.append("Was the last frame dark or normal light?")
+    out.append(("light", str(rng.choice(light_qs)), truth.light))
     out.append(("marker", "Is there an ArUco marker or a QR code?", truth.marker))
     out.append(("caption", "Describe the frame.", truth.caption()))
     return out

@@ -13,9 +13,10 @@ import pytest
 
 from ros2_infmllm.models.base import ModelError
 from ros2_infmllm.models.registry import weights_path
-from ros2_infmllm.models.visual_tokens import (COLS, FEATURES, NAME, PROJECTOR_FILE,
-                                               PROJECTOR_SHA256, ROWS, TOKEN_INPUT,
-                                               load_projector, pooled_features, sha256_file)
+from ros2_infmllm.models.visual_tokens import (COLS, COUNT_SLOT, FEATURES, NAME, PROJECTOR_FILE,
+                                               PROJECTOR_SHA256, ROWS, SLOT_COLUMNS,
+                                               TOKEN_INPUT, check_words, load_projector,
+                                               pooled_features, sha256_file)
 
 try:
     weights_path(NAME)
@@ -60,6 +61,42 @@ def test_cell_features_keep_the_colour_where_it_is():
     mean_rgb = cells[:, -6:-3].reshape(ROWS, COLS, 3)
     assert (mean_rgb[:, 0, 0] > mean_rgb[:, 0, 2]).all()    # left column red
     assert (mean_rgb[:, -1, 2] > mean_rgb[:, -1, 0]).all()  # right column blue
+
+
+def test_count_token_is_the_number_of_columns_whose_token_is_a_box():
+    """The count slot is derived: two columns confidently a colour, one nothing -> `` two``."""
+    import torch
+    projector, meta = load_projector()
+    words = meta["words"]
+    k = len(words)
+    logits = torch.full((1, len(SLOT_COLUMNS), k), -30.0)
+    for slot, word in ((1, " red"), (2, " nothing"), (3, " blue"), (4, " dim")):
+        logits[0, slot, words.index(word)] = 30.0
+    projector.logits = lambda cells: logits
+    got = projector.words(torch.zeros(1, ROWS * COLS, FEATURES))[0]
+    assert words[int(got[COUNT_SLOT].argmax())] == " two"
+    assert float(got[COUNT_SLOT].max()) > 0.99 and torch.allclose(got.sum(-1), torch.ones(5))
+
+
+def test_projector_for_another_lm_is_refused():
+    """Its word rows must be this LM's embeddings of its words, else a clear error."""
+    import torch
+    projector, meta = load_projector()
+
+    class Tok:
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [meta["words"].index(text)]}
+
+    class Model:
+        def __init__(self, table):
+            self.table = torch.nn.Embedding.from_pretrained(table)
+
+        def get_input_embeddings(self):
+            return self.table
+
+    check_words(projector, meta, Model(projector.word_embeddings), Tok())
+    with pytest.raises(ModelError, match="differ from this LM"):
+        check_words(projector, meta, Model(torch.randn_like(projector.word_embeddings)), Tok())
 
 
 @pytest.fixture(scope="module")
