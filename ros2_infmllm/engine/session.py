@@ -169,12 +169,16 @@ class Answer:
         ``decode_tokens_per_s``, ``total_s``, ``prompt_tokens``, ``new_tokens``.
     cancelled : bool
         True if ``cancel`` was set before the answer finished (text is the partial answer).
+    memory_log : str
+        The memory log shown with a question about time (:mod:`.timeline`), "" for other
+        questions: what the answer read, for the operator and the eval records.
     """
 
     text: str
     evidence_stamps: list[float] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     cancelled: bool = False
+    memory_log: str = ""
 
 
 class StreamingSession:
@@ -416,8 +420,9 @@ class StreamingSession:
         """
         ad = self.adapter
         q_text = self._question_text(question, camera)
+        shown = log.render(question) if log is not None else ""
         if log is not None:
-            q_text = f"{log.render(question)}\nQuestion: {q_text}"
+            q_text = f"{shown}\nQuestion: {q_text}"
         q_chunk = ad.text_chunk(q_text, "user")
         prefix = ad.answer_prefix()
         chunk = Chunk(torch.cat([q_chunk.input_ids, prefix.input_ids], dim=1), "user",
@@ -455,7 +460,7 @@ class StreamingSession:
         self.questions_answered += 1
         timings = answer_timings(wait, t0, t_prefill, decoded, t_dec, time.perf_counter(),
                                  chunk.n_tokens)
-        return Answer(text.strip(), evidence, timings, decoded.cancelled), ids
+        return Answer(text.strip(), evidence, timings, decoded.cancelled, shown), ids
 
     def _evidence(self, answer: str, log: MemoryLog | None = None) -> list[float]:
         """Stamps of the frames still in memory that support ``answer``, at most ``evidence_k``.

@@ -38,6 +38,8 @@ _CUES = re.compile(r"\b(first|last(?! frame)|latest|earliest|how many|how often|
 _ORDER = re.compile(r"\b(before|after|then|next|previous|order|since|until|earlier|later)\b",
                     re.IGNORECASE)
 _BEFORE = re.compile(r"\b(before|previous|until|earlier)\b", re.IGNORECASE)
+#: words that ask whether a thing is in view now
+_NOW = re.compile(r"\b(still|anymore|any more|now|yet)\b", re.IGNORECASE)
 _WORD = re.compile(r"[a-z0-9]+")
 #: question words that name a kind of thing, by kind (see :func:`_kind`)
 _KIND_WORDS = {"boxes": ("box", "boxes"), "patches": ("patch", "patches"),
@@ -230,9 +232,12 @@ class MemoryLog:
         """Return the lines about what ``question`` names, as the model reads them.
 
         Per thing the question names (its words, e.g. ``red box``): how many times, first
-        and last seen, whether in view now; per kind it names (``QR codes``, ``boxes``): how
-        many in all, the first and the last; and, when it asks for an order (``before``,
-        ``after``), those kinds' spells in order. Times are of day in the frames' clock.
+        and last seen, whether in view now (asked "still ...": that first, alone); per kind
+        it names (``QR codes``, ``boxes``): how many in all, the first and the last; and,
+        when it asks for an order (``before``, ``after``), the nearest spell of those kinds
+        on its own, then the others. Times are of day in the frames' clock. Why so terse
+        and so direct: the 0.5B model read "still in view: yes" at the end of a long line
+        as "no", and took the first item of a list it was not asked for.
         """
         if not self.spells:
             return "Memory: nothing seen in the frames still in memory."
@@ -249,9 +254,14 @@ class MemoryLog:
         summed = [] if order else [k for k in kinds
                                    if not any(_kind(t) == k for t in named)]
         lines = []
-        for thing in named:
+        still = _NOW.search(question or "") is not None
+        for thing in [] if order and kinds else named:     # an anchor: the order line says it
             sps = by_thing[thing]
             now = "yes" if sps[-1].end is None else "no"
+            if still:
+                lines.append(f"{thing}: in view now: {now} (last seen at "
+                             f"{_hms(sps[-1].last)}).")
+                continue
             lines.append(f"{thing}: seen {_times(len(sps))}, first at {_hms(sps[0].start)}, "
                          f"last at {_hms(sps[-1].last)}; still in view: {now}.")
         for kind in summed:
@@ -278,9 +288,12 @@ class MemoryLog:
                 near = [sp for sp in show if sp.start > at.start]
                 way = "After"
             near = [sp for sp in near if sp.thing != at.thing]
-            return (f"{way} {at.thing} at {_hms(at.start)}, nearest first: "
-                    + (", ".join(f"{sp.thing} at {_hms(sp.start)}" for sp in near) or "nothing")
-                    + ".")
+            if not near:
+                return f"Nothing {way.lower()} {at.thing} at {_hms(at.start)}."
+            then = "Earlier" if way == "Before" else "Later"
+            rest = ", ".join(f"{sp.thing} at {_hms(sp.start)}" for sp in near[1:])
+            return (f"Right {way.lower()} {at.thing} at {_hms(at.start)}: {near[0].thing}, at "
+                    f"{_hms(near[0].start)}." + (f" {then}: {rest}." if rest else ""))
         return "In order: " + ", ".join(f"{sp.thing} at {_hms(sp.start)}" for sp in show) + "."
 
     def stamps(self, answer: str) -> list[float]:

@@ -204,6 +204,8 @@ def run_offline(session, bag: Path, questions: Sequence[Question], topics: Seque
         rel = [float(s) - off for s in (getattr(ans, 'evidence_stamps', None) or [])]
         timings = dict(getattr(ans, 'timings', {}) or {})
         extra = {'timings': timings, 'cache_tokens': _cache_tokens(session)}
+        if getattr(ans, 'memory_log', ''):
+            extra['memory_log'] = ans.memory_log
         if timeline is not None:
             picture = save_memory_timeline(session, timeline, len(records) + 1, q)
             if picture is not None:

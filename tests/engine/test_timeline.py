@@ -36,11 +36,15 @@ def test_spells_counts_order_and_now():
     text = log.render("How many boxes did you see?")
     assert "boxes: 3 in all, first blue box at 22:13:22, last yellow box at 22:14:02." in text
     text = log.render("Which box came right after the lights went out?")
-    assert text.endswith(f"After {DARK} at 22:13:42, nearest first: blue box at 22:14:00, "
-                         "yellow box at 22:14:02.")
-    assert "seen 1 time, first at 22:13:42, last at 22:13:42; still in view: no." in text
+    assert text.endswith(f"\nRight after {DARK} at 22:13:42: blue box, at 22:14:00. "
+                         "Later: yellow box at 22:14:02.")
+    assert "seen 1 time" not in text                      # the anchor is in the order line
     text = log.render("Which box came before the lights went out?")
-    assert text.endswith(f"Before {DARK} at 22:13:42, nearest first: blue box at 22:13:22.")
+    assert text.endswith(f"Right before {DARK} at 22:13:42: blue box, at 22:13:22.")
+    text = log.render("Is the yellow box still there?")
+    assert text.endswith("\nyellow box: in view now: yes (last seen at 22:14:02).")
+    text = log.render("Which QR code came after the yellow box?")
+    assert text.endswith("Nothing after yellow box at 22:14:02.")
     assert about_time("Is it still there?") and about_time("When did the truck leave?")
     assert not about_time("What is the gate code?")
     assert not about_time("Was the last frame dark?")      # the present, not a time
