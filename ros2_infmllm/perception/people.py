@@ -45,6 +45,9 @@ class PeoplePart(Part):
     side : int, default 960
         Longer side of the grey copy searched (enlarged or shrunk from the camera's
         frame); a body must be about 100 px tall there to fill the 64x128 window.
+    max_zoom : float, default 2.0
+        Most the frame is enlarged. Why: a small frame (the rendered scenes' 160x120) holds
+        no body tall enough to find, and enlarging it to ``side`` would cost a full search.
     scale : float, default 1.05
         Ratio between two pyramid levels.
     stride : int, default 8
@@ -67,6 +70,7 @@ class PeoplePart(Part):
     """
 
     side: int = 960
+    max_zoom: float = 2.0
     scale: float = 1.05
     stride: int = 8
     min_weight: float = 2.2
@@ -84,7 +88,7 @@ class PeoplePart(Part):
     def detect(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Body boxes ``(n, 4)`` (x1, y1, x2, y2 in 0..1 of ``rgb``) and their SVM margins."""
         h, w = rgb.shape[:2]
-        s = self.side / max(h, w)
+        s = min(self.side / max(h, w), self.max_zoom)
         size = (max(64, round(w * s)), max(128, round(h * s)))
         grey = cv2.cvtColor(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if s < 1
                                        else cv2.INTER_LINEAR), cv2.COLOR_RGB2GRAY)
