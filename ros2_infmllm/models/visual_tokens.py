@@ -262,7 +262,9 @@ class VisualTokenAdapter(VisionAdapter):
         for words in self._text_ids[:-1]:
             ids += words + [self.image_token_id]
         ids += self._text_ids[-1] + [self.vision_end_id]
-        return ids, {"cell_features": feats}, f"<{self.image_tokens} visual tokens>"
+        # the text shown for the frame (memory view, memory log) names no number: the LM
+        # read "<4 visual tokens>" in the log as a count of boxes
+        return ids, {"cell_features": feats}, "<visual tokens>"
 
     def frame_chunk(self, image_rgb: np.ndarray, stamp: float, camera: str) -> Chunk:
         """Tag + visual tokens (+ the perception line when ``frame_line``) + newline."""

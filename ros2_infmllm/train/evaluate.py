@@ -120,7 +120,8 @@ def plot_losses(losses: Path, png: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     data = json.loads(Path(losses).read_text())
-    stages = [(k, v) for k, v in (("stage 1: word alignment", data.get("align", [])),
+    stage1 = "stage 1: word cross-entropy (training batches)"
+    stages = [(k, v) for k, v in ((stage1, data.get("align", [])),
                                   ("stage 2: LM loss", data.get("lm", []))) if v]
     fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 3.2), squeeze=False)
     for ax, (title, values) in zip(axes[0], stages):
@@ -149,6 +150,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--real", action="store_true", help="also the labelled real images")
     ap.add_argument("--ceiling", action="store_true",
                     help="also the diagnostic: the truth's exact word embeddings in the slots")
+    ap.add_argument("--text", default=None,
+                    help="diagnostic: JSON list replacing the words around the tokens (TEXT)")
+    ap.add_argument("--skip-trained", action="store_true",
+                    help="with --ceiling: only the ceiling")
     ap.add_argument("--projector", default=None,
                     help="a trained projector file instead of the shipped one (no checksum)")
     ap.add_argument("--plot-loss", nargs=2, metavar=("LOSS_JSON", "PNG"), default=None,
@@ -159,18 +164,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     from ..engine import SessionConfig, build_session
     t0 = time.perf_counter()
+    # pixels only: no memory log (text about the frames) and no earlier turns (each
+    # question is asked of the frame alone)
     session = build_session(SessionConfig(model=NAME, device=args.device, dtype=args.dtype,
-                                          policy="full", budget=4096))
+                                          policy="full", budget=4096, memory_log=False,
+                                          multi_round=False))
     load_s = time.perf_counter() - t0
     if args.projector:
         session.adapter.projector = load_projector(Path(args.projector), None)[0]
-    result = evaluate(session, args.frames)
+    if args.text:
+        ad = session.adapter
+        ad._text_ids = [ad._ids(w, False) if w else [] for w in json.loads(args.text)]
+    result = {} if args.skip_trained and args.ceiling else evaluate(session, args.frames)
     if args.ceiling:
         result["ceiling"] = evaluate(session, args.frames, ceiling=True)
     if args.real:
         result["real_images"] = evaluate_real(session)
     result.update(model=NAME, frames=args.frames, load_s=round(load_s, 2),
-                  device=args.device, projector=args.projector or "shipped")
+                  device=args.device, projector=args.projector or "shipped",
+                  text=json.loads(args.text) if args.text else None)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
