@@ -143,7 +143,7 @@ class Projector(nn.Module):
         return self.words(cells) @ self.word_embeddings
 
     def words(self, cells: torch.Tensor) -> torch.Tensor:
-        """``[n, slots, K]``: each token's weights over the words (the count slot derived)."""
+        """Return each token's weights over the words ``[n, slots, K]`` (count derived)."""
         logits = self.logits(cells)
         p = torch.softmax(logits / self.temperature, dim=-1)
         columns = [i for i, c in enumerate(SLOT_COLUMNS) if c is not None]

@@ -138,7 +138,7 @@ def score(examples: list, answers: list) -> dict:
 
 
 def make_projector(table_e: torch.Tensor, tok, hidden_size: int) -> Projector:
-    """An untrained projector whose vocabulary is ``WORDS`` (the LM's own rows)."""
+    """Build an untrained projector whose vocabulary is ``WORDS`` (the LM's own rows)."""
     ids = [tok(w, add_special_tokens=False)["input_ids"] for w in WORDS]
     if any(len(i) != 1 for i in ids):
         raise ValueError(f"the projector's words must be one token each: "
