@@ -53,10 +53,12 @@ TOWER_SIDE = 224
 ROWS, COLS = 4, 3
 #: the visual tokens of a frame: the count, the columns, the light
 SLOTS = ("count", "left", "middle", "right", "light")
-#: the words around them, as the frame describer writes a frame: ``TEXT[i]`` comes before
-#: token ``i`` and ``TEXT[-1]`` after the last, so confident tokens read like
-#: "two boxes: red on the left, nothing in the middle, green on the right; dim light"
-TEXT = ("", " boxes:", " on the left,", " in the middle,", " on the right;", " light")
+#: the words around them: ``TEXT[i]`` comes before token ``i`` and ``TEXT[-1]`` after the
+#: last, so confident tokens read "two boxes; the left is red, the middle is nothing, the
+#: right is green; the light is dim." Chosen by the ceiling diagnostic (the truth's exact
+#: words in the slots, 40 held-out frames) over "... boxes: red on the left, ...; dim
+#: light" and "boxes: two left: red ... light: dim" (docs/visual_tokens.md)
+TEXT = ("", " boxes; the left is", ", the middle is", ", the right is", "; the light is", ".")
 #: the cells each slot's token reads: a column of the grid, or the whole frame (None)
 SLOT_COLUMNS = (None, 0, 1, 2, None)
 #: the slot whose token says how many boxes: derived from the column tokens' box words
