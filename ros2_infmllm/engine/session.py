@@ -356,7 +356,11 @@ class StreamingSession:
         start = int(layer.arrived) if layer.is_initialized else 0
 
         def at(c: int) -> int:
-            return start + (self.adapter.encode(text[:c], literal=True).shape[1] if c else 0)
+            # without the trailing space: BPE tokenizers join a space to the word after it
+            # (" dark" is one token), so text[:c] with its space would count one token more
+            # and a one-word span would come out empty
+            head = text[:c].rstrip()
+            return start + (self.adapter.encode(head, literal=True).shape[1] if head else 0)
         return [(thing, at(lo), at(hi)) for thing, lo, hi in spans]
 
     def _set_landmarks(self) -> None:

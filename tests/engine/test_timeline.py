@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from types import SimpleNamespace
+
 import numpy as np
+import torch
 
 from ros2_infmllm.engine import SessionConfig, build_session
+from ros2_infmllm.engine.session import StreamingSession
 from ros2_infmllm.engine.timeline import (DARK, EVERYTHING, NOT, Seen, about_time, build_log,
                                           frame_things, kept_things, landmarks, log_for,
                                           thing_spans)
@@ -135,3 +140,28 @@ def test_tiny_memory_log_leaves_no_trace_in_the_stream():
             log = s._memory_log()
             assert [sp.thing for sp in log.spells][:1] == ["red box"]
     assert kept[0] == kept[1] and prompt[0] > prompt[1]      # shown, not kept
+
+
+class _WordPieces:
+    """Stand-in for a BPE tokenizer that joins a space to the word after it (" dark")."""
+
+    @staticmethod
+    def pieces(text: str) -> list[str]:
+        return re.findall(r" ?[^ ]+| +", text)
+
+    def encode(self, text: str, literal: bool = True) -> torch.Tensor:
+        return torch.zeros((1, len(self.pieces(text))), dtype=torch.long)
+
+
+def test_thing_spans_in_tokens_cover_their_words_when_spaces_join_the_next_word():
+    """A one-word span (" dark") must not come out empty: the space before a word belongs
+    to the word's token, so the span starts where the text before it ends, stripped."""
+    session = SimpleNamespace(adapter=_WordPieces(),
+                              cache=SimpleNamespace(layers=[SimpleNamespace(
+                                  is_initialized=True, arrived=100)]))
+    line = "[cam c 22:17:14.0] nothing in view; dark; still. gone: blue box."
+    spans = StreamingSession._spans(session, line)
+    words = _WordPieces.pieces(line)
+    got = {t: "".join(words[lo - 100:hi - 100]).strip() for t, lo, hi in spans}
+    assert got == {NOT + EVERYTHING: "nothing in view;", DARK: "dark;",
+                   NOT + "blue box": "blue box."}
