@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -248,7 +248,17 @@ class VisualTokenAdapter(VisionAdapter):
         self.vision_end_id = ids["<|vision_end|>"]
         self.image_token_id = ids["<|image_pad|>"]
 
-        self._text_ids = [self._ids(w, False) if w else [] for w in TEXT]
+        self.set_wording(TEXT)
+
+    def set_wording(self, text: Sequence[str]) -> None:
+        """Use ``text`` (the pieces around the slots, as :data:`TEXT`) for the next frames.
+
+        Why: the wording needs no retraining, so a study of wordings (train.evaluate
+        ``--text``) swaps it on a loaded model.
+        """
+        if len(text) != len(TEXT):
+            raise ValueError(f"wording needs {len(TEXT)} pieces (as TEXT), got {len(text)}")
+        self._text_ids = [self._ids(w, False) if w else [] for w in text]
 
     @property
     def image_tokens(self) -> int:

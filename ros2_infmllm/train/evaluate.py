@@ -173,8 +173,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.projector:
         session.adapter.projector = load_projector(Path(args.projector), None)[0]
     if args.text:
-        ad = session.adapter
-        ad._text_ids = [ad._ids(w, False) if w else [] for w in json.loads(args.text)]
+        session.adapter.set_wording(json.loads(args.text))
     result = {} if args.skip_trained and args.ceiling else evaluate(session, args.frames)
     if args.ceiling:
         result["ceiling"] = evaluate(session, args.frames, ceiling=True)
