@@ -28,7 +28,7 @@ from ..models.base import Chunk, ModelAdapter
 from .evidence import rank_evidence
 from .generation import TokenReader, answer_timings, decode_greedy
 from .status import DecodeStatus, FrameInMemory, MemoryStatus, SessionStatus
-from .timeline import MemoryLog, about_time, landmarks, log_for, thing_spans
+from .timeline import LOG_INSTRUCTION, MemoryLog, about_time, landmarks, log_for, thing_spans
 
 _LOG = logging.getLogger(__name__)
 _LOGGED: set = set()    # (model, reason) pairs already logged: the eager fallback says why once
@@ -426,7 +426,8 @@ class StreamingSession:
         q_text = self._question_text(question, camera)
         shown = log.render(question) if log is not None else ""
         if log is not None:
-            q_text = f"{shown}\nQuestion: {q_text}"
+            # above the log the usual instruction lost: the model answered in sentences
+            q_text = f"{shown}\nQuestion: {q_text} {LOG_INSTRUCTION}"
         q_chunk = ad.text_chunk(q_text, "user")
         prefix = ad.answer_prefix()
         chunk = Chunk(torch.cat([q_chunk.input_ids, prefix.input_ids], dim=1), "user",

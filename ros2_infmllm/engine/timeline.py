@@ -84,6 +84,8 @@ def frame_things(line: str) -> frozenset[str] | None:
     return frozenset(things)
 
 
+#: said after a question shown with the log (the adapter's instruction alone did not hold)
+LOG_INSTRUCTION = "Reply with the word, number or time only."
 #: prefix of a span that says a thing is NOT in view (``gone: X`` events, a lit frame)
 NOT = "-"
 #: the thing ``nothing in view`` names as absent: every thing
