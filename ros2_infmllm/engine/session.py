@@ -424,8 +424,9 @@ class StreamingSession:
         """
         ad = self.adapter
         q_text = self._question_text(question, camera)
-        shown = log.render(question) if log is not None else ""
+        shown = ""
         if log is not None:
+            shown = log.render(question)
             # above the log the usual instruction lost: the model answered in sentences
             q_text = f"{shown}\nQuestion: {q_text} {LOG_INSTRUCTION}"
         q_chunk = ad.text_chunk(q_text, "user")

@@ -342,21 +342,18 @@ def _kind(thing: str) -> str:
     return last + ("es" if last.endswith(("x", "s", "ch")) else "s")
 
 
-def build_log(frames: Iterable[tuple[float, str, Seen | frozenset[str] | None]],
+def build_log(frames: Iterable[tuple[float, str, Seen | None]],
               merge_s: float = MERGE_S) -> MemoryLog:
     """Build the log from remembered frames ``(stamp, camera, seen)`` in any order.
 
-    ``seen`` a :class:`Seen`, or the set of things of a whole frame; None (a ``no change.``
-    frame whose previous frame is unknown) is skipped. Consecutive remembered frames are
-    read as adjacent: what happened between them while they were evicted is not known, so
-    a thing seen in both is one spell, unless one between says it is absent (a whole frame
-    without it, or a kept ``gone:`` word).
+    ``seen`` None (a ``no change.`` frame whose previous frame is unknown) is skipped.
+    Consecutive remembered frames are read as adjacent: what happened between them while
+    they were evicted is not known, so a thing seen in both is one spell, unless one between
+    says it is absent (a whole frame without it, or a kept ``gone:`` word).
     """
     by_cam: dict[str, list] = {}
     for stamp, cam, seen in frames:
         if seen is not None:
-            if not isinstance(seen, Seen):
-                seen = Seen(frozenset(seen))
             by_cam.setdefault(cam, []).append((float(stamp), seen))
     spells: list[Spell] = []
     latest = None

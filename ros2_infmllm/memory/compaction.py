@@ -119,7 +119,7 @@ def compact(buffers: Buffers, policy: Policy, rope: RopeSpec | None, rows: int, 
     values = buffers.values[:, :, :n].reshape(n_layers * h, n, v_dim) \
         if policy.needs_values else None
     marks = None
-    if landmarks is not None and policy.landmark_tokens:
+    if landmarks is not None:
         arrival = meta[:, rows].reshape(n_layers * h, n).contiguous()
         inside = torch.searchsorted(landmarks.to(arrival.dtype), arrival, right=True)
         marks = inside % 2 == 1                         # odd: between some lo and its hi

@@ -30,7 +30,7 @@ def test_spells_counts_order_and_now():
     seq = [(0, set()), (2, {"blue box"}), (4, {"blue box"}), (6, set()), (8, {"blue box"}),
            (10, set()), (20, {"QR code 'X'"}), (22, {DARK}), (24, set()), (40, {"blue box"}),
            (42, {"blue box", "yellow box"})]
-    log = build_log([(T0 + t, "c", frozenset(s)) for t, s in seq])
+    log = build_log([(T0 + t, "c", Seen(frozenset(s))) for t, s in seq])
     assert [(s.thing, s.start - T0) for s in log.spells] == [
         ("blue box", 2), ("QR code 'X'", 20), (DARK, 22), ("blue box", 40), ("yellow box", 42)]
     assert log.counts() == {"blue box": 2, "QR code 'X'": 1, DARK: 1, "yellow box": 1}
