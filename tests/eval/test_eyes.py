@@ -11,26 +11,12 @@ fetches it as root); elsewhere it is skipped with what to install, in CI it fail
 
 from __future__ import annotations
 
-import os
-
-import pytest
-
 from ros2_infmllm.eval import eyes
-from ros2_infmllm.eval.real_imagery import ImageryMissing, find_root
 from ros2_infmllm.perception.composer import DEFAULT_PARTS, Composer, build_parts
 
 
-def _root():
-    try:
-        return find_root()
-    except ImageryMissing as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(str(exc))
-
-
-def test_fast_subset_names_what_a_person_names():
-    root = _root()
+def test_fast_subset_names_what_a_person_names(imagery_root):
+    root = imagery_root
     items = [i for i in eyes.load_items() if i.path.rsplit("/", 1)[-1] in eyes.FAST]
     assert len(items) == len(eyes.FAST)
     composer = Composer(build_parts(DEFAULT_PARTS), report_unchanged=False)

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
-import pytest
 
 from ros2_infmllm.eval.eyes import read_image
-from ros2_infmllm.eval.real_imagery import ImageryMissing, find_root
 from ros2_infmllm.perception.composer import _people_once
 from ros2_infmllm.perception.part import Observation, View, group_label
 from ros2_infmllm.perception.people import PeoplePart
@@ -19,17 +15,8 @@ BUS = "usr/share/doc/labelme-examples/examples/semantic_segmentation/data_annota
 FRUITS = "usr/share/doc/opencv-doc/examples/data/fruits.jpg"
 
 
-def _root():
-    try:
-        return find_root()
-    except ImageryMissing as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(str(exc))
-
-
-def test_people_part_finds_pedestrians_and_no_person_where_there_is_none():
-    root = _root()
+def test_people_part_finds_pedestrians_and_no_person_where_there_is_none(imagery_root):
+    root = imagery_root
     part = PeoplePart()
     assert part.ready(), part.missing
     walkers = read_image(root, VTEST)              # 768x576, pedestrians ~100 px tall
